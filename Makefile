@@ -1,0 +1,35 @@
+# The README's two commands: `make paper` (set up + run the study) and `make test` (set up + tests).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+STAMP := $(VENV)/.installed
+
+.PHONY: paper test lint dryrun setup clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+paper: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint
+
+dryrun: $(STAMP)
+	$(BIN)/snakemake -n --quiet
+	$(BIN)/snakemake -n --quiet --configfile config/paper.yaml
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,115 @@
+"""Training-step throughput (images/second) of our YOLOv5 re-implementation on CPU.
+
+One step = forward + YoloLoss (+ view loss for the multitask model) + backward + SGD step, batch 16
+of random images with a few random boxes each. Prints a table with the reference YOLOv5 v7.0 figures
+measured on this machine (shared/docs/yolov5-v7-reference.md) beside ours.
+
+    .venv/bin/python benchmarks/bench_train_step.py                 # n and s at 128/160/320 px
+    .venv/bin/python benchmarks/bench_train_step.py --scales n --sizes 128 --variants det_only
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from echomtl.losses import YoloLoss, view_loss
+from echomtl.models.multitask import build_model
+
+REFERENCE = {  # img/s, reference YOLOv5 v7.0, CPU, 2 threads, batch 16
+    ("n", 128): 100.0,
+    ("n", 160): 68.0,
+    ("n", 320): 18.0,
+    ("s", 128): 40.0,
+    ("s", 160): 28.0,
+    ("s", 320): 6.6,
+}
+
+
+def make_batch(bs: int, imgsz: int, n_views: int, boxes_per_image: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(bs, 3, imgsz, imgsz, generator=g)
+    m = bs * boxes_per_image
+    idx = torch.arange(bs).repeat_interleave(boxes_per_image).float()
+    cls = torch.randint(0, 4, (m,), generator=g).float()
+    wh = 0.05 + 0.3 * torch.rand(m, 2, generator=g)
+    xy = wh / 2 + (1 - wh) * torch.rand(m, 2, generator=g)
+    targets = torch.cat((idx[:, None], cls[:, None], xy, wh), 1)
+    views = torch.randint(0, n_views, (bs,), generator=g)
+    return images, targets, views
+
+
+def bench(
+    variant: str,
+    scale: str,
+    imgsz: int,
+    bs: int,
+    warmup: int,
+    iters: int,
+    channels_last: bool,
+    seed: int = 0,
+) -> float:
+    torch.manual_seed(seed)
+    n_views = 3
+    model = build_model(variant, scale, nc=4, n_views=n_views)
+    model.train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = YoloLoss(model.detect, imgsz)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    images, targets, views = make_batch(bs, imgsz, n_views, boxes_per_image=2, seed=seed)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        out = model(images)
+        loss, _ = loss_fn(out.det, targets)
+        if out.view_logits is not None:
+            loss = loss + 0.01 * view_loss(out.view_logits, views)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    dt = time.perf_counter() - t0
+    return bs * iters / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--scales", nargs="+", default=["n", "s"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[128, 160, 320])
+    ap.add_argument("--variants", nargs="+", default=["det_only"])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=0, help="timed iterations (0: by image size)")
+    ap.add_argument("--channels-last", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"channels_last {args.channels_last}"
+    )
+    print(f"{'variant':<14}{'scale':<7}{'imgsz':>6}{'img/s':>10}{'reference':>11}{'ratio':>8}")
+    for variant in args.variants:
+        for scale in args.scales:
+            for imgsz in args.sizes:
+                iters = args.iters or max(3, int(20 * (128 / imgsz) ** 2))
+                ips = bench(
+                    variant, scale, imgsz, args.batch, args.warmup, iters, args.channels_last
+                )
+                ref = REFERENCE.get((scale, imgsz)) if args.batch == 16 else None
+                ref_s = f"{ref:>11.1f}" if ref else f"{'-':>11}"
+                ratio = f"{ips / ref:>8.2f}" if ref else f"{'-':>8}"
+                print(f"{variant:<14}{scale:<7}{imgsz:>6}{ips:>10.1f}{ref_s}{ratio}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+# Data stage: raw export -> records (+ defects) -> split -> audit -> model-input cache.
+
+
+rule generate_synthetic:
+    output:
+        directory(f"{R}/raw/synthetic"),
+    params:
+        seed=config["synthetic"]["seed"],
+        sizes=config["synthetic"]["sizes"],
+        image_size=(config["synthetic"]["width"], config["synthetic"]["height"]),
+        class_names=config["data"]["class_names"],
+        view_names=config["data"]["view_names"],
+    log:
+        f"{R}/logs/generate_synthetic.log",
+    benchmark:
+        f"{R}/benchmarks/generate_synthetic.tsv"
+    script:
+        "../workflow/scripts/generate_synthetic.py"
+
+
+rule convert_export:
+    input:
+        export_dir(),
+    output:
+        records=f"{DATA}/records.csv",
+        defects=f"{DATA}/defects.csv",
+    params:
+        class_names=config["data"]["class_names"],
+        view_names=config["data"]["view_names"],
+        on_defect=config["data"]["on_defect"],
+        coord_tolerance=config["data"]["coord_tolerance"],
+    log:
+        f"{R}/logs/convert_export.log",
+    benchmark:
+        f"{R}/benchmarks/convert_export.tsv"
+    script:
+        "../workflow/scripts/convert_export.py"
+
+
+rule split_records:
+    input:
+        f"{DATA}/records.csv",
+    output:
+        f"{DATA}/splits/{{scheme}}.csv",
+    params:
+        fractions=config["data"]["grouped_fractions"],
+        seed=config["data"]["split_seed"],
+    log:
+        f"{R}/logs/split_records_{{scheme}}.log",
+    script:
+        "../workflow/scripts/split_records.py"
+
+
+rule audit_dataset:
+    input:
+        records=f"{DATA}/splits/{{scheme}}.csv",
+        defects=f"{DATA}/defects.csv",
+    output:
+        json=f"{DATA}/audit/{{scheme}}/audit.json",
+        counts=f"{DATA}/audit/{{scheme}}/counts.csv",
+        leakage=f"{DATA}/audit/{{scheme}}/leakage.csv",
+        box_sizes=f"{DATA}/audit/{{scheme}}/box_sizes.csv",
+        image_sizes=f"{DATA}/audit/{{scheme}}/image_sizes.csv",
+        duplicates=f"{DATA}/audit/{{scheme}}/duplicates.csv",
+    params:
+        class_names=config["data"]["class_names"],
+        view_names=config["data"]["view_names"],
+    log:
+        f"{R}/logs/audit_dataset_{{scheme}}.log",
+    script:
+        "../workflow/scripts/audit_dataset.py"
+
+
+rule build_cache:
+    input:
+        f"{DATA}/splits/{{scheme}}.csv",
+    output:
+        f"{R}/cache/{{scheme}}/{{split}}-{{imgsz}}.npz",
+    log:
+        f"{R}/logs/build_cache_{{scheme}}_{{split}}_{{imgsz}}.log",
+    benchmark:
+        f"{R}/benchmarks/build_cache_{{scheme}}_{{split}}_{{imgsz}}.tsv"
+    script:
+        "../workflow/scripts/build_cache.py"

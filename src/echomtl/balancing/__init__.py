@@ -1,0 +1,1 @@
+"""balancing stage of echomtl."""

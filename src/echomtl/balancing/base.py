@@ -1,0 +1,218 @@
+"""The ``Balancer`` interface and the pieces every method shares.
+
+A balancer owns the backward pass: given the per-task losses of one micro-batch it ADDS the model
+gradient into the parameters' ``.grad`` (never zeroing them, so gradient accumulation over
+micro-batches works) and returns a ``StepRecord`` with the task weights it used and diagnostic
+rows for ``diagnostics.csv`` (docs/architecture.md, "Balancer").
+
+Shared helpers:
+- ``weighted_sum``: ``sum_i w_i L_i`` with Python-float weights (no device question).
+- ``has_shared_trunk``: whether the output/model pair has a trunk both tasks reach (not det_only,
+  not dual_backbone, both losses present).
+- ``backward_with_task_gradients``: ONE backward of ``sum_i w_i L_i`` that also yields each task's
+  unweighted gradient at the shared feature and on W (GradNorm's inputs, and the cheap per-step
+  diagnostics), at the cost of one local backward through the last shared layer per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+TASKS = ("det", "cls")
+#: Columns of a diagnostics row (docs/architecture.md, ``diagnostics.csv`` less epoch/step).
+DIAGNOSTIC_KEYS = ("scope", "norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls")
+
+
+@dataclass
+class StepRecord:
+    """What one ``Balancer.step`` reports.
+
+    weights: the task weights the model gradient of this step was computed with.
+    diagnostics: rows ``{scope, norm_det, norm_cls, cosine, gms, weight_det, weight_cls, ...}``
+        (scope ``W``, ``feature`` or ``trunk``); methods may add extra keys (documented per class).
+    info: optional per-step scalars a method wants logged (e.g. an aggregator's weights).
+    """
+
+    weights: dict[str, float]
+    diagnostics: list[dict] = field(default_factory=list)
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class Balancer:
+    """Base class: turn per-task losses into the model gradient (added into ``.grad``).
+
+    Subclasses implement ``step``; ``extra_parameters`` lists learnable parameters that belong in
+    the MODEL optimizer (without weight decay); ``state_dict``/``load_state_dict`` make resume
+    exact; ``weights`` are the weights the next step will use.
+    """
+
+    name = "base"
+
+    def step(
+        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
+    ) -> StepRecord:
+        """Backward of this micro-batch's losses (adding into ``.grad``); returns the record."""
+        raise NotImplementedError
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Parameters to optimise with the model (none by default)."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (empty for stateless methods)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Current task weights (those the next step uses)."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> Balancer:
+        """Move internal tensors to ``device`` (parameters keep their identity); returns self."""
+        for p in self.extra_parameters():
+            p.data = p.data.to(device)
+        return self
+
+
+def present_tasks(losses: Mapping[str, Tensor], known: tuple[str, ...] = TASKS) -> list[str]:
+    """Tasks present in ``losses`` in canonical order; unknown task names are an error."""
+    unknown = sorted(set(losses) - set(known))
+    if unknown:
+        raise KeyError(f"unknown task(s) {unknown} in losses; expected a subset of {known}")
+    if not losses:
+        raise ValueError("losses is empty")
+    return [t for t in known if t in losses]
+
+
+def weighted_sum(losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """``sum_i w_i L_i`` over the tasks present in ``losses`` (Python-float weights)."""
+    missing = sorted(set(losses) - set(weights))
+    if missing:
+        raise KeyError(f"no weight for task(s) {missing}; weights given for {sorted(weights)}")
+    tasks = present_tasks(losses)
+    total = float(weights[tasks[0]]) * losses[tasks[0]]
+    for t in tasks[1:]:
+        total = total + float(weights[t]) * losses[t]
+    return total
+
+
+def has_shared_trunk(losses: Mapping[str, Tensor], out: Any) -> bool:
+    """True when both tasks have a loss and the model output exposes a shared trunk.
+
+    False for det_only (no ``cls`` loss) and dual_backbone (empty ``shared_features`` and
+    ``task_features``): balancers then fall back to a plain weighted backward.
+    """
+    if not all(t in losses for t in TASKS):
+        return False
+    shared = getattr(out, "shared_features", None) or []
+    feats = getattr(out, "task_features", None) or {}
+    return len(shared) > 0 and all(t in feats for t in TASKS)
+
+
+def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The model's shared parameters that require grad (empty when it has none)."""
+    fn = getattr(model, "shared_parameters", None)
+    if fn is None:
+        return []
+    return [p for p in fn() if p.requires_grad]
+
+
+def last_shared_weight(model: nn.Module) -> nn.Parameter | None:
+    """GradNorm's W, or None when the model has no shared trunk."""
+    w = getattr(model, "last_shared_weight", None)
+    return w if isinstance(w, Tensor) and w.requires_grad else None
+
+
+def backward_with_task_gradients(
+    losses: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    task_features: Mapping[str, Tensor],
+    weight: Tensor,
+    extra: Tensor | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """ONE backward of ``sum_i w_i L_i (+ extra)`` into ``.grad``, plus per-task gradients.
+
+    Returns ``(feature_grads, weight_grads)``: for each task ``i`` in ``("det", "cls")`` the
+    UNWEIGHTED gradient ``dL_i/df`` at the shared feature ``f`` and ``g_i = dL_i/dW`` on the
+    last shared weight ``W``. Nothing but ``sum_i w_i L_i (+ extra)`` reaches ``.grad``.
+
+    How (docs loss-balancing.md, "Efficient implementation"): the model hands each branch its own
+    alias ``a = f.view_as(f)`` (det) and ``b = f.view_as(f)`` (cls). A tensor hook on each alias
+    captures ``w_i dL_i/df`` (the branch reads only its alias, so the hooked gradient is exactly
+    that task's, scaled by its weight). A hook on ``f`` itself (the aliases' common base) fires
+    when both branch gradients have arrived and before the backward continues below ``f``; it
+    runs, for each task, ``torch.autograd.grad(f, W, grad_outputs=hooked_i / w_i,
+    retain_graph=True)``, which crosses only the last shared layer (activation, BN, convolution)
+    and does not touch ``.grad``. ``retain_graph=True`` is needed there because the outer backward
+    still has to run through that same layer; the outer backward itself does not retain the
+    graph, so nothing is held in memory after the step.
+
+    ``extra`` is added to the backward root (uncertainty weighting's ``sum_i s_i``); it must not
+    depend on the shared feature. A task whose weight is 0 cannot be un-scaled: its gradients are
+    returned as NaN.
+    """
+    a, b = task_features["det"], task_features["cls"]
+    base = a._base
+    if a is b or base is None or b._base is not base or base.shape != a.shape:
+        raise ValueError(
+            "task_features['det'] and ['cls'] must be two distinct aliases f.view_as(f) of the "
+            "same shared feature f (docs/architecture.md, 'Model output')"
+        )
+    f = base
+    hooked: dict[str, Tensor] = {}
+    on_w: dict[str, Tensor] = {}
+    busy = False
+
+    def capture(task: str):  # noqa: ANN202 - local hook factory
+        def hook(grad: Tensor) -> None:
+            hooked[task] = grad.detach()
+
+        return hook
+
+    def local(grad: Tensor) -> None:
+        nonlocal busy
+        if busy:  # the local autograd.grad below starts at f and re-enters this hook
+            return
+        busy = True
+        try:
+            for task in TASKS:
+                w = float(weights[task])
+                if task not in hooked or w == 0.0:
+                    continue
+                (g,) = torch.autograd.grad(
+                    f, weight, grad_outputs=hooked[task] / w, retain_graph=True, allow_unused=True
+                )
+                on_w[task] = torch.zeros_like(weight) if g is None else g
+        finally:
+            busy = False
+
+    handles = [a.register_hook(capture("det")), b.register_hook(capture("cls"))]
+    handles.append(f.register_hook(local))
+    try:
+        total = weighted_sum(losses, weights)
+        if extra is not None:
+            total = total + extra
+        total.backward()
+    finally:
+        for h in handles:
+            h.remove()
+
+    feature_grads: dict[str, Tensor] = {}
+    weight_grads: dict[str, Tensor] = {}
+    for task in TASKS:
+        w = float(weights[task])
+        if w == 0.0:
+            feature_grads[task] = torch.full_like(f, float("nan"))
+            weight_grads[task] = torch.full_like(weight, float("nan"))
+            continue
+        feature_grads[task] = hooked[task] / w if task in hooked else torch.zeros_like(f)
+        weight_grads[task] = on_w.get(task, torch.zeros_like(weight))
+    return feature_grads, weight_grads

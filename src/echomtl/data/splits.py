@@ -1,0 +1,140 @@
+"""Split schemes: keep the export's splits, or re-split by patient so nothing leaks.
+
+``original`` keeps what the export shipped (the paper's setting, but its frames of one video can
+sit in train and valid). ``grouped`` pools every record and assigns whole patients to
+train/valid/test, so no patient (hence no video) is in two splits.
+
+Grouped assignment (deterministic for a seed):
+
+1. per patient, a count vector: boxes per class, plus images without any box (a "background"
+   column) and the number of images;
+2. each split's target is its fraction times the pooled total of each column;
+3. patients are shuffled with ``seed``, then stably sorted largest first (so big patients are
+   placed while there is still room, and ties are broken by the seed);
+4. each patient goes to the split (with a positive fraction) whose deficit relative to target,
+   weighted by the patient's own columns, is largest:
+   ``score(s) = sum_c v_c * (target_sc - have_sc) / target_sc`` over columns with
+   ``target_sc > 0``; ties go to the earlier split in train, valid, test order.
+
+Classes stay as balanced as whole patients allow; with few large patients the fractions are only
+approximate (every patient is indivisible).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections import defaultdict
+
+from echomtl.data.records import SPLIT_NAMES, Record
+
+SCHEMES: tuple[str, ...] = ("original", "grouped")
+DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "valid": 0.15, "test": 0.15}
+
+
+def apply_split(
+    records: list[Record],
+    scheme: str,
+    fractions: dict[str, float] | None = None,
+    seed: int = 0,
+) -> list[Record]:
+    """Return copies of ``records`` with ``split`` set by ``scheme``, sorted by (split, name)."""
+    if scheme == "original":
+        out = _original(records)
+    elif scheme == "grouped":
+        out = _grouped(records, check_fractions(fractions or DEFAULT_FRACTIONS), seed)
+    else:
+        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+    return sort_records(out)
+
+
+def sort_records(records: list[Record]) -> list[Record]:
+    """Deterministic order: train, valid, test (then any other split), then image file name."""
+    order = {s: i for i, s in enumerate(SPLIT_NAMES)}
+    return sorted(records, key=lambda r: (order.get(r.split, len(order)), r.split, r.name))
+
+
+def check_fractions(fractions: dict[str, float]) -> dict[str, float]:
+    """Fractions must name only train/valid/test, be >= 0 and sum to 1; missing splits get 0."""
+    unknown = sorted(set(fractions) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"split fractions: unknown split(s) {unknown}; expected {SPLIT_NAMES}")
+    out = {s: float(fractions.get(s, 0.0)) for s in SPLIT_NAMES}
+    bad = {s: f for s, f in out.items() if not (math.isfinite(f) and f >= 0)}
+    if bad:
+        raise ValueError(f"split fractions must be finite and >= 0, got {bad}")
+    total = sum(out.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ValueError(f"split fractions must sum to 1, got {out} (sum {total:g})")
+    return out
+
+
+def _original(records: list[Record]) -> list[Record]:
+    present = {r.split for r in records}
+    missing = [s for s in SPLIT_NAMES if s not in present]
+    if missing:
+        raise ValueError(
+            f"split scheme 'original': the export has no {', '.join(missing)} split "
+            f"(found: {sorted(present) or 'none'}); use the 'grouped' scheme to re-split "
+            "by patient"
+        )
+    return [dataclasses.replace(r, boxes=[list(b) for b in r.boxes]) for r in records]
+
+
+def _patient_vectors(records: list[Record]) -> dict[str, list[float]]:
+    """Columns: boxes per class id (dense up to the largest id), background images, images."""
+    n_classes = 1 + max((int(b[0]) for r in records for b in r.boxes), default=-1)
+    vectors: dict[str, list[float]] = defaultdict(lambda: [0.0] * (n_classes + 2))
+    for r in records:
+        v = vectors[r.patient_id]
+        for b in r.boxes:
+            v[int(b[0])] += 1
+        if not r.boxes:
+            v[n_classes] += 1
+        v[n_classes + 1] += 1
+    return dict(vectors)
+
+
+def assign_patients(
+    vectors: dict[str, list[float]], fractions: dict[str, float], seed: int
+) -> dict[str, str]:
+    """Greedy largest-first assignment of patients to splits (see the module docstring)."""
+    active = [s for s in SPLIT_NAMES if fractions[s] > 0]
+    patients = sorted(vectors)
+    if len(patients) < len(active):
+        raise ValueError(
+            f"grouped split: {len(patients)} patient(s) cannot fill {len(active)} non-empty "
+            f"splits {active}; lower the number of splits with a positive fraction"
+        )
+    random.Random(seed).shuffle(patients)
+    patients.sort(key=lambda p: -vectors[p][-1])  # stable: the shuffle breaks ties
+    width = len(next(iter(vectors.values())))
+    totals = [sum(v[c] for v in vectors.values()) for c in range(width)]
+    target = {s: [fractions[s] * t for t in totals] for s in active}
+    have = {s: [0.0] * width for s in active}
+    assignment = {}
+    for p in patients:
+        v = vectors[p]
+
+        def score(s: str, v: list[float] = v) -> float:
+            return sum(
+                v[c] * (target[s][c] - have[s][c]) / target[s][c]
+                for c in range(width)
+                if target[s][c] > 0
+            )
+
+        best = max(active, key=score)  # max keeps the first of equal scores
+        assignment[p] = best
+        have[best] = [h + x for h, x in zip(have[best], v, strict=True)]
+    return assignment
+
+
+def _grouped(records: list[Record], fractions: dict[str, float], seed: int) -> list[Record]:
+    if not records:
+        return []
+    assignment = assign_patients(_patient_vectors(records), fractions, seed)
+    return [
+        dataclasses.replace(r, split=assignment[r.patient_id], boxes=[list(b) for b in r.boxes])
+        for r in records
+    ]

@@ -1,0 +1,197 @@
+"""Bootstrap confidence intervals over test images (single run and paired comparison).
+
+Resampling unit: the test image (with replacement, ``n`` draws from ``n`` images). Every resample
+is scored with the same code as the point estimate; a resampled image that appears twice is
+evaluated as two distinct images (the detection metrics identify images by list position).
+Intervals are percentile intervals (2.5th and 97.5th percentiles for 95%). A resample on which a
+metric is undefined (e.g. no labelled view, or no GT box of any class) gives NaN; NaNs are left
+out of the mean and the interval, and ``n_valid`` says how many resamples remained.
+Determinism: the resample indices come from ``numpy.random.default_rng(seed)`` only, so a seed
+gives the same result on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from echomtl.evaluation.detection_metrics import (
+    coco_map_prepared,
+    precision_recall_f1_prepared,
+    prepare_images,
+)
+
+__all__ = ["bootstrap_metrics", "paired_bootstrap", "SUPPORTED_METRICS"]
+
+_COCO = ("map50", "map50_95")
+_PRF = ("precision", "recall", "f1")
+_VIEW = ("view_accuracy", "view_macro_f1")
+SUPPORTED_METRICS = _COCO + _PRF + _VIEW
+DEFAULT_METRICS = ("map50", "map50_95", "view_accuracy")
+
+
+def _view_scores(t: np.ndarray, p: np.ndarray, want: Sequence[str]) -> dict[str, float]:
+    """View accuracy / macro-F1 (classes present in true or pred) over labelled images."""
+    keep = t != -1
+    t, p = t[keep], p[keep]
+    out: dict[str, float] = {}
+    if t.size == 0 or np.any(p < 0):  # nothing labelled, or the model has no view head
+        return {m: math.nan for m in want}
+    if "view_accuracy" in want:
+        out["view_accuracy"] = float(np.mean(t == p))
+    if "view_macro_f1" in want:
+        k = int(max(t.max(), p.max())) + 1
+        cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+        support = cm.sum(axis=0) + cm.sum(axis=1)
+        present = support > 0
+        out["view_macro_f1"] = float(np.mean(2 * np.diag(cm)[present] / support[present]))
+    return out
+
+
+def _make_scorer(
+    images: Sequence[dict], class_names: Sequence[str], metrics: Sequence[str]
+) -> Callable[[np.ndarray], dict[str, float]]:
+    """A function from resample indices to ``{metric: value}`` (inputs converted once)."""
+    unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; supported: {list(SUPPORTED_METRICS)}")
+    if len(images) == 0:
+        raise ValueError("cannot bootstrap an empty image list")
+    nc = len(class_names)
+    need_det = any(m in _COCO + _PRF for m in metrics)
+    prepared = prepare_images(images, nc) if need_det else []
+    view_true = np.asarray([img.get("view_true", -1) for img in images], dtype=np.int64)
+    view_pred = np.asarray(
+        [-1 if img.get("view_pred") is None else img["view_pred"] for img in images],
+        dtype=np.int64,
+    )
+
+    def score(idx: np.ndarray) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if need_det:
+            sub = [prepared[i] for i in idx]
+            if any(m in _COCO for m in metrics):
+                out.update(
+                    {k: v for k, v in coco_map_prepared(sub, class_names).items() if k in _COCO}
+                )
+            if any(m in _PRF for m in metrics):
+                out.update(precision_recall_f1_prepared(sub, nc))
+        if any(m in _VIEW for m in metrics):
+            out.update(_view_scores(view_true[idx], view_pred[idx], metrics))
+        return {m: float(out[m]) for m in metrics}
+
+    return score
+
+
+def _resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """``[n_resamples, n]`` image indices drawn with replacement."""
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be >= 1")
+    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+
+
+def _summary(values: np.ndarray, confidence: float) -> dict:
+    """Mean and percentile interval over the finite values."""
+    ok = values[~np.isnan(values)]
+    if ok.size == 0:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "n_valid": 0}
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(ok, [100 * alpha, 100 * (1 - alpha)])
+    return {
+        "mean": float(ok.mean()),
+        "low": float(low),
+        "high": float(high),
+        "n_valid": int(ok.size),
+    }
+
+
+def bootstrap_metrics(
+    images: Sequence[dict],
+    class_names: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    confidence: float = 0.95,
+    keep_values: bool = False,
+) -> dict[str, dict]:
+    """Percentile bootstrap interval of each metric over resampled test images.
+
+    Args:
+        images: predictions-JSON image dicts (``gt``, ``pred``, ``view_true``, ``view_pred``).
+        metrics: any of ``SUPPORTED_METRICS``: ``map50``, ``map50_95`` (COCO, as ``coco_map``),
+            ``precision``, ``recall``, ``f1`` (as ``precision_recall_f1``, threshold re-chosen
+            on every resample), ``view_accuracy``, ``view_macro_f1``.
+        keep_values: also return the per-resample values (list, NaN where undefined).
+
+    Returns:
+        ``{metric: {"point", "mean", "low", "high", "n_valid"[, "values"]}}``: ``point`` is the
+        metric on the original image set, ``mean`` the mean over resamples.
+    """
+    score = _make_scorer(images, class_names, metrics)
+    idx = _resample_indices(len(images), n_resamples, seed)
+    point = score(np.arange(len(images)))
+    rows = [score(r) for r in idx]
+    out: dict[str, dict] = {}
+    for m in metrics:
+        v = np.array([r[m] for r in rows], dtype=np.float64)
+        out[m] = {"point": point[m], **_summary(v, confidence)}
+        if keep_values:
+            out[m]["values"] = v.tolist()
+    return out
+
+
+def _align(images_a: Sequence[dict], images_b: Sequence[dict]) -> list[dict]:
+    """``images_b`` reordered to the order of ``images_a`` by name; ValueError if they differ."""
+    names_a = [img["name"] for img in images_a]
+    names_b = [img["name"] for img in images_b]
+    for label, names in (("a", names_a), ("b", names_b)):
+        if len(set(names)) != len(names):
+            dup = sorted({x for x in names if names.count(x) > 1})[:5]
+            raise ValueError(f"paired_bootstrap: duplicate image names in images_{label}: {dup}")
+    if set(names_a) != set(names_b):
+        only_a = sorted(set(names_a) - set(names_b))[:5]
+        only_b = sorted(set(names_b) - set(names_a))[:5]
+        raise ValueError(
+            "paired_bootstrap: the two runs were evaluated on different images "
+            f"({len(names_a)} vs {len(names_b)}; only in a: {only_a}; only in b: {only_b})"
+        )
+    pos = {name: i for i, name in enumerate(names_b)}
+    return [images_b[pos[name]] for name in names_a]
+
+
+def paired_bootstrap(
+    images_a: Sequence[dict],
+    images_b: Sequence[dict],
+    class_names: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    confidence: float = 0.95,
+) -> dict[str, dict]:
+    """Bootstrap interval of the difference ``a - b`` of each metric, paired by image.
+
+    Both runs are scored on the SAME resampled images (images matched by ``name``; ``images_b``
+    is reordered to ``images_a``'s order, and differing image sets raise ValueError), so the
+    interval reflects the model difference, not the test-set sampling twice.
+
+    Returns:
+        ``{metric: {"diff", "mean", "low", "high", "n_valid"}}``: ``diff`` = metric(a) - metric(b)
+        on the original set, ``mean``/``low``/``high`` over the resampled differences.
+    """
+    images_b = _align(images_a, images_b)
+    score_a = _make_scorer(images_a, class_names, metrics)
+    score_b = _make_scorer(images_b, class_names, metrics)
+    idx = _resample_indices(len(images_a), n_resamples, seed)
+    full = np.arange(len(images_a))
+    pa, pb = score_a(full), score_b(full)
+    diffs = []
+    for r in idx:
+        ra, rb = score_a(r), score_b(r)
+        diffs.append({m: ra[m] - rb[m] for m in metrics})
+    out: dict[str, dict] = {}
+    for m in metrics:
+        v = np.array([d[m] for d in diffs], dtype=np.float64)
+        out[m] = {"diff": pa[m] - pb[m], **_summary(v, confidence)}
+    return out

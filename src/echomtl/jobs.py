@@ -1,0 +1,210 @@
+"""One function per workflow job: maps a Snakemake job's inputs/outputs/params onto the package.
+
+Scripts in ``workflow/scripts/`` only call these with their ``snakemake`` object, so every job is
+also callable from Python (tests, notebooks) with a plain namespace. Each job logs to its
+Snakemake log file; an exception is logged with its traceback and re-raised so the job fails and
+Snakemake removes its (atomically written, hence never half-written) outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from echomtl.training.runlog import setup_logging
+
+LOG = logging.getLogger("echomtl.jobs")
+
+
+@contextlib.contextmanager
+def job_logging(snakemake: Any) -> Iterator[logging.Logger]:
+    """Send the job's log lines (and any failure, with traceback) to its Snakemake log file."""
+    log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
+    logger = setup_logging(log_path)
+    try:
+        yield logger
+    except Exception:
+        logger.exception("job failed")
+        raise
+
+
+def atomic_write_json(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    """Versions that produced a result (stored beside every metric)."""
+    import faster_coco_eval
+    import numpy
+    import torchvision
+
+    from echomtl import __version__
+
+    return {
+        "echomtl": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "faster_coco_eval": faster_coco_eval.__version__,
+        "machine": platform.machine(),
+    }
+
+
+def generate_synthetic(snakemake: Any) -> None:
+    from echomtl.data.synthetic import generate_synthetic_export
+
+    with job_logging(snakemake):
+        p = snakemake.params
+        summary = generate_synthetic_export(
+            Path(snakemake.output[0]),
+            sizes=dict(p.sizes),
+            seed=p.seed,
+            image_size=tuple(p.image_size),
+            class_names=list(p.class_names),
+            view_names=list(p.view_names),
+        )
+        LOG.info("synthetic export written: %s", json.dumps(summary, default=str))
+
+
+def convert_export(snakemake: Any) -> None:
+    from echomtl.data.export_reader import read_export
+    from echomtl.data.records import write_defects, write_records
+
+    with job_logging(snakemake):
+        p = snakemake.params
+        records, defects = read_export(
+            Path(snakemake.input[0]),
+            list(p.class_names),
+            list(p.view_names),
+            on_defect=p.on_defect,
+            coord_tolerance=p.coord_tolerance,
+        )
+        if not records:
+            raise ValueError(f"{snakemake.input[0]}: no image with a label was read")
+        write_defects(defects, snakemake.output.defects)
+        write_records(records, snakemake.output.records)
+        by_split: dict[str, int] = {}
+        for record in records:
+            by_split[record.split] = by_split.get(record.split, 0) + 1
+        LOG.info("records per split: %s; defects: %d", by_split, len(defects))
+        for defect in defects:
+            LOG.warning("defect %s:%d: %s: %s", defect.file, defect.line, defect.kind, defect.reason)
+
+
+def split_records(snakemake: Any) -> None:
+    from echomtl.data.records import read_records, write_records
+    from echomtl.data.splits import apply_split
+
+    with job_logging(snakemake):
+        records = read_records(snakemake.input[0])
+        scheme = snakemake.wildcards.scheme
+        out = apply_split(
+            records, scheme, dict(snakemake.params.fractions), seed=snakemake.params.seed
+        )
+        write_records(out, snakemake.output[0])
+        LOG.info("%s split: %d records", scheme, len(out))
+
+
+def audit_dataset(snakemake: Any) -> None:
+    from echomtl.data.audit import audit, write_audit
+    from echomtl.data.records import read_defects, read_records
+
+    with job_logging(snakemake):
+        records = read_records(snakemake.input.records)
+        defects = read_defects(snakemake.input.defects)
+        result = audit(
+            records, defects, list(snakemake.params.class_names), list(snakemake.params.view_names)
+        )
+        write_audit(result, Path(snakemake.output.json).parent)
+        LOG.info("leakage: %s", json.dumps(result["leakage"]))
+
+
+def build_cache(snakemake: Any) -> None:
+    from echomtl.data.cache import build_cache as build
+    from echomtl.data.records import read_records
+
+    with job_logging(snakemake):
+        records = read_records(snakemake.input[0])
+        split = snakemake.wildcards.split
+        if not any(r.split == split for r in records):
+            raise ValueError(f"{snakemake.input[0]}: split {split!r} has no image")
+        stats = build(records, split, int(snakemake.wildcards.imgsz), Path(snakemake.output[0]))
+        LOG.info("cache %s: %s", snakemake.output[0], stats)
+
+
+def train(snakemake: Any) -> None:
+    from echomtl.training.trainer import RunPaths, TrainParams
+    from echomtl.training.trainer import train as run_training
+
+    with job_logging(snakemake):
+        out = snakemake.output
+        paths = RunPaths(
+            train_cache=Path(snakemake.input.cache),
+            weights=Path(out.weights),
+            steps_csv=Path(out.steps),
+            epochs_csv=Path(out.epochs),
+            diagnostics_csv=Path(out.diagnostics),
+            checkpoint_dir=Path(snakemake.params.checkpoint_dir),
+        )
+        params = TrainParams.from_dict(dict(snakemake.params.hp))
+        summary = run_training(params, paths, threads=snakemake.threads, device=snakemake.params.device)
+        LOG.info("training done: %s", summary)
+
+
+def evaluate(snakemake: Any) -> None:
+    from echomtl.data.cache import load_cache
+    from echomtl.data.dataset import CachedDataset, make_loader
+    from echomtl.evaluation.inference import evaluate_predictions, predict
+    from echomtl.models.multitask import count_parameters
+    from echomtl.training.trainer import configure_torch, load_weights
+
+    with job_logging(snakemake):
+        p = snakemake.params
+        device = configure_torch(snakemake.threads, p.device)
+        model, train_params = load_weights(Path(snakemake.input.weights), str(device))
+        cache = load_cache(Path(snakemake.input.cache))
+        loader = make_loader(CachedDataset(cache), batch_size=p.batch_size, shuffle=False)
+        images = predict(model, loader, cache, p.conf_thres, p.iou_thres, p.max_det, device)
+        class_names, view_names = train_params["class_names"], train_params["view_names"]
+        metrics = {
+            "experiment": snakemake.wildcards.experiment,
+            "seed": int(snakemake.wildcards.seed),
+            "split": snakemake.wildcards.split,
+            "n_images": len(images),
+            **evaluate_predictions(images, class_names, view_names),
+            "parameters": count_parameters(model),
+            "evaluator": "faster-coco-eval (COCO mAP, maxDets 100)",
+            "evaluation": {
+                "conf_thres": p.conf_thres,
+                "iou_thres": p.iou_thres,
+                "max_det": p.max_det,
+            },
+            "config": train_params,
+            "versions": versions(),
+        }
+        atomic_write_json(
+            {"class_names": class_names, "view_names": view_names, "images": images},
+            Path(snakemake.output.predictions),
+        )
+        atomic_write_json(metrics, Path(snakemake.output.metrics))
+        det = metrics["detection"]
+        cls = metrics.get("classification") or {}
+        LOG.info(
+            "%s: mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
+            snakemake.wildcards.split,
+            det["map50"],
+            det["map50_95"],
+            cls.get("accuracy"),
+        )

@@ -1,0 +1,449 @@
+"""Aggregation of run outputs into one tidy table, and the validation selection of grid groups.
+
+The tidy table has one row per measured value, columns ``experiment, group, seed, split, metric,
+value`` (CSV: :data:`TIDY_COLUMNS`). Metric names:
+
+- ``split`` = ``valid``/``test`` (from ``metrics_<split>.json``): ``map50``, ``map50_95``,
+  ``precision``, ``recall``, ``f1``, ``best_conf``, ``ap50/<class>``, ``ap50_95/<class>``,
+  ``n_gt/<class>``, ``n_images``, and when the model classifies views ``view_accuracy``,
+  ``view_macro_f1``, ``view_n_evaluated``, ``view_n_missing`` (the names the bootstrap uses);
+- ``split`` = ``train`` (from ``steps.csv`` and the Snakemake benchmark file):
+  ``loss_det_initial``/``loss_det_final`` (mean over the first / last :data:`LOSS_WINDOW` logged
+  steps: single steps are noisy), ``loss_det_change_pct`` (final vs initial, percent),
+  same for ``loss_cls``; ``weight_det_initial``/``weight_det_final``, ``weight_cls_...``
+  (first / last logged step); ``n_steps``; ``train_seconds`` (benchmark column ``s``, mean over
+  its rows when Snakemake repeated the job);
+- ``split`` = ``model``: ``n_parameters``.
+
+The selection score (:func:`validation_score`) is documented there and written into every
+``selection.json`` so the paper can state it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echomtl.report._io import PathLike, read_json, run_id_from_path, write_json, write_text
+
+__all__ = [
+    "TIDY_COLUMNS",
+    "LOSS_WINDOW",
+    "SCORES",
+    "load_experiments_table",
+    "collect_metrics",
+    "read_tidy",
+    "write_tidy",
+    "validation_score",
+    "select_group",
+    "read_selections",
+    "diagnostics_summary",
+    "load_audit",
+]
+
+TIDY_COLUMNS = ["experiment", "group", "seed", "split", "metric", "value"]
+LOSS_WINDOW = 10
+DETECTION_KEYS = ("map50", "map50_95", "precision", "recall", "f1", "best_conf")
+CLASSIFICATION_KEYS = {
+    "accuracy": "view_accuracy",
+    "macro_f1": "view_macro_f1",
+    "n_evaluated": "view_n_evaluated",
+    "n_missing": "view_n_missing",
+}
+EXPERIMENT_COLUMNS = ("experiment", "group", "method", "model", "w_det", "w_cls", "alpha", "augment")
+
+#: selection scores accepted by :func:`select_group` (config ``report.selection_metric``).
+SCORES = {
+    "mean_map50_accuracy": (
+        "mean of validation mAP@0.5 and validation view accuracy (mAP@0.5 alone for models "
+        "without a classification head), each averaged over seeds"
+    ),
+    "map50": "validation mAP@0.5, averaged over seeds",
+    "accuracy": "validation view accuracy, averaged over seeds",
+}
+
+
+def load_experiments_table(experiments: pd.DataFrame | PathLike) -> pd.DataFrame:
+    """The experiments table as a frame indexed by experiment (a path is read and validated)."""
+    if isinstance(experiments, pd.DataFrame):
+        table = experiments.copy()
+    else:
+        from echomtl.config import load_experiments
+
+        table = load_experiments(Path(experiments))
+    missing = [c for c in EXPERIMENT_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"experiments table lacks columns {missing}")
+    table = table.set_index("experiment", drop=False)
+    table.index.name = None
+    if table.index.duplicated().any():
+        raise ValueError(f"duplicate experiments: {sorted(table.index[table.index.duplicated()])}")
+    table["augment"] = table["augment"].map(_as_bool)
+    for col in ("w_det", "w_cls", "alpha"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    return table
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no", "", "nan", "none"}:
+        return False
+    raise ValueError(f"augment: {value!r} is not a boolean")
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _metric_rows(data: dict, path: PathLike) -> list[tuple[str, float]]:
+    """``(metric, value)`` pairs of one ``metrics_<split>.json``."""
+    try:
+        det = data["detection"]
+    except KeyError:
+        raise ValueError(f"{path}: no 'detection' section") from None
+    rows: list[tuple[str, float]] = [("n_images", _float(data.get("n_images")))]
+    for key in DETECTION_KEYS:
+        if key in det:
+            rows.append((key, _float(det[key])))
+        elif key in ("map50", "map50_95"):
+            raise ValueError(f"{path}: detection.{key} missing")
+    for cls, entry in (det.get("per_class") or {}).items():
+        for key in ("ap50", "ap50_95", "n_gt"):
+            if key in entry:
+                rows.append((f"{key}/{cls}", _float(entry[key])))
+    cls_part = data.get("classification")
+    if cls_part is not None:
+        for key, name in CLASSIFICATION_KEYS.items():
+            if key in cls_part:
+                rows.append((name, _float(cls_part[key])))
+    return rows
+
+
+def _steps_rows(path: PathLike, window: int = LOSS_WINDOW) -> list[tuple[str, float]]:
+    """Initial/final losses and weights of one ``steps.csv``."""
+    steps = pd.read_csv(path)
+    need = {"step", "loss_det", "loss_cls", "weight_det", "weight_cls"}
+    missing = need - set(steps.columns)
+    if missing:
+        raise ValueError(f"{path}: steps.csv lacks columns {sorted(missing)}")
+    if steps.empty:
+        raise ValueError(f"{path}: steps.csv has no rows (did training run?)")
+    steps = steps.sort_values(["step"], kind="stable")
+    k = max(1, min(window, len(steps) // 2 or 1))
+    rows: list[tuple[str, float]] = [("n_steps", float(len(steps)))]
+    for task in ("det", "cls"):
+        col = steps[f"loss_{task}"].astype(float)
+        first, last = float(col.iloc[:k].mean()), float(col.iloc[-k:].mean())
+        change = 100.0 * (last - first) / first if first != 0 else math.nan
+        rows += [
+            (f"loss_{task}_initial", first),
+            (f"loss_{task}_final", last),
+            (f"loss_{task}_change_pct", change),
+            (f"weight_{task}_initial", float(steps[f"weight_{task}"].iloc[0])),
+            (f"weight_{task}_final", float(steps[f"weight_{task}"].iloc[-1])),
+        ]
+    return rows
+
+
+def _benchmark_seconds(path: PathLike) -> float:
+    bench = pd.read_csv(path, sep="\t")
+    if "s" not in bench.columns or bench.empty:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column or no rows)")
+    return float(bench["s"].astype(float).mean())
+
+
+def _by_run(files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike]) -> dict:
+    if isinstance(files, Mapping):
+        return {(str(e), int(s)): Path(p) for (e, s), p in files.items()}
+    out: dict[tuple[str, int], Path] = {}
+    for p in files:
+        key = run_id_from_path(p)
+        if key in out:
+            raise ValueError(f"two files for run {key}: {out[key]} and {p}")
+        out[key] = Path(p)
+    return out
+
+
+def _param_counts(param_counts: Mapping[str, int] | PathLike | None) -> dict[str, int]:
+    if param_counts is None:
+        return {}
+    if isinstance(param_counts, Mapping):
+        return {str(k): int(v) for k, v in param_counts.items()}
+    data = read_json(param_counts)
+    if not isinstance(data, dict):
+        raise ValueError(f"{param_counts}: expected a JSON object {{experiment: n_parameters}}")
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def collect_metrics(
+    metric_files: Iterable[PathLike],
+    experiments: pd.DataFrame | PathLike,
+    steps_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
+    benchmark_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
+    param_counts: Mapping[str, int] | PathLike | None = None,
+    out_csv: PathLike | None = None,
+) -> pd.DataFrame:
+    """Collect every run's measurements into the tidy long table (see module docstring).
+
+    Args:
+        metric_files: ``metrics_<split>.json`` files (experiment, seed and split are read from
+            the JSON itself).
+        experiments: the experiments table (frame or TSV path); gives each experiment's group.
+        steps_files: ``steps.csv`` per run, as paths following ``.../<experiment>/seed<k>/`` or
+            a ``{(experiment, seed): path}`` mapping.
+        benchmark_files: Snakemake benchmark TSVs of the training jobs (same two forms).
+        param_counts: ``{experiment: n_parameters}`` or a JSON file holding it; a metrics JSON
+            with a top-level ``n_parameters`` is used too.
+        out_csv: where to write the table (atomically); None: only return it.
+    """
+    table = load_experiments_table(experiments)
+    rows: list[tuple] = []
+    seen: set[tuple[str, int, str]] = set()
+    params = _param_counts(param_counts)
+
+    def group_of(exp: str, origin: object) -> str:
+        if exp not in table.index:
+            raise ValueError(f"{origin}: experiment {exp!r} is not in the experiments table")
+        return str(table.at[exp, "group"])
+
+    for path in metric_files:
+        data = read_json(path)
+        try:
+            exp, seed, split = str(data["experiment"]), int(data["seed"]), str(data["split"])
+        except KeyError as exc:
+            raise ValueError(f"{path}: metrics JSON lacks {exc}") from None
+        if (exp, seed, split) in seen:
+            raise ValueError(f"{path}: a second metrics file for {exp} seed {seed} {split}")
+        seen.add((exp, seed, split))
+        group = group_of(exp, path)
+        rows += [(exp, group, seed, split, m, v) for m, v in _metric_rows(data, path)]
+        if "n_parameters" in data and exp not in params:
+            params[exp] = int(data["n_parameters"])
+    if not rows:
+        raise ValueError("collect_metrics: no metrics files given")
+    run_seeds: dict[str, set[int]] = {}
+    for exp, seed, _split in seen:
+        run_seeds.setdefault(exp, set()).add(seed)
+    for (exp, seed), path in sorted(_by_run(steps_files).items()):
+        group = group_of(exp, path)
+        rows += [(exp, group, seed, "train", m, v) for m, v in _steps_rows(path)]
+    for (exp, seed), path in sorted(_by_run(benchmark_files).items()):
+        rows.append((exp, group_of(exp, path), seed, "train", "train_seconds", _benchmark_seconds(path)))
+    for exp, n in sorted(params.items()):
+        if exp not in run_seeds:
+            continue  # a count for an experiment this study did not run
+        for seed in sorted(run_seeds[exp]):
+            rows.append((exp, group_of(exp, "param_counts"), seed, "model", "n_parameters", float(n)))
+    tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    order = {e: i for i, e in enumerate(table.index)}
+    tidy = tidy.sort_values(
+        ["experiment", "seed", "split", "metric"],
+        key=lambda s: s.map(order) if s.name == "experiment" else s,
+        kind="stable",
+    ).reset_index(drop=True)
+    if out_csv is not None:
+        write_tidy(tidy, out_csv)
+    return tidy
+
+
+def write_tidy(tidy: pd.DataFrame, out_csv: PathLike) -> Path:
+    """Write the tidy table (CSV, atomically, values with full precision)."""
+    return write_text(out_csv, tidy[TIDY_COLUMNS].to_csv(index=False, float_format="%.10g"))
+
+
+def read_tidy(path: PathLike) -> pd.DataFrame:
+    """Read a tidy table written by :func:`write_tidy`."""
+    tidy = pd.read_csv(path, dtype={"experiment": str, "group": str, "split": str, "metric": str})
+    missing = [c for c in TIDY_COLUMNS if c not in tidy.columns]
+    if missing:
+        raise ValueError(f"{path}: not a tidy results table (missing {missing})")
+    tidy["seed"] = tidy["seed"].astype(int)
+    tidy["value"] = tidy["value"].astype(float)
+    return tidy
+
+
+def _seed_mean(tidy: pd.DataFrame, exp: str, split: str, metric: str) -> tuple[float, int]:
+    sel = tidy[(tidy.experiment == exp) & (tidy.split == split) & (tidy.metric == metric)]
+    values = sel["value"].astype(float)
+    values = values[np.isfinite(values)]
+    return (float(values.mean()), int(len(values))) if len(values) else (math.nan, 0)
+
+
+def validation_score(
+    tidy: pd.DataFrame, experiment: str, has_classifier: bool, score: str = "mean_map50_accuracy"
+) -> dict[str, float]:
+    """Validation score of one experiment (see :data:`SCORES`), with its ingredients.
+
+    Returns ``{"map50", "view_accuracy", "score", "n_seeds"}`` (NaN where not measured).
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown selection score {score!r}; expected one of {list(SCORES)}")
+    m, n_m = _seed_mean(tidy, experiment, "valid", "map50")
+    a, _ = _seed_mean(tidy, experiment, "valid", "view_accuracy")
+    if n_m == 0:
+        raise ValueError(f"no validation mAP@0.5 for {experiment!r}: was it evaluated on valid?")
+    if score == "map50":
+        value = m
+    elif score == "accuracy":
+        if not has_classifier:
+            raise ValueError(f"{experiment!r} has no classifier: cannot select it on view accuracy")
+        value = a
+    else:
+        value = (m + a) / 2.0 if has_classifier else m
+    if has_classifier and score != "map50" and math.isnan(a):
+        raise ValueError(f"no validation view accuracy for {experiment!r}")
+    return {"map50": m, "view_accuracy": a, "score": value, "n_seeds": n_m}
+
+
+def select_group(
+    tidy: pd.DataFrame,
+    experiments: pd.DataFrame | PathLike,
+    group: str,
+    out_json: PathLike | None = None,
+    score: str = "mean_map50_accuracy",
+) -> dict:
+    """Choose the experiment of ``group`` with the best validation score; write ``selection.json``.
+
+    Ties go to the row that comes first in the experiments table (deterministic). The JSON holds
+    the score's name and definition, the grid (the columns that vary within the group), every
+    candidate's validation values and the chosen experiment. Test values are never read here.
+    """
+    table = load_experiments_table(experiments)
+    rows = table[table["group"] == group]
+    if rows.empty:
+        raise ValueError(f"group {group!r} is not in the experiments table")
+    varying = [
+        c
+        for c in ("method", "model", "w_det", "w_cls", "alpha", "augment")
+        if rows[c].astype(str).nunique() > 1
+    ]
+    candidates = []
+    for exp, row in rows.iterrows():
+        values = validation_score(tidy, str(exp), row["model"] != "det_only", score)
+        params = {c: _plain(row[c]) for c in ("method", "model", "w_det", "w_cls", "alpha", "augment")}
+        candidates.append({"experiment": str(exp), **params, **values})
+    best = None
+    for cand in candidates:
+        if math.isnan(cand["score"]):
+            raise ValueError(f"validation score of {cand['experiment']!r} is NaN")
+        if best is None or cand["score"] > best["score"]:
+            best = cand
+    assert best is not None
+    result = {
+        "group": group,
+        "split": "valid",
+        "score": {"name": score, "definition": SCORES[score]},
+        "varying": varying,
+        "candidates": candidates,
+        "chosen": best["experiment"],
+        "tie_rule": "first row of the experiments table among equal scores",
+    }
+    if out_json is not None:
+        write_json(out_json, result)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def read_selections(
+    selection_files: Iterable[PathLike], experiments: pd.DataFrame | PathLike
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """``({group: chosen experiment}, {group: selection dict})`` for every group of the table.
+
+    Single-row groups need no file (the row is the choice); a multi-row group without a
+    selection file is an error (its test result must not be picked by hand).
+    """
+    table = load_experiments_table(experiments)
+    selections: dict[str, dict] = {}
+    for path in selection_files:
+        sel = read_json(path)
+        if sel.get("group") in selections:
+            raise ValueError(f"{path}: a second selection for group {sel.get('group')!r}")
+        if sel.get("chosen") not in table.index or table.at[sel["chosen"], "group"] != sel["group"]:
+            raise ValueError(f"{path}: chosen {sel.get('chosen')!r} is not a row of {sel['group']!r}")
+        selections[sel["group"]] = sel
+    chosen: dict[str, str] = {}
+    for group in dict.fromkeys(table["group"]):
+        rows = table[table["group"] == group]
+        if group in selections:
+            chosen[group] = selections[group]["chosen"]
+        elif len(rows) == 1:
+            chosen[group] = str(rows.index[0])
+        else:
+            raise ValueError(f"group {group!r} has {len(rows)} rows but no selection.json was given")
+    return chosen, selections
+
+
+def diagnostics_summary(
+    diagnostics_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike],
+    out_csv: PathLike | None = None,
+) -> pd.DataFrame:
+    """Per run and scope: how often and how strongly the two task gradients conflict.
+
+    Columns: ``experiment, seed, scope, n, median_cosine, mean_cosine, frac_negative,
+    median_log10_norm_ratio`` (log10 of ``norm_det / norm_cls``), ``median_gms``. Runs whose file
+    has no rows (no shared trunk) are left out.
+    """
+    rows = []
+    for (exp, seed), path in sorted(_by_run(diagnostics_files).items()):
+        diag = pd.read_csv(path)
+        need = {"scope", "norm_det", "norm_cls", "cosine"}
+        if not need <= set(diag.columns):
+            raise ValueError(f"{path}: diagnostics.csv lacks {sorted(need - set(diag.columns))}")
+        for scope, part in diag.groupby("scope", sort=True):
+            cos = part["cosine"].astype(float)
+            cos = cos[np.isfinite(cos)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.log10(part["norm_det"].astype(float) / part["norm_cls"].astype(float))
+            ratio = ratio[np.isfinite(ratio)]
+            gms = part["gms"].astype(float) if "gms" in part else pd.Series(dtype=float)
+            rows.append(
+                {
+                    "experiment": exp,
+                    "seed": seed,
+                    "scope": str(scope),
+                    "n": int(len(cos)),
+                    "median_cosine": float(cos.median()) if len(cos) else math.nan,
+                    "mean_cosine": float(cos.mean()) if len(cos) else math.nan,
+                    "frac_negative": float((cos < 0).mean()) if len(cos) else math.nan,
+                    "median_log10_norm_ratio": float(ratio.median()) if len(ratio) else math.nan,
+                    "median_gms": float(gms.median()) if len(gms) else math.nan,
+                }
+            )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "experiment", "seed", "scope", "n", "median_cosine", "mean_cosine", "frac_negative",
+            "median_log10_norm_ratio", "median_gms",
+        ],
+    )  # fmt: skip
+    if out_csv is not None:
+        write_text(out_csv, frame.to_csv(index=False, float_format="%.10g"))
+    return frame
+
+
+AUDIT_KEYS = ("class_names", "view_names", "splits", "totals", "counts", "leakage", "view_missing")
+
+
+def load_audit(path: PathLike) -> dict:
+    """Read a data-audit ``audit.json`` (``echomtl.data.audit``), checking the keys we use."""
+    audit = read_json(path)
+    missing = [k for k in AUDIT_KEYS if k not in audit]
+    if missing:
+        raise ValueError(f"{path}: audit.json lacks {missing}")
+    return audit

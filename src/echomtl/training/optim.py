@@ -1,0 +1,85 @@
+"""Optimizer groups, warmup and learning-rate schedule of YOLOv5 v7.0 (hyp.scratch-low)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr0: float,
+    momentum: float,
+    weight_decay: float,
+    extra_parameters: Iterable[nn.Parameter] = (),
+) -> torch.optim.SGD:
+    """SGD Nesterov with the reference's three groups: biases, BN weights (no decay), weights.
+
+    Group 0 must hold the biases: warmup gives that group its own start learning rate.
+    Balancer parameters that train with the model (uncertainty log-variances) join group 0, without
+    decay, since decaying a log-variance towards 0 would bias the weighting.
+    """
+    biases, bn_weights, weights = [], [], []
+    norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if name == "bias":
+                biases.append(param)
+            elif name == "weight" and isinstance(module, norm_types):
+                bn_weights.append(param)
+            else:
+                weights.append(param)
+    biases.extend(extra_parameters)
+    optimizer = torch.optim.SGD(biases, lr=lr0, momentum=momentum, nesterov=True)
+    optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
+    optimizer.add_param_group({"params": bn_weights, "weight_decay": 0.0})
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr0
+    return optimizer
+
+
+def lr_lambda(epochs: int, lrf: float, cosine: bool = False) -> Callable[[int], float]:
+    """lf(epoch): linear (default) or cosine decay from 1 to lrf."""
+    if cosine:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def warmup_iterations(warmup_epochs: float, batches_per_epoch: int) -> int:
+    """Reference rule: at least 100 warmup iterations."""
+    return max(round(warmup_epochs * batches_per_epoch), 100)
+
+
+def apply_warmup(
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    n_warmup: int,
+    epoch_factor: float,
+    warmup_bias_lr: float,
+    warmup_momentum: float,
+    momentum: float,
+) -> None:
+    """Ramp lr (bias group from warmup_bias_lr down, others from 0 up) and momentum."""
+    xi = [0, n_warmup]
+    for j, group in enumerate(optimizer.param_groups):
+        start = warmup_bias_lr if j == 0 else 0.0
+        group["lr"] = float(np.interp(iteration, xi, [start, group["initial_lr"] * epoch_factor]))
+        group["momentum"] = float(np.interp(iteration, xi, [warmup_momentum, momentum]))
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, epoch_factor: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * epoch_factor
+
+
+def accumulation_steps(nominal_batch: int, batch_size: int) -> int:
+    return max(round(nominal_batch / batch_size), 1)
+
+
+def warmup_accumulation(iteration: int, n_warmup: int, nominal_batch: int, batch_size: int) -> int:
+    """During warmup the reference accumulates fewer batches, growing to nominal/bs."""
+    return max(1, int(np.interp(iteration, [0, n_warmup], [1, nominal_batch / batch_size]).round()))

@@ -1,0 +1,88 @@
+"""Bootstrap: determinism, interval sanity, paired differences."""
+
+import pytest
+
+from echomtl.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap
+
+NAMES = ["AR", "MR"]
+
+
+def make_images(n=12):
+    images = []
+    for i in range(n):
+        c = i % 2
+        gt = [[c, 10, 10, 50, 50]]
+        if i % 3 == 0:
+            pred = [[c, 0.3 + 0.05 * (i % 4), 60, 60, 90, 90]]  # a miss and a false positive
+        else:
+            pred = [[c, 0.5 + 0.03 * (i % 5), 12, 10, 50, 52]]
+        view_true = -1 if i == 5 else i % 3
+        images.append(
+            {
+                "name": f"img{i}.png",
+                "gt": gt,
+                "pred": pred,
+                "view_true": view_true,
+                "view_pred": (i % 3) if i % 4 else 0,
+            }
+        )
+    return images
+
+
+def test_deterministic_for_a_seed():
+    images = make_images()
+    a = bootstrap_metrics(images, NAMES, n_resamples=20, seed=3, keep_values=True)
+    b = bootstrap_metrics(images, NAMES, n_resamples=20, seed=3, keep_values=True)
+    c = bootstrap_metrics(images, NAMES, n_resamples=20, seed=4, keep_values=True)
+    assert a == b
+    assert a["map50"]["values"] != c["map50"]["values"]
+
+
+def test_interval_contains_point_estimate():
+    images = make_images()
+    r = bootstrap_metrics(
+        images, NAMES, n_resamples=40, seed=0, metrics=("map50", "map50_95", "view_accuracy", "f1")
+    )
+    for m, s in r.items():
+        assert s["low"] <= s["point"] <= s["high"], m
+        assert s["low"] < s["high"], m
+        assert s["n_valid"] == 40
+    assert r["view_accuracy"]["point"] == pytest.approx(
+        9 / 11
+    )  # i = 4 and 8 are wrong, i = 5 missing
+
+
+def test_paired_identical_inputs_give_exact_zero():
+    images = make_images()
+    shuffled = images[::-1]  # aligned by name, not by position
+    r = paired_bootstrap(images, shuffled, NAMES, n_resamples=15, seed=1)
+    for s in r.values():
+        assert (s["diff"], s["mean"], s["low"], s["high"]) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_paired_uses_the_same_resamples():
+    images = make_images()
+    worse = [dict(img, pred=[]) if i < 4 else img for i, img in enumerate(images)]
+    r = paired_bootstrap(images, worse, NAMES, n_resamples=15, seed=1, metrics=("map50",))
+    single_a = bootstrap_metrics(images, NAMES, 15, 1, ("map50",), keep_values=True)
+    single_b = bootstrap_metrics(worse, NAMES, 15, 1, ("map50",), keep_values=True)
+    va, vb = single_a["map50"]["values"], single_b["map50"]["values"]
+    diffs = [x - y for x, y in zip(va, vb, strict=True)]
+    assert r["map50"]["diff"] == single_a["map50"]["point"] - single_b["map50"]["point"]
+    assert r["map50"]["mean"] == pytest.approx(sum(diffs) / len(diffs))
+    assert r["map50"]["diff"] > 0
+
+
+def test_paired_rejects_different_image_sets():
+    images = make_images()
+    other = make_images()
+    other[0] = dict(other[0], name="elsewhere.png")
+    with pytest.raises(ValueError, match="different images"):
+        paired_bootstrap(images, other, NAMES, n_resamples=2, seed=0)
+    with pytest.raises(ValueError, match="different images"):
+        paired_bootstrap(images, images[:-1], NAMES, n_resamples=2, seed=0)
+
+
+def test_unknown_metric_raises():
+    with pytest.raises(ValueError, match="unknown metrics"):
+        bootstrap_metrics(make_images(), NAMES, 2, 0, metrics=("auc",))

@@ -1,0 +1,96 @@
+"""Config and experiment-table validation: bad input fails early with the key named."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from echomtl.config import ConfigError, load_experiments, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "real-cpu.yaml"])
+def test_shipped_configs_are_valid(name):
+    path = ROOT / "config" / name
+    if not path.exists():
+        pytest.skip(f"{name} not shipped yet")
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    overlay = yaml.safe_load(path.read_text())
+    merged = _merge(base, overlay)
+    validate_config(merged)
+
+
+def _merge(base, overlay):
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def test_unknown_key_is_named(config):
+    config["train"]["epochz"] = 3
+    with pytest.raises(ConfigError, match=r"train: .*'epochz' was unexpected.*allowed keys: .*epochs"):
+        validate_config(config)
+
+
+def test_wrong_type_is_named(config):
+    config["train"]["epochs"] = "ten"
+    with pytest.raises(ConfigError, match=r"train\.epochs: 'ten' is not of type 'integer'"):
+        validate_config(config)
+
+
+def test_wrong_value_lists_allowed(config):
+    config["model"]["scale"] = "x"
+    with pytest.raises(ConfigError, match=r"model\.scale: .*allowed: 'n', 's', 'm'"):
+        validate_config(config)
+
+
+def test_imgsz_must_be_a_stride_multiple(config):
+    config["model"]["imgsz"] = 100
+    with pytest.raises(ConfigError, match=r"model\.imgsz"):
+        validate_config(config)
+
+
+def test_defaults_are_filled(config):
+    del config["balancing"]["diagnostics_every"]
+    validate_config(config)
+    assert config["balancing"]["diagnostics_every"] == 10
+
+
+def test_shipped_experiments_table_is_valid():
+    table = load_experiments(ROOT / "config" / "experiments.tsv")
+    assert {"det_only", "fixed", "gradnorm_a1.5", "dual_backbone"} <= set(table.index)
+    assert table.loc["gradnorm_a1.5", "alpha"] == 1.5
+    assert table.loc["gradnorm_a1.5_aug", "augment"] is True or table.loc["gradnorm_a1.5_aug", "augment"]
+
+
+def test_bad_experiment_row_names_line_and_column(tmp_path):
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\n"
+    rows = "a\ta\tfixed\tmultitask\t1\t0.01\t\tfalse\nb\tb\tgradnorm\tmultitask\t1\tx\t\tmaybe\n"
+    path = tmp_path / "experiments.tsv"
+    path.write_text(header + rows)
+    with pytest.raises(ConfigError) as error:
+        load_experiments(path)
+    message = str(error.value)
+    assert f"{path}:3: column w_cls: 'x' is not a number" in message
+    assert f"{path}:3: augment" in message
+    assert f"{path}:3: column alpha: method gradnorm needs an alpha" in message
+
+
+def test_duplicate_experiment_names(tmp_path):
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\n"
+    row = "a\ta\tfixed\tmultitask\t1\t0.01\t\tfalse\n"
+    path = tmp_path / "experiments.tsv"
+    path.write_text(header + row + row)
+    with pytest.raises(ConfigError, match="duplicate experiment names: a"):
+        load_experiments(path)

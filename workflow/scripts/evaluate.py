@@ -1,0 +1,5 @@
+"""Snakemake entry point of the evaluate job (logic in echomtl.jobs.evaluate)."""
+
+from echomtl.jobs import evaluate
+
+evaluate(snakemake)

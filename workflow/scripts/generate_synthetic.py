@@ -1,0 +1,5 @@
+"""Snakemake entry point of the generate_synthetic job (logic in echomtl.jobs.generate_synthetic)."""
+
+from echomtl.jobs import generate_synthetic
+
+generate_synthetic(snakemake)
