@@ -97,6 +97,7 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
         f"channels_last {args.channels_last}"
     )
+    print("reference = YOLOv5 v7.0 code on this CPU, 2 threads, batch 16 (yolov5-v7-reference.md)")
     print(f"{'variant':<14}{'scale':<7}{'imgsz':>6}{'img/s':>10}{'reference':>11}{'ratio':>8}")
     for variant in args.variants:
         for scale in args.scales:

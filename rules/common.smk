@@ -96,5 +96,5 @@ def all_outputs():
     schemes = sorted({split_scheme(name) for name in EXPERIMENTS.index})
     targets = [f"{DATA}/audit/{scheme}/audit.json" for scheme in schemes]
     for split in config["evaluation"]["splits"]:
-        targets += all_runs("{run}/metrics_" + split + ".json")
+        targets += all_runs(f"{{run}}/metrics_{split}.json")
     return targets

@@ -4,16 +4,18 @@
 rule generate_synthetic:
     output:
         directory(f"{R}/raw/synthetic"),
+    log:
+        f"{R}/logs/generate_synthetic.log",
+    benchmark:
+        f"{R}/benchmarks/generate_synthetic.tsv"
+    conda:
+        "../environment.yml"
     params:
         seed=config["synthetic"]["seed"],
         sizes=config["synthetic"]["sizes"],
         image_size=(config["synthetic"]["width"], config["synthetic"]["height"]),
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
-    log:
-        f"{R}/logs/generate_synthetic.log",
-    benchmark:
-        f"{R}/benchmarks/generate_synthetic.tsv"
     script:
         "../workflow/scripts/generate_synthetic.py"
 
@@ -24,15 +26,17 @@ rule convert_export:
     output:
         records=f"{DATA}/records.csv",
         defects=f"{DATA}/defects.csv",
+    log:
+        f"{R}/logs/convert_export.log",
+    benchmark:
+        f"{R}/benchmarks/convert_export.tsv"
+    conda:
+        "../environment.yml"
     params:
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
         on_defect=config["data"]["on_defect"],
         coord_tolerance=config["data"]["coord_tolerance"],
-    log:
-        f"{R}/logs/convert_export.log",
-    benchmark:
-        f"{R}/benchmarks/convert_export.tsv"
     script:
         "../workflow/scripts/convert_export.py"
 
@@ -42,11 +46,13 @@ rule split_records:
         f"{DATA}/records.csv",
     output:
         f"{DATA}/splits/{{scheme}}.csv",
+    log:
+        f"{R}/logs/split_records_{{scheme}}.log",
+    conda:
+        "../environment.yml"
     params:
         fractions=config["data"]["grouped_fractions"],
         seed=config["data"]["split_seed"],
-    log:
-        f"{R}/logs/split_records_{{scheme}}.log",
     script:
         "../workflow/scripts/split_records.py"
 
@@ -62,11 +68,13 @@ rule audit_dataset:
         box_sizes=f"{DATA}/audit/{{scheme}}/box_sizes.csv",
         image_sizes=f"{DATA}/audit/{{scheme}}/image_sizes.csv",
         duplicates=f"{DATA}/audit/{{scheme}}/duplicates.csv",
+    log:
+        f"{R}/logs/audit_dataset_{{scheme}}.log",
+    conda:
+        "../environment.yml"
     params:
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
-    log:
-        f"{R}/logs/audit_dataset_{{scheme}}.log",
     script:
         "../workflow/scripts/audit_dataset.py"
 
@@ -80,5 +88,7 @@ rule build_cache:
         f"{R}/logs/build_cache_{{scheme}}_{{split}}_{{imgsz}}.log",
     benchmark:
         f"{R}/benchmarks/build_cache_{{scheme}}_{{split}}_{{imgsz}}.tsv"
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/build_cache.py"

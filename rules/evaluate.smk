@@ -8,18 +8,20 @@ rule evaluate:
     output:
         metrics=f"{run_dir()}/metrics_{{split}}.json",
         predictions=f"{run_dir()}/predictions_{{split}}.json",
+    log:
+        f"{run_dir()}/evaluate_{{split}}.log",
+    benchmark:
+        f"{run_dir()}/evaluate_{{split}}.benchmark.tsv"
+    conda:
+        "../environment.yml"
+    threads: config["train"]["threads"]
+    resources:
+        **config.get("resources", {}).get("evaluate", {}),
     params:
         conf_thres=config["evaluation"]["conf_thres"],
         iou_thres=config["evaluation"]["iou_thres"],
         max_det=config["evaluation"]["max_det"],
         batch_size=32,
         device=config["train"]["device"],
-    threads: config["train"]["threads"]
-    resources:
-        **config.get("resources", {}).get("evaluate", {}),
-    log:
-        f"{run_dir()}/evaluate_{{split}}.log",
-    benchmark:
-        f"{run_dir()}/evaluate_{{split}}.benchmark.tsv"
     script:
         "../workflow/scripts/evaluate.py"

@@ -10,16 +10,18 @@ rule train:
         steps=f"{run_dir()}/steps.csv",
         epochs=f"{run_dir()}/epochs.csv",
         diagnostics=f"{run_dir()}/diagnostics.csv",
-    params:
-        hp=train_params,
-        device=config["train"]["device"],
-        checkpoint_dir=lambda w: f"{run_dir(w.experiment, w.seed)}/checkpoints",
-    threads: config["train"]["threads"]
-    resources:
-        **config.get("resources", {}).get("train", {}),
     log:
         f"{run_dir()}/train.log",
     benchmark:
         f"{run_dir()}/train.benchmark.tsv"
+    conda:
+        "../environment.yml"
+    threads: config["train"]["threads"]
+    resources:
+        **config.get("resources", {}).get("train", {}),
+    params:
+        hp=train_params,
+        device=config["train"]["device"],
+        checkpoint_dir=lambda w: f"{run_dir(w.experiment, w.seed)}/checkpoints",
     script:
         "../workflow/scripts/train.py"

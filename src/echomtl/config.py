@@ -42,7 +42,9 @@ def _problems(instance: Any, schema_path: Path) -> list[str]:
     return [_describe(e) for e in sorted(validator.iter_errors(instance), key=str)]
 
 
-def validate_config(config: dict, schema_path: Path = CONFIG_SCHEMA, source: str = "config") -> dict:
+def validate_config(
+    config: dict, schema_path: Path = CONFIG_SCHEMA, source: str = "config"
+) -> dict:
     """Validate ``config`` in place (defaults filled) or raise ConfigError naming every bad key."""
     problems = _problems(config, schema_path)
     if problems:

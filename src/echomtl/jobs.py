@@ -75,6 +75,7 @@ def generate_synthetic(snakemake: Any) -> None:
             class_names=list(p.class_names),
             view_names=list(p.view_names),
         )
+        summary.pop("images", None)
         LOG.info("synthetic export written: %s", json.dumps(summary, default=str))
 
 
@@ -100,7 +101,9 @@ def convert_export(snakemake: Any) -> None:
             by_split[record.split] = by_split.get(record.split, 0) + 1
         LOG.info("records per split: %s; defects: %d", by_split, len(defects))
         for defect in defects:
-            LOG.warning("defect %s:%d: %s: %s", defect.file, defect.line, defect.kind, defect.reason)
+            LOG.warning(
+                "defect %s:%d: %s: %s", defect.file, defect.line, defect.kind, defect.reason
+            )
 
 
 def split_records(snakemake: Any) -> None:
@@ -159,7 +162,9 @@ def train(snakemake: Any) -> None:
             checkpoint_dir=Path(snakemake.params.checkpoint_dir),
         )
         params = TrainParams.from_dict(dict(snakemake.params.hp))
-        summary = run_training(params, paths, threads=snakemake.threads, device=snakemake.params.device)
+        summary = run_training(
+            params, paths, threads=snakemake.threads, device=snakemake.params.device
+        )
         LOG.info("training done: %s", summary)
 
 

@@ -137,8 +137,8 @@ class YoloLoss:
 
     def __call__(self, det: list[Tensor], targets: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Total loss ``(lbox + lobj + lcls) * bs`` and the gained parts (floats)."""
-        levels = self.build_targets(det, targets)
         p0 = det[0]
+        levels = self.build_targets(det, targets.to(p0.device))
         lbox = p0.new_zeros(())
         lobj = p0.new_zeros(())
         lcls = p0.new_zeros(())

@@ -1,4 +1,4 @@
-"""Snakemake entry point of the generate_synthetic job (logic in echomtl.jobs.generate_synthetic)."""
+"""Snakemake entry point: logic in echomtl.jobs.generate_synthetic."""
 
 from echomtl.jobs import generate_synthetic
 

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from echomtl.balancing.diagnostics import diagnostics_row, trunk_diagnostics
+
 TASKS = ("det", "cls")
 #: Columns of a diagnostics row (docs/architecture.md, ``diagnostics.csv`` less epoch/step).
 DIAGNOSTIC_KEYS = ("scope", "norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls")
@@ -136,13 +138,13 @@ def backward_with_task_gradients(
     weights: Mapping[str, float],
     task_features: Mapping[str, Tensor],
     weight: Tensor,
-    extra: Tensor | None = None,
+    root: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """ONE backward of ``sum_i w_i L_i (+ extra)`` into ``.grad``, plus per-task gradients.
+    """ONE backward of ``sum_i w_i L_i`` (or of ``root``) into ``.grad``, plus per-task gradients.
 
     Returns ``(feature_grads, weight_grads)``: for each task ``i`` in ``("det", "cls")`` the
     UNWEIGHTED gradient ``dL_i/df`` at the shared feature ``f`` and ``g_i = dL_i/dW`` on the
-    last shared weight ``W``. Nothing but ``sum_i w_i L_i (+ extra)`` reaches ``.grad``.
+    last shared weight ``W``. Nothing but the gradient of the root reaches ``.grad``.
 
     How (docs loss-balancing.md, "Efficient implementation"): the model hands each branch its own
     alias ``a = f.view_as(f)`` (det) and ``b = f.view_as(f)`` (cls). A tensor hook on each alias
@@ -155,9 +157,10 @@ def backward_with_task_gradients(
     still has to run through that same layer; the outer backward itself does not retain the
     graph, so nothing is held in memory after the step.
 
-    ``extra`` is added to the backward root (uncertainty weighting's ``sum_i s_i``); it must not
-    depend on the shared feature. A task whose weight is 0 cannot be un-scaled: its gradients are
-    returned as NaN.
+    ``root``: the scalar to differentiate when it is not ``sum_i w_i L_i`` with float weights
+    (uncertainty weighting: ``sum_i exp(-s_i) L_i + s_i``); ``weights`` must then hold the values
+    by which each ``L_i`` enters it (used to un-scale the hooked gradients). A task whose weight is
+    0 cannot be un-scaled: its gradients are returned as NaN.
     """
     a, b = task_features["det"], task_features["cls"]
     base = a._base
@@ -197,9 +200,7 @@ def backward_with_task_gradients(
     handles = [a.register_hook(capture("det")), b.register_hook(capture("cls"))]
     handles.append(f.register_hook(local))
     try:
-        total = weighted_sum(losses, weights)
-        if extra is not None:
-            total = total + extra
+        total = weighted_sum(losses, weights) if root is None else root
         total.backward()
     finally:
         for h in handles:
@@ -216,3 +217,37 @@ def backward_with_task_gradients(
         feature_grads[task] = hooked[task] / w if task in hooked else torch.zeros_like(f)
         weight_grads[task] = on_w.get(task, torch.zeros_like(weight))
     return feature_grads, weight_grads
+
+
+def standard_backward(
+    losses: Mapping[str, Tensor],
+    out: Any,
+    model: nn.Module,
+    weights: Mapping[str, float],
+    diagnostics_due: bool,
+    cheap_diagnostics: bool = False,
+    root: Tensor | None = None,
+) -> list[dict]:
+    """Backward of ``sum_i w_i L_i`` (or of ``root``) into ``.grad``; returns diagnostics rows.
+
+    With a shared trunk: a ``trunk`` row when ``diagnostics_due`` (computed first, on the same
+    graph), and ``W``/``feature`` rows every step when ``cheap_diagnostics`` (via
+    ``backward_with_task_gradients``, same single backward). Without one: a plain backward, no rows.
+    """
+    rows: list[dict] = []
+    trunk = has_shared_trunk(losses, out)
+    if trunk and diagnostics_due:
+        params = shared_parameters(model)
+        if params:
+            rows.append(trunk_diagnostics(losses, params, weights))
+    w_param = last_shared_weight(model)
+    if trunk and cheap_diagnostics and w_param is not None:
+        feat, on_w = backward_with_task_gradients(
+            losses, weights, out.task_features, w_param, root=root
+        )
+        rows.insert(0, diagnostics_row("feature", feat["det"], feat["cls"], weights))
+        rows.insert(0, diagnostics_row("W", on_w["det"], on_w["cls"], weights))
+        return rows
+    total = weighted_sum(losses, weights) if root is None else root
+    total.backward()
+    return rows

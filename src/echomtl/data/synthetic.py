@@ -97,7 +97,7 @@ import shutil
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,6 @@ class ImagePlan:
     width: int
     height: int
     name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------- seeding
@@ -250,13 +249,18 @@ def plan_synthetic_export(
     """
     class_probs = dict(CLASS_PROBS if class_probs is None else class_probs)
     view_given_class = {
-        k: dict(v) for k, v in (VIEW_GIVEN_CLASS if view_given_class is None else view_given_class).items()
+        k: dict(v)
+        for k, v in (VIEW_GIVEN_CLASS if view_given_class is None else view_given_class).items()
     }
     _check_names(class_names, view_names, class_probs, view_given_class)
     if frames_per_video < 1 or videos_per_patient < 1:
         raise ValueError("frames_per_video and videos_per_patient must be >= 1")
     width, height = int(image_size[0]), int(image_size[1])
-    probs = {c: class_probs.get(c, 0.0) for c in class_names}
+    # draws run over the canonical name order, so reordering class_names / view_names changes
+    # only the ids written in the labels, never which image gets which class or view
+    classes = [c for c in DEFAULT_CLASS_NAMES if c in class_names]
+    views = [v for v in LAYOUTS if v in view_names]
+    probs = {c: class_probs.get(c, 0.0) for c in classes}
     n_train_patients = _n_groups(sizes.get("train", 0), frames_per_video * videos_per_patient)
 
     plans: list[ImagePlan] = []
@@ -281,9 +285,11 @@ def plan_synthetic_export(
             if v_idx not in videos:
                 vrng = _rng(seed, split, _LEVEL_VIDEO, v_idx)
                 cls = _choice(vrng, probs)
-                view = _choice(vrng, {v: view_given_class[cls].get(v, 0.0) for v in view_names})
+                view = _choice(vrng, {v: view_given_class[cls].get(v, 0.0) for v in views})
                 prefix = "Mmode+2D+Doppler_Echo_color" if vrng.random() < 0.1 else "unnamed"
-                frames = np.sort(vrng.choice(np.arange(1, 64), size=frames_per_video, replace=False))
+                frames = np.sort(
+                    vrng.choice(np.arange(1, 64), size=frames_per_video, replace=False)
+                )
                 videos[v_idx] = {
                     "class": cls,
                     "view": view,
@@ -296,7 +302,7 @@ def plan_synthetic_export(
             noisy = bool(frng.random() < view_label_noise) and len(view_names) > 1
             label_view = video["view"]
             if noisy:
-                others = [v for v in view_names if v != video["view"]]
+                others = [v for v in views if v != video["view"]]
                 label_view = others[int(frng.integers(len(others)))]
             frame = video["frames"][i % frames_per_video]
             video_id = f"{pid}-{video['clip']}"
@@ -334,7 +340,9 @@ def _check_names(
 ) -> None:
     for c in class_names:
         if c not in {k[0] for k in JETS}:
-            raise ValueError(f"no synthetic jet model for class {c!r}; known: {DEFAULT_CLASS_NAMES}")
+            raise ValueError(
+                f"no synthetic jet model for class {c!r}; known: {DEFAULT_CLASS_NAMES}"
+            )
         if c not in view_given_class:
             raise ValueError(f"view_given_class has no row for class {c!r}")
     for v in view_names:
@@ -498,7 +506,8 @@ class _Renderer:
         extra: list[tuple[float, float, float, float, float]] = []
         if plan.ambiguous:
             contrast = float(rng.uniform(0.15, 0.4))
-            other = [v for v in all_views if v != plan.true_view] or [plan.true_view]
+            other = [v for v in LAYOUTS if v in all_views and v != plan.true_view]
+            other = other or [plan.true_view]
             extra = LAYOUTS[other[int(rng.integers(len(other)))]]
         blood = np.zeros((h, w), np.float32)
         rims = np.zeros((h, w), np.float32)
@@ -512,7 +521,9 @@ class _Renderer:
             d = d + 0.06 * wobble  # irregular walls
             blood = np.maximum(blood, weight / (1.0 + np.exp((d - 1.0) * 12.0)))
             rim_w = 0.30 if ring else 0.12
-            rims = np.maximum(rims, weight * (1.4 if ring else 1.0) * np.exp(-(((d - 1.18) / rim_w) ** 2)))
+            rims = np.maximum(
+                rims, weight * (1.4 if ring else 1.0) * np.exp(-(((d - 1.18) / rim_w) ** 2))
+            )
         rims *= np.clip(0.75 + 0.5 * _smooth_noise(tissue_rng, h, w, 0.1 * radius), 0.0, 1.3)
         bmode = tissue * (1.0 - 0.9 * blood) + 0.4 * rims * (1.0 - blood)
         bmode *= _speckle(rng, h, w)
@@ -522,18 +533,23 @@ class _Renderer:
         bmode = np.where(sector, bmode, 0.0).astype(np.float32)
         img = np.repeat(bmode[..., None], 3, axis=2)
         img += rng.uniform(0, 0.015, size=(h, w, 1)).astype(np.float32)  # faint background noise
+        # scanner graphics go under the colour layer, so the jet's colour pixels stay visible
+        graphics = self._overlay(np.zeros((h, w, 3), np.uint8), ax, ay, radius, half)
+        img = np.where(graphics.any(axis=2, keepdims=True), graphics / np.float32(255), img)
 
-        # Colour Doppler: jet (may need a redraw if it falls outside the sector)
+        # Colour Doppler. The jet is clipped to the sector; should jitter push it (almost) out,
+        # its origin is pulled towards the sector centre and it is redrawn (deterministically).
         jet = vid["jet"]
         vrng = np.random.default_rng(vid["noise_seed"])
-        jet_mask = vel = None
         for _attempt in range(6):
-            jet_mask, vel, var = self._jet_field(plan, jet, rng, xx, yy, to_px, radius * scale, pat)
+            jet_mask, vel, var = self._jet_field(jet, rng, xx, yy, to_px, radius * scale)
             jet_mask &= sector
             if jet_mask.sum() >= 40:
                 break
-            jet = dict(jet, origin=(jet["origin"][0] * 0.8, 0.6))
-        assert jet_mask is not None and vel is not None
+            u0, v0 = jet["origin"]
+            jet = dict(jet, origin=(0.7 * u0, 0.55 + 0.7 * (v0 - 0.55)))
+        if not jet_mask.any():
+            raise RuntimeError(f"{plan.name}: the synthetic jet fell outside the sector")
         # colour box: a sub-wedge around the jet (with per-video margins)
         ys, xs = np.nonzero(jet_mask)
         th_j, d_j = theta[ys, xs], depth[ys, xs]
@@ -550,7 +566,9 @@ class _Renderer:
         for dd in vid["distractors"]:
             cx, cy = to_px(*dd["centre"])
             a, b = dd["axes"]
-            d = _ellipse_distance(xx, yy, cx, cy, a * radius * scale, b * radius * scale, dd["angle"])
+            d = _ellipse_distance(
+                xx, yy, cx, cy, a * radius * scale, b * radius * scale, dd["angle"]
+            )
             patch = (d < 1.0 + 0.25 * _smooth_noise(vrng, h, w, 10.0)) & cb
             flow = np.where(patch, dd["speed"] * np.clip(1.2 - d, 0.3, 1.0), flow)
             has_flow |= patch
@@ -562,20 +580,18 @@ class _Renderer:
         x1, x2 = int(xs.min()), int(xs.max()) + 1
         y1, y2 = int(ys.min()), int(ys.max()) + 1
         out = (np.clip(img, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-        out = self._overlay(out, ax, ay, radius, half)
         return out, [x1, y1, x2, y2]
 
     @staticmethod
     def _jet_field(
-        plan: ImagePlan,
         jet: dict[str, Any],
         rng: np.random.Generator,
         xx: np.ndarray,
         yy: np.ndarray,
         to_px: Any,
         radius: float,
-        pat: dict[str, Any],
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mask, aliased velocity and variance of a tapered, bent, turbulent plume."""
         h, w = xx.shape
         ox, oy = to_px(*jet["origin"])
         phi = math.radians(jet["direction"] + rng.normal(0, 3.0))
@@ -596,9 +612,16 @@ class _Renderer:
         radial = np.array([ox - to_px(0.0, 0.0)[0], oy - to_px(0.0, 0.0)[1]])
         radial /= np.linalg.norm(radial) + 1e-6
         along = ddx * radial[0] + ddy * radial[1]  # > 0: flowing away from the probe
-        sign = -1.0 if along > 0.15 else (1.0 if along < -0.15 else (1.0 if jet["speed"] < 1.3 else -1.0))
+        if abs(along) > 0.15:
+            sign = -1.0 if along > 0 else 1.0  # away from the probe is negative (blue)
+        else:  # across the beam: the scanner shows whichever small axial component wins
+            sign = 1.0 if jet["speed"] < 1.3 else -1.0
         fine = _smooth_noise(rng, h, w, 0.015 * radius + 1.0)
-        speed = jet["speed"] * (1.0 - 0.55 * np.sqrt(tc)) * (1.0 - 0.3 * np.clip(np.abs(s / half_w), 0, 1))
+        speed = (
+            jet["speed"]
+            * (1.0 - 0.55 * np.sqrt(tc))
+            * (1.0 - 0.3 * np.clip(np.abs(s / half_w), 0, 1))
+        )
         vel = sign * speed + 0.5 * jet["turbulence"] * fine * (0.3 + 0.7 * tc)
         vel = np.mod(vel + 1.0, 2.0) - 1.0  # aliasing above the Nyquist limit
         var = np.clip(jet["turbulence"] * np.abs(fine) * 0.45 - 0.1, 0, 0.5)
@@ -606,7 +629,7 @@ class _Renderer:
 
     @staticmethod
     def _overlay(img: np.ndarray, ax: float, ay: float, radius: float, half: float) -> np.ndarray:
-        pil = Image.fromarray(img, "RGB")
+        pil = Image.fromarray(img)
         draw = ImageDraw.Draw(pil)
         grey = (170, 170, 170)
         for sgn in (-1, 1):
@@ -626,7 +649,9 @@ class _Renderer:
 
 
 # ----------------------------------------------------------------------------------- writing
-def _label_text(class_id: int, box: Sequence[int], width: int, height: int, onehot: list[int]) -> str:
+def _label_text(
+    class_id: int, box: Sequence[int], width: int, height: int, onehot: list[int]
+) -> str:
     x1, y1, x2, y2 = (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
     corners = [x1, y1, x2, y1, x2, y2, x1, y2]
     poly = " ".join([str(class_id)] + [repr(float(c)) for c in corners])
@@ -705,7 +730,7 @@ def generate_synthetic_export(
         onehot = [1 if k == view_index else 0 for k in range(len(view_names))]
         image_path = (out / plan.split / "images" / plan.name).resolve()
         label_path = image_path.parent.parent / "labels" / (Path(plan.name).stem + ".txt")
-        Image.fromarray(pixels, "RGB").save(image_path, format="PNG", compress_level=6)
+        Image.fromarray(pixels).save(image_path, format="PNG", compress_level=3)
         label_path.write_text(_label_text(class_id, box, plan.width, plan.height, onehot), "utf-8")
         images.append(
             {

@@ -23,27 +23,52 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 from torchvision.ops import box_iou
 
-__all__ = ["coco_map", "precision_recall_f1", "prepare_images", "PreparedImage"]
-
-# (gt [k, 5] float64: cls, x1, y1, x2, y2; pred [m, 6] float64: cls, score, x1, y1, x2, y2)
-PreparedImage = tuple[np.ndarray, np.ndarray]
+__all__ = [
+    "coco_map",
+    "coco_map_prepared",
+    "precision_recall_f1",
+    "precision_recall_f1_prepared",
+    "prepare_images",
+    "PreparedImage",
+]
 
 _COCO_AREA_ALL = [0.0, 1e5**2]  # COCO's "all" area range
 _COCO_MAX_DETS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """One image's boxes as arrays plus ready-made COCO fields (built once, reused by bootstrap).
+
+    ``gt`` [k, 5] float64 ``cls, x1, y1, x2, y2``; ``pred`` [m, 6] float64
+    ``cls, score, x1, y1, x2, y2``; ``gt_coco`` rows ``(category_id, [x, y, w, h], area)`` and
+    ``dt_coco`` rows ``(category_id, score, [x, y, w, h], area)`` with category_id = cls + 1.
+    """
+
+    gt: np.ndarray
+    pred: np.ndarray
+    gt_coco: tuple
+    dt_coco: tuple
 
 
 def _silent(*_args: object, **_kwargs: object) -> None:
     """Swallow faster-coco-eval's progress messages."""
 
 
+def _xyxy_to_coco(b: np.ndarray) -> np.ndarray:
+    """[n, 4] x1, y1, x2, y2 -> [n, 4] x, y, w, h (COCO bbox)."""
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+
 def prepare_images(images: Sequence[dict], n_classes: int) -> list[PreparedImage]:
-    """Convert prediction-JSON image dicts to float arrays once (bootstrap reuses them).
+    """Convert prediction-JSON image dicts once (bootstrap reuses the result for every resample).
 
     Raises ValueError for a class id outside ``[0, n_classes)``.
     """
@@ -55,13 +80,26 @@ def prepare_images(images: Sequence[dict], n_classes: int) -> list[PreparedImage
             if cls.size and (cls.min() < 0 or cls.max() >= n_classes or np.any(cls % 1)):
                 name = img.get("name", "?")
                 raise ValueError(f"image {i} ({name}): {what} class id outside 0..{n_classes - 1}")
-        out.append((gt, pred))
+        g_box, p_box = _xyxy_to_coco(gt[:, 1:5]), _xyxy_to_coco(pred[:, 2:6])
+        gt_coco = tuple(
+            zip(
+                (gt[:, 0].astype(int) + 1).tolist(),
+                g_box.tolist(),
+                (g_box[:, 2] * g_box[:, 3]).tolist(),
+                strict=True,
+            )
+        )
+        dt_coco = tuple(
+            zip(
+                (pred[:, 0].astype(int) + 1).tolist(),
+                pred[:, 1].tolist(),
+                p_box.tolist(),
+                (p_box[:, 2] * p_box[:, 3]).tolist(),
+                strict=True,
+            )
+        )
+        out.append(PreparedImage(gt, pred, gt_coco, dt_coco))
     return out
-
-
-def _xyxy_to_coco(b: np.ndarray) -> np.ndarray:
-    """[n, 4] x1, y1, x2, y2 -> [n, 4] x, y, w, h (COCO bbox)."""
-    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
 
 
 def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[str, np.ndarray]:
@@ -71,40 +109,17 @@ def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[s
     # COCO category ids are class index + 1 (COCO files are 1-based; 0 is avoided on purpose).
     categories = [{"id": c + 1, "name": str(c)} for c in range(n_classes)]
 
-    def stack(col: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = [p[col] for p in prepared]
-        arr = np.concatenate(rows) if rows else np.zeros((0, width))
-        img_ids = np.repeat(np.arange(1, n_img + 1), [len(r) for r in rows])
-        return arr.reshape(-1, width), img_ids
-
-    gt, gt_img = stack(0, 5)
-    pr, pr_img = stack(1, 6)
-    gt_box = _xyxy_to_coco(gt[:, 1:5])
-    pr_box = _xyxy_to_coco(pr[:, 2:6])
+    # Fresh dicts on every call: COCO adds keys to them. Ids are 1-based (0 means "unmatched").
     gt_anns = [
-        {"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
-        for k, (i, c, b) in enumerate(
-            zip(gt_img.tolist(), (gt[:, 0].astype(int) + 1).tolist(), gt_box.tolist(), strict=True)
+        {"id": k, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": 0}
+        for k, (i, (c, b, a)) in enumerate(
+            ((i, row) for i, p in enumerate(prepared, 1) for row in p.gt_coco), 1
         )
     ]
     dt_anns = [
-        {
-            "id": k + 1,
-            "image_id": i,
-            "category_id": c,
-            "bbox": b,
-            "score": s,
-            "area": b[2] * b[3],
-            "iscrowd": 0,
-        }
-        for k, (i, c, s, b) in enumerate(
-            zip(
-                pr_img.tolist(),
-                (pr[:, 0].astype(int) + 1).tolist(),
-                pr[:, 1].tolist(),
-                pr_box.tolist(),
-                strict=True,
-            )
+        {"id": k, "image_id": i, "category_id": c, "score": s, "bbox": b, "area": a, "iscrowd": 0}
+        for k, (i, (c, s, b, a)) in enumerate(
+            ((i, row) for i, p in enumerate(prepared, 1) for row in p.dt_coco), 1
         )
     ]
     coco_gt = COCO(
@@ -128,7 +143,9 @@ def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[s
     valid = (prec > -1).all(axis=(0, 1))  # a class is either fully defined or has no GT
     ap50_95 = np.where(valid, prec.mean(axis=(0, 1)), np.nan)
     ap50 = np.where(valid, prec[0].mean(axis=0), np.nan)
-    n_gt = np.bincount(gt[:, 0].astype(int), minlength=n_classes)
+    n_gt = np.zeros(n_classes, dtype=np.int64)
+    for p in prepared:
+        n_gt += np.bincount(p.gt[:, 0].astype(int), minlength=n_classes)
     return {"ap50": ap50, "ap50_95": ap50_95, "n_gt": n_gt}
 
 
@@ -198,7 +215,8 @@ def precision_recall_f1_prepared(
     """``precision_recall_f1`` on arrays from ``prepare_images``."""
     n_gt = np.zeros(n_classes, dtype=np.int64)
     cls_l, score_l, tp_l = [], [], []
-    for gt, pred in prepared:
+    for p_img in prepared:
+        gt, pred = p_img.gt, p_img.pred
         n_gt += np.bincount(gt[:, 0].astype(int), minlength=n_classes)
         cls_l.append(pred[:, 0].astype(int))
         score_l.append(pred[:, 1])

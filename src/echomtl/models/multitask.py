@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from echomtl.models.blocks import C3, SPPF, Conv
-from echomtl.models.yolo import BACKBONE_END, Detect, LayerGraph, YoloV5, backbone_table, check_attach
+from echomtl.models.yolo import (
+    BACKBONE_END,
+    Detect,
+    LayerGraph,
+    YoloV5,
+    backbone_table,
+    check_attach,
+)
 
 VARIANTS = ("multitask", "det_only", "dual_backbone")
 TASKS = ("det", "cls")

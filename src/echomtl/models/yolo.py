@@ -1,9 +1,9 @@
 """YOLOv5 v7.0 detector built from its layer table, scales n/s/m, with ``Detect`` and ``decode``.
 
 The layer table is data (``LAYERS``) and the network is run by a small generic executor
-(``LayerGraph.run``) that keeps the outputs later layers consume. The multi-task model uses the same
-executor to split the graph at an attach layer: it runs layers ``0..attach`` once (the shared trunk),
-then the rest of the detector from the saved outputs.
+(``LayerGraph.run``) that keeps the outputs later layers consume. The multi-task model uses the
+same executor to split the graph at an attach layer: it runs layers ``0..attach`` once (the shared
+trunk), then the rest of the detector from the saved outputs.
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ class Detect(nn.Module):
             xs = torch.arange(nx, device=ref.device, dtype=ref.dtype)
             yv, xv = torch.meshgrid(ys, xs, indexing="ij")
             grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2) - 0.5
-            anchor = self.anchors[i].to(device=ref.device, dtype=ref.dtype).view(1, self.na, 1, 1, 2)
+            anchor = (
+                self.anchors[i].to(device=ref.device, dtype=ref.dtype).view(1, self.na, 1, 1, 2)
+            )
             hit = (grid, anchor)
             self._grids[key] = hit
         return hit
@@ -186,9 +188,9 @@ def _build(
 class LayerGraph(nn.Module):
     """A list of layers run in order; ``from`` entries name earlier outputs (-1 = previous).
 
-    ``run(x, start, stop, saved)`` executes layers ``start..stop-1``. ``saved`` maps a layer index to
-    its output for the outputs later layers consume; it is read for inputs and updated in place, so a
-    caller can pre-fill (or replace) entries, e.g. with an alias of a shared feature.
+    ``run(x, start, stop, saved)`` executes layers ``start..stop-1``. ``saved`` maps a layer index
+    to its output for the outputs later layers consume; it is read for inputs and updated in place,
+    so a caller can pre-fill (or replace) entries, e.g. with an alias of a shared feature.
     """
 
     def __init__(self, table: Sequence[LayerSpec], scale: str, nc: int, ch_in: int = 3) -> None:
@@ -204,9 +206,7 @@ class LayerGraph(nn.Module):
         ]
         self.save = {j for f in froms for j in (f if isinstance(f, list) else [f]) if j != -1}
         # plan per layer: None -> previous output, int -> saved[j], list -> mixed (-1 = previous)
-        self._plan: list[None | int | list[int]] = [
-            None if f == -1 else f for f in froms
-        ]
+        self._plan: list[None | int | list[int]] = [None if f == -1 else f for f in froms]
 
     def __len__(self) -> int:
         return len(self.model)

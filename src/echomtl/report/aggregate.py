@@ -44,6 +44,8 @@ __all__ = [
     "read_selections",
     "diagnostics_summary",
     "load_audit",
+    "PHASES",
+    "weight_phases",
 ]
 
 TIDY_COLUMNS = ["experiment", "group", "seed", "split", "metric", "value"]
@@ -55,7 +57,16 @@ CLASSIFICATION_KEYS = {
     "n_evaluated": "view_n_evaluated",
     "n_missing": "view_n_missing",
 }
-EXPERIMENT_COLUMNS = ("experiment", "group", "method", "model", "w_det", "w_cls", "alpha", "augment")
+EXPERIMENT_COLUMNS = (
+    "experiment",
+    "group",
+    "method",
+    "model",
+    "w_det",
+    "w_cls",
+    "alpha",
+    "augment",
+)
 
 #: selection scores accepted by :func:`select_group` (config ``report.selection_metric``).
 SCORES = {
@@ -237,12 +248,16 @@ def collect_metrics(
         group = group_of(exp, path)
         rows += [(exp, group, seed, "train", m, v) for m, v in _steps_rows(path)]
     for (exp, seed), path in sorted(_by_run(benchmark_files).items()):
-        rows.append((exp, group_of(exp, path), seed, "train", "train_seconds", _benchmark_seconds(path)))
+        rows.append(
+            (exp, group_of(exp, path), seed, "train", "train_seconds", _benchmark_seconds(path))
+        )
     for exp, n in sorted(params.items()):
         if exp not in run_seeds:
             continue  # a count for an experiment this study did not run
         for seed in sorted(run_seeds[exp]):
-            rows.append((exp, group_of(exp, "param_counts"), seed, "model", "n_parameters", float(n)))
+            rows.append(
+                (exp, group_of(exp, "param_counts"), seed, "model", "n_parameters", float(n))
+            )
     tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     order = {e: i for i, e in enumerate(table.index)}
     tidy = tidy.sort_values(
@@ -329,7 +344,9 @@ def select_group(
     candidates = []
     for exp, row in rows.iterrows():
         values = validation_score(tidy, str(exp), row["model"] != "det_only", score)
-        params = {c: _plain(row[c]) for c in ("method", "model", "w_det", "w_cls", "alpha", "augment")}
+        params = {
+            c: _plain(row[c]) for c in ("method", "model", "w_det", "w_cls", "alpha", "augment")
+        }
         candidates.append({"experiment": str(exp), **params, **values})
     best = None
     for cand in candidates:
@@ -375,7 +392,9 @@ def read_selections(
         if sel.get("group") in selections:
             raise ValueError(f"{path}: a second selection for group {sel.get('group')!r}")
         if sel.get("chosen") not in table.index or table.at[sel["chosen"], "group"] != sel["group"]:
-            raise ValueError(f"{path}: chosen {sel.get('chosen')!r} is not a row of {sel['group']!r}")
+            raise ValueError(
+                f"{path}: chosen {sel.get('chosen')!r} is not a row of {sel['group']!r}"
+            )
         selections[sel["group"]] = sel
     chosen: dict[str, str] = {}
     for group in dict.fromkeys(table["group"]):
@@ -385,7 +404,9 @@ def read_selections(
         elif len(rows) == 1:
             chosen[group] = str(rows.index[0])
         else:
-            raise ValueError(f"group {group!r} has {len(rows)} rows but no selection.json was given")
+            raise ValueError(
+                f"group {group!r} has {len(rows)} rows but no selection.json was given"
+            )
     return chosen, selections
 
 
@@ -428,10 +449,17 @@ def diagnostics_summary(
     frame = pd.DataFrame(
         rows,
         columns=[
-            "experiment", "seed", "scope", "n", "median_cosine", "mean_cosine", "frac_negative",
-            "median_log10_norm_ratio", "median_gms",
+            "experiment",
+            "seed",
+            "scope",
+            "n",
+            "median_cosine",
+            "mean_cosine",
+            "frac_negative",
+            "median_log10_norm_ratio",
+            "median_gms",
         ],
-    )  # fmt: skip
+    )
     if out_csv is not None:
         write_text(out_csv, frame.to_csv(index=False, float_format="%.10g"))
     return frame
@@ -447,3 +475,70 @@ def load_audit(path: PathLike) -> dict:
     if missing:
         raise ValueError(f"{path}: audit.json lacks {missing}")
     return audit
+
+
+#: training phases for the weight-evolution table, as fractions of the logged steps:
+#: (name, start, end); "Initial" is the first logged step alone, the others are means over
+#: the steps whose rank r satisfies start <= r / n_steps < end (end 1.0 includes the last).
+PHASES = (
+    ("Initial", 0.0, 0.0),
+    ("Early", 0.0, 0.1),
+    ("Mid", 0.45, 0.55),
+    ("Final", 0.9, 1.0),
+)
+
+
+def weight_phases(
+    steps_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike],
+    phases: tuple[tuple[str, float, float], ...] = PHASES,
+) -> pd.DataFrame:
+    """Task weights and losses per training phase (see :data:`PHASES`), averaged over seeds.
+
+    Columns: ``phase, start, end, first_step, last_step, weight_det, weight_cls, ratio``
+    (``weight_det / weight_cls``), ``loss_det, loss_cls, n_seeds``.
+    """
+    per_seed = []
+    runs = _by_run(steps_files)
+    if not runs:
+        raise ValueError("weight_phases: no steps.csv given (is the reference experiment run?)")
+    for (_exp, _seed), path in sorted(runs.items()):
+        steps = pd.read_csv(path).sort_values("step", kind="stable").reset_index(drop=True)
+        n = len(steps)
+        if n == 0:
+            raise ValueError(f"{path}: steps.csv has no rows")
+        rank = np.arange(n) / n
+        for name, start, end in phases:
+            if end <= start:
+                part = steps.iloc[[0]]
+            else:
+                mask = (rank >= start) & ((rank < end) | (end >= 1.0))
+                part = steps[mask] if mask.any() else steps.iloc[[int(start * n)]]
+            per_seed.append(
+                {
+                    "phase": name,
+                    "start": start,
+                    "end": end,
+                    "first_step": int(part["step"].iloc[0]),
+                    "last_step": int(part["step"].iloc[-1]),
+                    "weight_det": float(part["weight_det"].mean()),
+                    "weight_cls": float(part["weight_cls"].mean()),
+                    "loss_det": float(part["loss_det"].mean()),
+                    "loss_cls": float(part["loss_cls"].mean()),
+                }
+            )
+    frame = pd.DataFrame(per_seed)
+    out = (
+        frame.groupby(["phase", "start", "end"], sort=False)
+        .agg(
+            first_step=("first_step", "min"),
+            last_step=("last_step", "max"),
+            weight_det=("weight_det", "mean"),
+            weight_cls=("weight_cls", "mean"),
+            loss_det=("loss_det", "mean"),
+            loss_cls=("loss_cls", "mean"),
+            n_seeds=("weight_det", "size"),
+        )
+        .reset_index()
+    )
+    out["ratio"] = out["weight_det"] / out["weight_cls"]
+    return out

@@ -165,10 +165,10 @@ def format_number(value: Any, digits: int = 3, percent: bool = False, signed: bo
     if percent:
         value *= 100.0
     text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-    if text.lstrip("+-").strip("0.") == "" and text.startswith("-"):
-        text = text[1:]  # "-0.000" -> "0.000"
-    if signed and text.startswith("-"):
-        text = "$-$" + text[1:]
+    if text.lstrip("+-").strip("0.") == "" and text[0] in "+-":
+        text = ("+" if signed else "") + text[1:]  # "-0.000" -> "0.000"
+    if text.startswith("-"):
+        text = "$-$" + text[1:]  # a typographic minus, not a hyphen
     return Tex(text + (r"\%" if percent else ""))
 
 
@@ -205,7 +205,9 @@ def _finalize(value: Any) -> str:
     return latex_escape(value)
 
 
-def make_env(template_dir: PathLike, numbers: Mapping[str, Any] | None = None) -> jinja2.Environment:
+def make_env(
+    template_dir: PathLike, numbers: Mapping[str, Any] | None = None
+) -> jinja2.Environment:
     """The Jinja2 environment with LaTeX-safe delimiters, auto-escaping and the ``n()`` function.
 
     Template globals: ``n(key)`` -> ``\\<macro>{}`` (error if ``key`` is not in ``numbers``);
@@ -233,7 +235,9 @@ def make_env(template_dir: PathLike, numbers: Mapping[str, Any] | None = None) -
 
     def n(key: str) -> Tex:
         if key not in known:
-            raise KeyError(f"the template asks for result {key!r}, which numbers.tex does not define")
+            raise KeyError(
+                f"the template asks for result {key!r}, which numbers.tex does not define"
+            )
         return Tex("\\" + macro_name(key) + "{}")
 
     env.globals["n"] = n

@@ -67,7 +67,9 @@ def load_checkpoint(directory: Path, expected_fingerprint: str) -> dict[str, Any
             LOG.warning("checkpoint %s has no checksum file: ignored", path)
             continue
         if _sha256(path) != sidecar.read_text().strip():
-            LOG.warning("checkpoint %s fails its SHA-256 check (corrupt or truncated): ignored", path)
+            LOG.warning(
+                "checkpoint %s fails its SHA-256 check (corrupt or truncated): ignored", path
+            )
             continue
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

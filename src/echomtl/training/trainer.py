@@ -144,8 +144,9 @@ def _balancer_kwargs(p: TrainParams) -> dict[str, Any]:
     weights = {"det": p.w_det} if p.model == "det_only" else {"det": p.w_det, "cls": p.w_cls}
     if p.method == "gradnorm":
         return {"initial_weights": weights, "alpha": p.alpha, **p.gradnorm}
-    if p.method in ("fixed",):
-        return {"weights": weights}
+    if p.method in ("fixed", "uncertainty"):
+        # Per-step W/feature diagnostics for every shared-trunk method, not only GradNorm.
+        return {"weights": weights, "cheap_diagnostics": p.model == "multitask"}
     return {"initial_weights": weights}
 
 
@@ -295,7 +296,7 @@ def train(
                 if stop.requested or (stop_after_batches and batches_run >= stop_after_batches):
                     save(epoch, i + 1)
                     raise TrainingInterrupted(
-                        f"stopped at epoch {epoch} batch {i + 1}; checkpoint saved, re-run to resume"
+                        f"stopped at epoch {epoch} batch {i + 1} (checkpoint saved): re-run"
                     )
             bar.close()
             rows = [r for r in step_rows if r["epoch"] == epoch]

@@ -1,0 +1,552 @@
+"""The paper's context: every value, flag and comparative word the template needs.
+
+:func:`build_context` reads only :class:`~echomtl.report.results.Results`, the data audits, the
+workflow config, the claims file and the paths of the generated tables/figures. It returns a
+dict for :func:`echomtl.report.latex.render_paper`; ``context["numbers"]`` is what
+:func:`echomtl.report.latex.write_numbers` writes to ``numbers.tex``.
+
+Number keys (``numbers.tex`` comments show them): ``test/<exp>/<metric>`` (seed mean),
+``.../std``, ``ci/<exp>/<metric>/low|high`` (bootstrap), ``diff/<exp>/<metric>[/low|/high]``
+(reference - exp, paired), ``train/<exp>/<metric>``, ``model/<exp>/params_m``,
+``time/<exp>``, ``valid/<exp>/score``, ``data/...``, ``leak/...``, ``cfg/...``, ``diag/...``,
+``phase/...``, ``claim/<id>``, ``count/...``.
+
+Template helpers (callables in the context, each failing on a missing result):
+``val(exp, metric, split="test")``, ``ci(exp, metric)`` -> ``[low, high]``,
+``diff(exp, metric)`` -> signed difference with interval, ``cmp(exp, metric)`` -> "higher than" |
+"lower than" | "not distinguishable at 95% from" (the reference's side), ``verdict(exp, metric)``,
+``label(exp)``, ``listing(items)`` -> "a, b and c".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from echomtl.report._io import PathLike
+from echomtl.report.aggregate import PHASES, SCORES, load_audit, load_experiments_table
+from echomtl.report.latex import Tex, compare_phrase, format_number, latex_escape, macro_name
+from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
+from echomtl.report.tables import claims_rows, dataset_counts, leakage_rows, load_claims, time_unit
+
+__all__ = ["build_context", "plan_outputs", "REQUIRED_FILES", "CONDITIONAL_FILES"]
+
+#: files the template always includes (context["files"] keys), and those needed when a part
+#: of the study ran (checked by build_context so that a missing rule output fails clearly).
+REQUIRED_FILES = {
+    "tables": ("dataset", "leakage", "main", "claims"),
+    "figures": (
+        "training_curves",
+        "main_comparison",
+        "detection_examples",
+        "confusion_matrix",
+        "per_class_ap",
+    ),
+}
+CONDITIONAL_FILES = {
+    "alpha": (("tables", "alpha"), ("figures", "alpha_sensitivity")),
+    "augmentation": (("tables", "augmentation"), ("figures", "augmentation")),
+    "dual_backbone": (("tables", "dual_backbone"),),
+    "traditional": (("tables", "traditional"),),
+    "manual": (("tables", "selection"),),
+    "gradnorm": (("tables", "weight_phases"), ("figures", "gradnorm_weights")),
+    "diagnostics": (("figures", "gradient_diagnostics"), ("tables", "diagnostics")),
+}
+
+
+def plan_outputs(experiments: pd.DataFrame | PathLike, reference: str) -> dict[str, list[str]]:
+    """Which tables and figures the paper needs, from the experiments table alone.
+
+    For the workflow's DAG (it is known before any run): ``{"tables": [...], "figures": [...]}``
+    with the names of :data:`REQUIRED_FILES` plus those of :data:`CONDITIONAL_FILES` whose part of
+    the study is configured (e.g. ``alpha`` only when the reference method has two or more alphas).
+    """
+    t = load_experiments_table(experiments)
+    if reference not in t.index:
+        raise ValueError(f"reference experiment {reference!r} is not in the experiments table")
+    ref = t.loc[reference]
+    same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
+    alphas = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
+    alphas = alphas[alphas["w_cls"] == ref["w_cls"]]
+    aug = same[(same["augment"] != ref["augment"]) & (same["alpha"] == ref["alpha"])]
+    group_size = t["group"].map(t["group"].value_counts())
+    fixed_mt = (t["model"] == "multitask") & (t["method"] == "fixed")
+    flags = {
+        "alpha": alphas["alpha"].nunique() >= 2,
+        "augmentation": len(aug) > 0,
+        "dual_backbone": bool((t["model"] == "dual_backbone").any()),
+        "traditional": bool(fixed_mt.any()),
+        "manual": bool((fixed_mt & (group_size > 1)).any()),
+        "gradnorm": ref["method"] == "gradnorm",
+        "diagnostics": bool((t["model"] == "multitask").any()),
+    }
+    out = {kind: list(names) for kind, names in REQUIRED_FILES.items()}
+    for flag, needs in CONDITIONAL_FILES.items():
+        if flags[flag]:
+            for kind, name in needs:
+                out[kind].append(name)
+    return out
+
+
+def _listing(items: Sequence[Any]) -> Tex:
+    items = [latex_escape(i) for i in items]
+    if not items:
+        return Tex("")
+    if len(items) == 1:
+        return items[0]
+    return Tex(", ".join(items[:-1]) + " and " + items[-1])
+
+
+class _Numbers(dict):
+    """numbers.tex content; ``ref(key)`` gives the macro and checks the key exists."""
+
+    def put(self, key: str, value: Any) -> None:
+        if key in self:
+            raise ValueError(f"number {key!r} defined twice")
+        macro_name(key)  # fails early on an unusable key
+        self[key] = value
+
+    def ref(self, key: str) -> Tex:
+        if key not in self:
+            raise KeyError(f"the paper needs result {key!r}, which was not measured")
+        return Tex("\\" + macro_name(key) + "{}")
+
+
+def _roles(res: Results) -> dict[str, Any]:
+    """Which experiment plays which part (from model/method, not from names)."""
+    t = res.experiments
+    ran = [e for e in t.index if res.ran(e)]
+    chosen = set(res.chosen.values())
+
+    def first(pred: Callable[[pd.Series], bool]) -> str | None:
+        for e in ran:
+            if e in chosen and pred(t.loc[e]):
+                return str(e)
+        return None
+
+    group_size = t["group"].map(t["group"].value_counts())
+    return {
+        "det_only": first(lambda r: r["model"] == "det_only"),
+        "dual": first(lambda r: r["model"] == "dual_backbone"),
+        "fixed": first(
+            lambda r: (
+                r["model"] == "multitask" and r["method"] == "fixed" and group_size[r.name] == 1
+            )
+        ),
+        "manual": first(
+            lambda r: (
+                r["model"] == "multitask" and r["method"] == "fixed" and group_size[r.name] > 1
+            )
+        ),
+        "uncertainty": first(lambda r: r["method"] == "uncertainty"),
+        "torchjd": [e for e in ran if e in chosen and t.loc[e, "method"] in TORCHJD_METHODS],
+    }
+
+
+def _span(start: float, end: float) -> str:
+    if end <= start:
+        return "first logged step"
+    return f"{100 * start:g}--{100 * end:g}" + "\\% of the steps"
+
+
+def _cfg(config: Mapping, path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(f"config key {path!r} missing (needed by the paper)")
+        node = node[part]
+    return node
+
+
+def _check_files(files: Mapping, has: Mapping[str, bool]) -> None:
+    missing = []
+    for kind, names in REQUIRED_FILES.items():
+        missing += [f"{kind}.{n}" for n in names if n not in files.get(kind, {})]
+    for flag, needs in CONDITIONAL_FILES.items():
+        if has.get(flag):
+            missing += [
+                f"{k}.{n} (the study ran {flag})" for k, n in needs if n not in files.get(k, {})
+            ]
+    if "numbers" not in files:
+        missing.append("numbers")
+    if "bibliography" not in files:
+        missing.append("bibliography")
+    if missing:
+        raise ValueError("build_context: context files missing: " + ", ".join(missing))
+
+
+def build_context(
+    res: Results,
+    config: Mapping[str, Any],
+    audits: Mapping[str, PathLike | dict],
+    claims_yaml: PathLike,
+    files: Mapping[str, Any],
+    diagnostics: pd.DataFrame | None = None,
+    phases: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Collect what ``paper/main.tex.j2`` needs (see module docstring).
+
+    Args:
+        res: the loaded results (:func:`echomtl.report.results.load_results`).
+        config: the validated workflow config (``data``, ``model``, ``train``, ``seeds``, ...).
+        audits: ``{split scheme: audit.json}``; the key ``config["data"]["split_scheme"]`` is the
+            split the experiments used; ``original`` (when present) is the export's own split,
+            whose leakage the Limitations section reports.
+        claims_yaml: ``paper/claims.yaml``.
+        files: ``{"numbers": path, "bibliography": path, "tables": {name: path},
+            "figures": {name: path}}`` (names: see :data:`REQUIRED_FILES`).
+        diagnostics: :func:`echomtl.report.aggregate.diagnostics_summary` of the shared-trunk runs.
+        phases: :func:`echomtl.report.aggregate.weight_phases` of the reference's steps.
+    """
+    nums = _Numbers()
+    ref = res.reference
+    labels = {e: res.label(e) for e in res.experiments.index}
+    ref_row = res.row(ref)
+    roles = _roles(res)
+    alphas, aug = res.reference_variants()
+    main_groups = res.main_groups()
+    audits = {k: (v if isinstance(v, dict) else load_audit(v)) for k, v in audits.items()}
+    scheme = str(_cfg(config, "data.split_scheme"))
+    if scheme not in audits:
+        raise ValueError(
+            f"no audit for the split scheme the study used ({scheme!r}); got {list(audits)}"
+        )
+
+    # ---- results numbers ----------------------------------------------------------------
+    metrics = ("map50", "map50_95", "precision", "recall", "f1", "view_accuracy", "view_macro_f1")
+    train_metrics = (
+        "loss_det_initial", "loss_det_final", "loss_det_change_pct", "loss_cls_initial",
+        "loss_cls_final", "loss_cls_change_pct", "weight_det_initial", "weight_det_final",
+        "weight_cls_initial", "weight_cls_final",
+    )  # fmt: skip
+    ran = [e for e in res.experiments.index if res.ran(e)]
+    time_all = [res.get(e, "train_seconds", "train") for e in ran]
+    unit, scale = time_unit(time_all)
+    for exp in ran:
+        for m in metrics:
+            if res.has(exp, m):
+                nums.put(f"test/{exp}/{m}", format_number(res.mean(exp, m)))
+                if res.n_seeds(exp, m) > 1:
+                    nums.put(f"test/{exp}/{m}/std", format_number(res.std(exp, m)))
+            ci = res.interval(exp, m)
+            if ci is not None:
+                nums.put(f"ci/{exp}/{m}/low", format_number(ci["low"]))
+                nums.put(f"ci/{exp}/{m}/high", format_number(ci["high"]))
+            pair = res.pair(exp, m) if exp != ref else None
+            if pair is not None:
+                nums.put(f"diff/{exp}/{m}", format_number(pair["diff"], signed=True))
+                nums.put(f"diff/{exp}/{m}/low", format_number(pair["low"], signed=True))
+                nums.put(f"diff/{exp}/{m}/high", format_number(pair["high"], signed=True))
+        for m in train_metrics:
+            if res.has(exp, m, "train"):
+                pct = m.endswith("_pct")
+                value = res.mean(exp, m, "train")
+                nums.put(
+                    f"train/{exp}/{m}",
+                    format_number(value / 100 if pct else value, 1 if pct else 3, percent=pct),
+                )
+        if res.has(exp, "n_parameters", "model"):
+            nums.put(
+                f"model/{exp}/params_m",
+                format_number(res.mean(exp, "n_parameters", "model") / 1e6, 2),
+            )
+        if res.has(exp, "train_seconds", "train"):
+            nums.put(
+                f"time/{exp}", format_number(res.mean(exp, "train_seconds", "train") / scale, 1)
+            )
+        if res.has(exp, "n_images"):
+            nums.put(f"test/{exp}/n_images", int(res.mean(exp, "n_images")))
+    for sel in res.selections.values():
+        for cand in sel["candidates"]:
+            nums.put(f"valid/{cand['experiment']}/score", format_number(cand["score"]))
+
+    def val(exp: str, metric: str, split: str = "test") -> Tex:
+        prefix = {"test": "test", "train": "train"}.get(split, split)
+        text = nums.ref(f"{prefix}/{exp}/{metric}")
+        if split == "test" and f"test/{exp}/{metric}/std" in nums:
+            text = Tex(f"{text}$\\pm${nums.ref(f'test/{exp}/{metric}/std')}")
+        return text
+
+    def ci(exp: str, metric: str) -> Tex:
+        return Tex(f"[{nums.ref(f'ci/{exp}/{metric}/low')}, {nums.ref(f'ci/{exp}/{metric}/high')}]")
+
+    def diff(exp: str, metric: str) -> Tex:
+        k = f"diff/{exp}/{metric}"
+        return Tex(f"{nums.ref(k)} [{nums.ref(k + '/low')}, {nums.ref(k + '/high')}]")
+
+    def verdict_of(exp: str, metric: str) -> str:
+        pair = res.pair(exp, metric)
+        if pair is None:
+            raise KeyError(f"no paired comparison of {ref!r} with {exp!r} on {metric!r}")
+        return str(pair["verdict"])
+
+    def cmp(exp: str, metric: str) -> Tex:
+        return compare_phrase(verdict_of(exp, metric))
+
+    def lname(exp: str) -> Tex:
+        """Label for use inside a sentence (first letter lower-cased unless an acronym)."""
+        text = str(labels[exp])
+        first = text.split(" ", 1)[0]
+        if len(first) > 1 and first[0].isupper() and first[1:].isalpha() and first[1:].islower():
+            text = text[0].lower() + text[1:]
+        return Tex(text)
+
+    def compare_list(exps: Sequence[str], metric: str) -> Tex:
+        """'higher than that of X (difference d [l, h]), ... and lower than that of Y (...)'."""
+        parts = []
+        for e in exps:
+            name, note = str(lname(e)), f"difference {diff(e, metric)}"
+            if name.endswith(")"):  # "manual weights (w = 0.2; difference ...)"
+                text = f"{name[:-1]}; {note})"
+            else:
+                text = f"{name} ({note})"
+            parts.append(Tex(f"{cmp(e, metric)} that of {text}"))
+        return _listing(parts)
+
+    def comparable(exp: str | None, metric: str = "map50") -> bool:
+        return exp is not None and exp != ref and res.pair(exp, metric) is not None
+
+    # ---- comparisons for the abstract / conclusion --------------------------------------
+    main_exps = [res.chosen[g] for g in main_groups]
+    others = [e for e in main_exps if e != ref and comparable(e)]
+    by_verdict: dict[str, list[str]] = {"higher": [], "lower": [], "not distinguishable at 95%": []}
+    for e in others:
+        by_verdict[verdict_of(e, "map50")].append(e)
+    view_others = [e for e in others if comparable(e, "view_accuracy")]
+    by_verdict_view: dict[str, list[str]] = {
+        "higher": [],
+        "lower": [],
+        "not distinguishable at 95%": [],
+    }
+    for e in view_others:
+        by_verdict_view[verdict_of(e, "view_accuracy")].append(e)
+    nums.put("count/main_others", len(others))
+    nums.put("count/higher", len(by_verdict["higher"]))
+    nums.put("count/lower", len(by_verdict["lower"]))
+    nums.put("count/nd", len(by_verdict["not distinguishable at 95%"]))
+    ranked = sorted(
+        main_exps, key=lambda e: -res.get(e, "map50") if res.has(e, "map50") else math.inf
+    )
+    key_rivals = [roles[r] for r in ("fixed", "manual", "det_only", "dual") if comparable(roles[r])]
+
+    # ---- config numbers ------------------------------------------------------------------
+    seeds = list(_cfg(config, "seeds"))
+    nums.put("cfg/n_seeds", len(seeds))
+    nums.put("cfg/epochs", int(_cfg(config, "train.epochs")))
+    nums.put("cfg/imgsz", int(_cfg(config, "model.imgsz")))
+    nums.put("cfg/batch_size", int(_cfg(config, "train.batch_size")))
+    nums.put(
+        "cfg/nominal_batch",
+        int(config["train"].get("nominal_batch", _cfg(config, "train.batch_size"))),
+    )
+    nums.put("cfg/attach_layer", int(config["model"].get("attach_layer", 9)))
+    nums.put("cfg/scale", str(_cfg(config, "model.scale")))
+    nums.put("cfg/n_resamples", int(_cfg(config, "report.bootstrap_resamples")))
+    gn = config.get("balancing", {}).get("gradnorm", {})
+    nums.put("cfg/gradnorm_lr", Tex(f"{gn.get('lr', math.nan):g}"))
+    nums.put("cfg/gradnorm_l0", int(gn.get("l0_window", 1)))
+    nums.put("cfg/gradnorm_min_weight", Tex(f"{gn.get('min_weight', math.nan):g}"))
+    nums.put("cfg/diagnostics_every", int(config.get("balancing", {}).get("diagnostics_every", 1)))
+    hyp = config["train"].get("hyp", {})
+    nums.put("cfg/lr0", Tex(f"{hyp.get('lr0', math.nan):g}"))
+    nums.put(
+        "cfg/ref_alpha", Tex(f"{ref_row['alpha']:g}") if not math.isnan(ref_row["alpha"]) else "--"
+    )
+    nums.put("cfg/ref_w_det", Tex(f"{ref_row['w_det']:g}"))
+    nums.put("cfg/ref_w_cls", Tex(f"{ref_row['w_cls']:g}"))
+    conf = config.get("evaluation", {})
+    nums.put("cfg/iou_thres", Tex(f"{conf.get('iou_thres', 0.6):g}"))
+    nums.put("cfg/conf_thres", Tex(f"{conf.get('conf_thres', 0.001):g}"))
+    selection_metric = config["report"].get("selection_metric", "mean_map50_accuracy")
+
+    # ---- data --------------------------------------------------------------------------
+    counts, exact_views = dataset_counts(audits)
+    for _, r in counts.iterrows():
+        base = f"data/{r['Scheme']}/{r['Split']}"
+        for col, key in (("Images", "images"), ("Patients", "patients"), ("Videos", "videos")):
+            nums.put(f"{base}/{key}", int(r[col]))
+    leak = leakage_rows(audits)
+    leak_info: list[dict] = []
+    for _, r in leak.iterrows():
+        base = f"leak/{r['scheme']}/{r['split']}"
+        nums.put(f"{base}/videos", int(r["n_videos_in_train"]))
+        nums.put(f"{base}/videos_total", int(r["n_videos"]))
+        nums.put(f"{base}/patients", int(r["n_patients_in_train"]))
+        nums.put(f"{base}/patients_total", int(r["n_patients"]))
+        nums.put(f"{base}/images_video", int(r["n_images_from_train_videos"]))
+        nums.put(f"{base}/images_patient", int(r["n_images_from_train_patients"]))
+        nums.put(f"{base}/images_total", int(r["n_images"]))
+        share = (
+            100.0 * r["n_images_from_train_videos"] / r["n_images"] if r["n_images"] else math.nan
+        )
+        nums.put(f"{base}/images_video_pct", format_number(share / 100, 1, percent=True))
+        nums.put(f"{base}/identical", int(r["n_images_identical_to_train"]))
+        leak_info.append(
+            {
+                "scheme": r["scheme"],
+                "split": r["split"],
+                "key": base,
+                "any": bool(r["n_images_from_train_videos"] or r["n_images_from_train_patients"]),
+                "identical": int(r["n_images_identical_to_train"]) > 0,
+            }
+        )
+    used_splits = list(audits[scheme]["splits"])
+    leak_scheme = "original" if "original" in audits else scheme
+    source_audit = audits[leak_scheme]
+    nums.put("data/n_defects", int(source_audit.get("n_defects", 0)))
+    nums.put("data/missing_views", int(sum(source_audit["view_missing"].values())))
+
+    # ---- claims ------------------------------------------------------------------------
+    claims = load_claims(claims_yaml)
+    rows = claims_rows(claims, res)
+    for r in rows:
+        nums.put(f"claim/{r['id']}", Tex(format_number(r["claimed"], r["digits"]) + r["suffix"]))
+    map_claims = [r for r in rows if r["metric"] == "map50" and r["status"] == "measured"]
+    nums.put("count/claims", len(rows))
+    nums.put("count/claims_measured", sum(r["status"] == "measured" for r in rows))
+    nums.put("count/map_claims", len(map_claims))
+    nums.put("count/map_claims_below", sum(r["measured"] < r["claimed"] for r in map_claims))
+    source_order = list(claims.get("facts", {}).get("source_view_order", []))
+
+    # ---- diagnostics -------------------------------------------------------------------
+    diag_rows: list[dict] = []
+    if diagnostics is not None and not diagnostics.empty:
+        agg = diagnostics.groupby(["experiment", "scope"], sort=False).agg(
+            median_cosine=("median_cosine", "mean"),
+            frac_negative=("frac_negative", "mean"),
+            ratio=("median_log10_norm_ratio", "mean"),
+        )
+        for (exp, scope), r in agg.iterrows():
+            base = f"diag/{exp}/{scope}"
+            nums.put(f"{base}/median_cosine", format_number(r["median_cosine"], 2))
+            nums.put(f"{base}/frac_negative", format_number(r["frac_negative"], 0, percent=True))
+            nums.put(f"{base}/norm_ratio", format_number(10 ** r["ratio"], 1))
+            diag_rows.append(
+                {
+                    "exp": exp,
+                    "scope": scope,
+                    "key": base,
+                    "conflict": bool(r["median_cosine"] < 0),
+                    "mostly_negative": bool(r["frac_negative"] > 0.5),
+                }
+            )
+    diag_by = {(d["exp"], d["scope"]): d for d in diag_rows}
+    for scope in ("W", "trunk"):
+        rows_s = [d for d in diag_rows if d["scope"] == scope]
+        nums.put(f"count/diag_{scope}", len(rows_s))
+        nums.put(f"count/diag_{scope}_negative", sum(d["conflict"] for d in rows_s))
+        nums.put(f"count/diag_{scope}_mostly_negative", sum(d["mostly_negative"] for d in rows_s))
+
+    # ---- weight phases -----------------------------------------------------------------
+    phase_rows = []
+    if phases is not None and not phases.empty:
+        for _, r in phases.iterrows():
+            base = f"phase/{r['phase']}"
+            nums.put(f"{base}/weight_det", format_number(r["weight_det"]))
+            nums.put(f"{base}/weight_cls", format_number(r["weight_cls"]))
+            nums.put(f"{base}/ratio", format_number(r["ratio"], 1))
+            phase_rows.append({"phase": r["phase"], "key": base})
+    phase_text = _listing([Tex(f"{latex_escape(n)} ({_span(s, e)})") for n, s, e in PHASES])
+
+    # ---- flags ---------------------------------------------------------------------------
+    has = {
+        "alpha": len(alphas) >= 2,
+        "augmentation": aug is not None,
+        "dual_backbone": roles["dual"] is not None,
+        "det_only": roles["det_only"] is not None,
+        "fixed": roles["fixed"] is not None,
+        "manual": roles["manual"] is not None
+        and roles["manual"] in [res.chosen.get(g) for g in res.selections],
+        "uncertainty": roles["uncertainty"] is not None,
+        "torchjd": bool(roles["torchjd"]),
+        "gradnorm": ref_row["method"] == "gradnorm",
+        "diagnostics": bool(diag_rows),
+        "multi_seed": len(seeds) > 1,
+        "synthetic": _cfg(config, "data.source") == "synthetic",
+        "view_order_differs": bool(source_order)
+        and source_order != list(_cfg(config, "data.view_names")),
+        "exact_view_counts": exact_views,
+        "original_audit": "original" in audits,
+    }
+    has["traditional"] = has["fixed"] or has["manual"]
+    _check_files(files, has)
+
+    manual_group = res.row(roles["manual"])["group"] if roles["manual"] else None
+    return {
+        "numbers": dict(nums),
+        "files": dict(files),
+        "has": has,
+        "ref": ref,
+        "ref_label": labels[ref],
+        "roles": roles,
+        "labels": labels,
+        "label": lambda e: labels[e],
+        "metric_label": lambda m: latex_escape(METRIC_LABELS.get(m, m)),
+        "main": [
+            {
+                "group": g,
+                "exp": res.chosen[g],
+                "label": res.group_label(g),
+                "is_ref": res.chosen[g] == ref,
+            }
+            for g in main_groups
+        ],
+        "others": others,
+        "higher_than": by_verdict["higher"],
+        "lower_than": by_verdict["lower"],
+        "nd_from": by_verdict["not distinguishable at 95%"],
+        "view_higher_than": by_verdict_view["higher"],
+        "view_lower_than": by_verdict_view["lower"],
+        "view_nd_from": by_verdict_view["not distinguishable at 95%"],
+        "key_rivals": key_rivals,
+        "other_rivals": [e for e in others if e not in key_rivals],
+        "best_by_map": ranked[0] if ranked else None,
+        "alphas": alphas,
+        "aug": aug,
+        "manual_group": manual_group,
+        "selection_definition": latex_escape(SCORES[selection_metric]),
+        "diag": diag_rows,
+        "diag_by": diag_by,
+        "phases": phase_rows,
+        "phase_definition": phase_text,
+        "leak": leak_info,
+        "leak_scheme": leak_scheme,
+        "scheme": scheme,
+        "used_splits": used_splits,
+        "seeds": [str(s) for s in seeds],
+        "view_names": [str(v) for v in _cfg(config, "data.view_names")],
+        "class_names": [str(c) for c in _cfg(config, "data.class_names")],
+        "source_view_order": source_order,
+        "source_view_order_where": claims.get("facts", {}).get("source_view_order_where", ""),
+        "claims_bibkey": claims["source"].get("bibkey", "seedguide"),
+        "time_unit": {"h": "hours", "min": "minutes"}[unit],
+        "device": str(config["train"].get("device", "cpu")),
+        "val": val,
+        "ci": ci,
+        "diff": diff,
+        "cmp": cmp,
+        "verdict": verdict_of,
+        "comparable": comparable,
+        "has_ci": lambda e, m: f"ci/{e}/{m}/low" in nums,
+        "has_val": lambda e, m, split="test": f"{split}/{e}/{m}" in nums,
+        "n": nums.ref,
+        "listing": _listing,
+        "lname": lname,
+        "compare_list": compare_list,
+        "listing_labels": lambda exps: _listing([lname(e) for e in exps]),
+    }
+
+
+def context_files(
+    out_dir: PathLike, names: Mapping[str, Sequence[str]]
+) -> dict[str, dict[str, Path]]:
+    """Convenience: ``{"tables": {name: out_dir/tables/name.tex}, "figures": {...pdf}}``."""
+    out = Path(out_dir)
+    return {
+        "tables": {n: out / "tables" / f"{n}.tex" for n in names.get("tables", ())},
+        "figures": {n: out / "figures" / f"{n}.pdf" for n in names.get("figures", ())},
+    }

@@ -1,0 +1,259 @@
+"""One read-only view of the study's results, shared by tables, figures and the paper context.
+
+:func:`load_results` reads the files the workflow wrote (tidy table, bootstrap and paired JSONs,
+selection JSONs, experiments table); :class:`Results` answers the questions the report asks
+("test mAP@0.5 of the chosen manual experiment", "its interval", "how it compares with the
+reference") and fails with a message naming the missing result instead of printing a blank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from echomtl.report._io import PathLike
+from echomtl.report.aggregate import load_experiments_table, read_selections, read_tidy
+from echomtl.report.latex import Tex, latex_escape
+from echomtl.report.stats import load_intervals, load_paired, summarise_seeds
+
+__all__ = ["Results", "load_results", "METHOD_LABELS", "METRIC_LABELS"]
+
+METHOD_LABELS = {
+    "fixed": "Fixed weights",
+    "gradnorm": "GradNorm",
+    "uncertainty": "Uncertainty weighting",
+    "pcgrad": "PCGrad",
+    "upgrad": "UPGrad",
+    "cagrad": "CAGrad",
+    "nashmtl": "Nash-MTL",
+    "alignedmtl": "Aligned-MTL",
+    "mgda": "MGDA",
+    "imtl_g": "IMTL-G",
+    "dualproj": "DualProj",
+}
+#: torchjd aggregators (methods that come from the torchjd library).
+TORCHJD_METHODS = (
+    "pcgrad",
+    "upgrad",
+    "cagrad",
+    "nashmtl",
+    "alignedmtl",
+    "mgda",
+    "imtl_g",
+    "dualproj",
+)
+METRIC_LABELS = {
+    "map50": "mAP@0.5",
+    "map50_95": "mAP@0.5:0.95",
+    "precision": "Precision",
+    "recall": "Recall",
+    "f1": "F1",
+    "view_accuracy": "View accuracy",
+    "view_macro_f1": "View macro-F1",
+}
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass
+class Results:
+    """Everything measured, indexed for the report (see module docstring)."""
+
+    experiments: pd.DataFrame
+    tidy: pd.DataFrame
+    chosen: dict[str, str]
+    selections: dict[str, dict] = field(default_factory=dict)
+    intervals: dict[str, dict] = field(default_factory=dict)
+    paired: dict[str, dict] = field(default_factory=dict)
+    reference: str = "gradnorm_a1.5"
+    summary: pd.DataFrame = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summary = summarise_seeds(self.tidy)
+        self._index = self.summary.set_index(["experiment", "split", "metric"]).sort_index()
+        if self.reference not in self.experiments.index:
+            raise ValueError(
+                f"reference experiment {self.reference!r} (config report.reference_method) is "
+                "not in the experiments table"
+            )
+        if self.reference not in set(self.tidy["experiment"]):
+            raise ValueError(f"no results for the reference experiment {self.reference!r}")
+
+    # ---- plain values -------------------------------------------------------------------
+    def has(self, experiment: str, metric: str, split: str = "test") -> bool:
+        """Whether a finite value was measured."""
+        return (experiment, split, metric) in self._index.index
+
+    def mean(self, experiment: str, metric: str, split: str = "test") -> float:
+        """Mean over seeds; KeyError naming the result when it was not measured."""
+        try:
+            return float(self._index.loc[(experiment, split, metric), "mean"])
+        except KeyError:
+            raise KeyError(f"no {split} {metric!r} measured for {experiment!r}") from None
+
+    def get(self, experiment: str, metric: str, split: str = "test") -> float:
+        """Mean over seeds, NaN when not measured (for optional cells)."""
+        return (
+            self.mean(experiment, metric, split)
+            if self.has(experiment, metric, split)
+            else math.nan
+        )
+
+    def std(self, experiment: str, metric: str, split: str = "test") -> float:
+        """Std over seeds (NaN with one seed)."""
+        if not self.has(experiment, metric, split):
+            return math.nan
+        return float(self._index.loc[(experiment, split, metric), "std"])
+
+    def n_seeds(self, experiment: str, metric: str = "map50", split: str = "test") -> int:
+        """Number of seeds with a finite value."""
+        if not self.has(experiment, metric, split):
+            return 0
+        return int(self._index.loc[(experiment, split, metric), "n_seeds"])
+
+    def interval(self, experiment: str, metric: str) -> dict | None:
+        """Bootstrap interval ``{"point", "mean", "low", "high"}`` or None when not computed."""
+        entry = self.intervals.get(experiment, {}).get(metric)
+        if entry is None or any(
+            entry.get(k) is None or math.isnan(entry.get(k)) for k in ("low", "high")
+        ):
+            return None
+        return entry
+
+    def pair(self, other: str, metric: str) -> dict | None:
+        """Paired result ``reference - other`` (with ``verdict``) or None when undefined."""
+        entry = self.paired.get(other, {}).get(metric)
+        if entry is None or entry.get("verdict") is None:
+            return None
+        return entry
+
+    # ---- experiments --------------------------------------------------------------------
+    def row(self, experiment: str) -> pd.Series:
+        """The experiments-table row."""
+        return self.experiments.loc[experiment]
+
+    def has_classifier(self, experiment: str) -> bool:
+        """Whether the model predicts views."""
+        return self.row(experiment)["model"] != "det_only"
+
+    def shares_trunk(self, experiment: str) -> bool:
+        """Whether both tasks share parameters (gradient interference is possible)."""
+        return self.row(experiment)["model"] == "multitask"
+
+    def ran(self, experiment: str) -> bool:
+        """Whether results exist for the experiment."""
+        return experiment in set(self.tidy["experiment"])
+
+    def label(self, experiment: str, with_group_value: bool = True) -> Tex:
+        """Display name (LaTeX) built from the experiments table."""
+        row = self.row(experiment)
+        model, method = row["model"], row["method"]
+        if model == "det_only":
+            text = "Detection only"
+        elif model == "dual_backbone":
+            text = "Dual backbone"
+        else:
+            text = latex_escape(METHOD_LABELS.get(method, method))
+        group_rows = self.experiments[self.experiments["group"] == row["group"]]
+        if model == "multitask" and method == "fixed" and len(group_rows) > 1:
+            text = "Manual weights"
+        extras = []
+        if method == "gradnorm" and not math.isnan(row["alpha"]):
+            extras.append(rf"$\alpha$\,=\,{_num(row['alpha'])}")
+        if with_group_value and len(group_rows) > 1:
+            if group_rows["w_cls"].nunique() > 1 and method != "gradnorm":
+                extras.append(rf"$w_\mathrm{{cls}}$\,=\,{_num(row['w_cls'])}")
+            if group_rows["w_det"].nunique() > 1:
+                extras.append(rf"$w_\mathrm{{det}}$\,=\,{_num(row['w_det'])}")
+        if row["augment"]:
+            extras.append("augmentation")
+        if extras:
+            text = f"{text} ({', '.join(extras)})"
+        return Tex(text)
+
+    def plain_label(self, experiment: str) -> str:
+        """Display name for figures (plain text with unicode, no LaTeX)."""
+        text = str(self.label(experiment))
+        for a, b in (
+            ("$\\alpha$", "α"),
+            ("$w_\\mathrm{cls}$", "w_cls"),
+            ("$w_\\mathrm{det}$", "w_det"),
+            ("\\,", ""),
+        ):
+            text = text.replace(a, b)
+        return text
+
+    def group_label(self, group: str) -> Tex:
+        """Display name of a group's chosen experiment; a dagger marks a validation choice."""
+        label = self.label(self.chosen[group])
+        if group in self.selections and len(self.selections[group]["candidates"]) > 1:
+            return Tex(f"{label}$^\\dagger$")
+        return label
+
+    def groups(self) -> list[str]:
+        """Groups in table order, only those that ran."""
+        return [g for g, e in self.chosen.items() if self.ran(e)]
+
+    def reference_variants(self) -> tuple[list[str], str | None]:
+        """``(alpha variants, augmentation variant)`` of the reference method.
+
+        Alpha variants: experiments with the reference's method, model, weights and augmentation
+        but any alpha (reference included), sorted by alpha. Augmentation variant: the one
+        differing from the reference only in ``augment``.
+        """
+        ref = self.row(self.reference)
+        same = self.experiments[
+            (self.experiments["method"] == ref["method"])
+            & (self.experiments["model"] == ref["model"])
+        ]
+        same = same[[self.ran(e) for e in same.index]]
+        alphas = same[same["augment"] == ref["augment"]]
+        for col in ("w_det", "w_cls"):
+            alphas = alphas[alphas[col] == ref[col]]
+        alpha_list = list(alphas.sort_values("alpha", kind="stable").index)
+        aug = same[(same["augment"] != ref["augment"])]
+        aug = aug[(aug["alpha"] == ref["alpha"]) & (aug["w_cls"] == ref["w_cls"])]
+        return alpha_list, (str(aug.index[0]) if len(aug) else None)
+
+    def main_groups(self) -> list[str]:
+        """Groups of the main table: all, except the reference's alpha/augmentation variants."""
+        alphas, aug = self.reference_variants()
+        variants = {a for a in alphas if a != self.reference} | ({aug} if aug else set())
+        return [g for g in self.groups() if self.chosen[g] not in variants]
+
+    def class_names(self) -> list[str]:
+        """Detection class names, in the order the metrics JSON gave them."""
+        names = [m.split("/", 1)[1] for m in self.tidy["metric"].unique() if m.startswith("ap50/")]
+        return list(dict.fromkeys(names))
+
+    def seeds(self) -> list[int]:
+        """Seeds present in the results."""
+        return sorted(int(s) for s in self.tidy["seed"].unique())
+
+
+def load_results(
+    tidy_csv: PathLike,
+    experiments: pd.DataFrame | PathLike,
+    selection_files: Iterable[PathLike] = (),
+    interval_files: Iterable[PathLike] = (),
+    paired_files: Iterable[PathLike] = (),
+    reference: str = "gradnorm_a1.5",
+) -> Results:
+    """Read everything :class:`Results` needs from the workflow's files."""
+    table = load_experiments_table(experiments)
+    chosen, selections = read_selections(selection_files, table)
+    paired = load_paired(paired_files, reference)
+    return Results(
+        experiments=table,
+        tidy=read_tidy(tidy_csv),
+        chosen=chosen,
+        selections=selections,
+        intervals=load_intervals(interval_files),
+        paired=paired,
+        reference=reference,
+    )

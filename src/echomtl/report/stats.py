@@ -1,0 +1,300 @@
+"""Statistics for the paper: seed means, bootstrap intervals, paired comparisons, verdicts.
+
+Resampling is done by ``echomtl.evaluation.bootstrap`` (percentile bootstrap over test images);
+this module only decides what is resampled together and how a result is worded:
+
+- several seeds of one experiment are pooled: the image lists of all seeds are concatenated, each
+  image renamed ``s<seed>/<name>``, so one resampling unit is one (seed, image) prediction. The
+  interval then reflects test-image sampling of the pooled predictions; seed-to-seed spread is
+  reported separately (:func:`summarise_seeds`).
+- a paired comparison pairs seed k of A with seed k of B, image by image (seeds present in both
+  runs only), so both are scored on the same resampled images.
+- :func:`verdict` reads an interval of a difference: entirely above 0 -> ``"higher"``, entirely
+  below -> ``"lower"``, otherwise ``"not distinguishable at 95%"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from echomtl.report._io import PathLike, read_json, run_id_from_path, write_json, write_text
+
+__all__ = [
+    "VERDICTS",
+    "DEFAULT_METRICS",
+    "verdict",
+    "summarise_seeds",
+    "load_predictions",
+    "bootstrap_experiment",
+    "paired_experiment",
+    "load_intervals",
+    "load_paired",
+]
+
+VERDICTS = ("higher", "lower", "not distinguishable at 95%")
+DEFAULT_METRICS = ("map50", "map50_95", "view_accuracy")
+
+
+def verdict(diff: float, low: float, high: float) -> str:
+    """Word a paired difference ``a - b`` by its 95% interval ``[low, high]``.
+
+    ``"higher"`` (a above b) when ``low > 0``, ``"lower"`` when ``high < 0``, otherwise
+    ``"not distinguishable at 95%"``. NaN anywhere raises: an undefined comparison must not be
+    worded at all.
+    """
+    values = (diff, low, high)
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        raise ValueError(f"cannot word an undefined comparison (diff={diff}, [{low}, {high}])")
+    if low > high:
+        raise ValueError(f"interval [{low}, {high}] is reversed")
+    if low > 0:
+        return "higher"
+    if high < 0:
+        return "lower"
+    return "not distinguishable at 95%"
+
+
+def summarise_seeds(tidy: pd.DataFrame, out_csv: PathLike | None = None) -> pd.DataFrame:
+    """Mean and sample std over seeds of every (experiment, split, metric).
+
+    Columns: ``experiment, group, split, metric, mean, std, n_seeds, one_seed``. With one seed
+    ``std`` is NaN and ``one_seed`` True, so that text and tables say "one seed" instead of
+    printing a spread of 0. NaN values (metric undefined on a run) are not counted.
+    """
+    frame = tidy.copy()
+    frame["value"] = frame["value"].astype(float)
+    frame = frame[np.isfinite(frame["value"])]
+    grouped = frame.groupby(["experiment", "group", "split", "metric"], sort=False)["value"]
+    out = grouped.agg(
+        mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else math.nan, n_seeds="count"
+    ).reset_index()
+    out["n_seeds"] = out["n_seeds"].astype(int)
+    out["one_seed"] = out["n_seeds"] == 1
+    if out_csv is not None:
+        write_text(out_csv, out.to_csv(index=False, float_format="%.10g"))
+    return out
+
+
+def _seed_of(path: PathLike, index: int) -> int:
+    try:
+        return run_id_from_path(path)[1]
+    except ValueError:
+        return index
+
+
+def _read_predictions(path: PathLike) -> dict:
+    data = read_json(path)
+    for key in ("class_names", "images"):
+        if key not in data:
+            raise ValueError(f"{path}: predictions JSON lacks {key!r}")
+    return data
+
+
+def load_predictions(
+    files: Sequence[PathLike] | Mapping[int, PathLike],
+) -> tuple[list[dict], list[str], dict[int, list[dict]]]:
+    """Pool the predictions of several seeds of one experiment.
+
+    Returns ``(images, class_names, by_seed)``: ``images`` is the concatenation over seeds (names
+    prefixed ``s<seed>/`` when there is more than one seed), ``by_seed`` the per-seed lists
+    unchanged. Seeds come from the ``seed<k>`` folder of each path (or the mapping's keys).
+    """
+    items = (
+        sorted(files.items())
+        if isinstance(files, Mapping)
+        else sorted((_seed_of(p, i), p) for i, p in enumerate(files))
+    )
+    if not items:
+        raise ValueError("no predictions files given")
+    class_names: list[str] | None = None
+    by_seed: dict[int, list[dict]] = {}
+    for seed, path in items:
+        data = _read_predictions(path)
+        if class_names is None:
+            class_names = list(data["class_names"])
+        elif list(data["class_names"]) != class_names:
+            raise ValueError(f"{path}: class names {data['class_names']} differ from {class_names}")
+        if seed in by_seed:
+            raise ValueError(f"{path}: second predictions file for seed {seed}")
+        by_seed[seed] = list(data["images"])
+    assert class_names is not None
+    if len(by_seed) == 1:
+        images = next(iter(by_seed.values()))
+    else:
+        images = [
+            {**img, "name": f"s{seed}/{img['name']}"}
+            for seed, imgs in by_seed.items()
+            for img in imgs
+        ]
+    return images, class_names, by_seed
+
+
+def _default_bootstrap() -> Callable:
+    from echomtl.evaluation.bootstrap import bootstrap_metrics
+
+    return bootstrap_metrics
+
+
+def _default_paired() -> Callable:
+    from echomtl.evaluation.bootstrap import paired_bootstrap
+
+    return paired_bootstrap
+
+
+_VIEW_METRICS = ("view_accuracy", "view_macro_f1")
+_UNDEFINED = {"point": None, "mean": None, "low": None, "high": None, "n_valid": 0}
+_UNDEFINED_DIFF = {"diff": None, "mean": None, "low": None, "high": None, "n_valid": 0}
+
+
+def _applicable(metrics: Sequence[str], images: Sequence[dict]) -> list[str]:
+    """The metrics defined for these predictions: view metrics only if the model predicts views.
+
+    (Asking the bootstrap for a view metric of a model without a view head would make it return
+    NaN for every metric of the resample, detection included.)
+    """
+    has_views = any(img.get("view_pred") is not None for img in images)
+    return [m for m in metrics if has_views or m not in _VIEW_METRICS]
+
+
+def _clean_metric(entry: Mapping) -> dict:
+    return {k: (float(v) if isinstance(v, int | float) else v) for k, v in entry.items()}
+
+
+def bootstrap_experiment(
+    experiment: str,
+    prediction_files: Sequence[PathLike] | Mapping[int, PathLike],
+    out_json: PathLike | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    bootstrap_fn: Callable | None = None,
+) -> dict:
+    """95% bootstrap intervals of one experiment's test metrics (seeds pooled); writes JSON.
+
+    Output: ``{"experiment", "seeds", "n_images", "n_resamples", "seed", "pooling",
+    "metrics": {metric: {"point", "mean", "low", "high", "n_valid"}}}``; a metric undefined for
+    the experiment (view accuracy of a detector alone) has null values.
+    """
+    images, class_names, by_seed = load_predictions(prediction_files)
+    fn = bootstrap_fn or _default_bootstrap()
+    asked = _applicable(metrics, images)
+    result = fn(images, class_names, n_resamples=n_resamples, seed=seed, metrics=asked)
+    result = {**{m: _UNDEFINED for m in metrics if m not in asked}, **result}
+    out = {
+        "experiment": experiment,
+        "seeds": sorted(by_seed),
+        "n_images": len(images),
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "confidence": 0.95,
+        "pooling": "seeds concatenated; resampling unit = one (seed, test image) prediction",
+        "metrics": {m: _clean_metric(v) for m, v in result.items()},
+    }
+    if out_json is not None:
+        write_json(out_json, out)
+    return out
+
+
+def paired_experiment(
+    reference: str,
+    other: str,
+    reference_files: Sequence[PathLike] | Mapping[int, PathLike],
+    other_files: Sequence[PathLike] | Mapping[int, PathLike],
+    out_json: PathLike | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    paired_fn: Callable | None = None,
+) -> dict:
+    """Paired bootstrap of ``reference - other`` on the same test images; writes JSON.
+
+    Seeds are matched (seed k with seed k); seeds present in only one run are left out (and
+    listed). Output: ``{"reference", "other", "seeds", "n_images", "n_resamples", "seed",
+    "metrics": {metric: {"diff", "mean", "low", "high", "n_valid", "verdict"}}}``, ``verdict``
+    as :func:`verdict` from the reference's side (null where the metric is undefined).
+    """
+    _, class_a, seeds_a = load_predictions(reference_files)
+    _, class_b, seeds_b = load_predictions(other_files)
+    if class_a != class_b:
+        raise ValueError(
+            f"{reference} and {other} use different class names: {class_a} / {class_b}"
+        )
+    common = sorted(set(seeds_a) & set(seeds_b))
+    if not common:
+        raise ValueError(
+            f"paired comparison {reference} vs {other}: no common seed "
+            f"({sorted(seeds_a)} vs {sorted(seeds_b)})"
+        )
+
+    def pooled(by_seed: dict[int, list[dict]]) -> list[dict]:
+        if len(common) == 1:
+            return by_seed[common[0]]
+        return [{**img, "name": f"s{s}/{img['name']}"} for s in common for img in by_seed[s]]
+
+    fn = paired_fn or _default_paired()
+    images_a, images_b = pooled(seeds_a), pooled(seeds_b)
+    asked = [m for m in _applicable(metrics, images_a) if m in _applicable(metrics, images_b)]
+    result = fn(images_a, images_b, class_a, n_resamples=n_resamples, seed=seed, metrics=asked)
+    result = {**{m: _UNDEFINED_DIFF for m in metrics if m not in asked}, **result}
+    out_metrics = {}
+    for m, entry in result.items():
+        entry = _clean_metric(entry)
+        values = [entry.get(k) for k in ("diff", "low", "high")]
+        defined = all(v is not None and not math.isnan(float(v)) for v in values)
+        entry["verdict"] = verdict(*[float(v) for v in values]) if defined else None
+        out_metrics[m] = entry
+    out = {
+        "reference": reference,
+        "other": other,
+        "seeds": common,
+        "seeds_left_out": sorted(set(seeds_a) ^ set(seeds_b)),
+        "n_images": len(images_a),
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "confidence": 0.95,
+        "difference": "reference - other",
+        "metrics": out_metrics,
+    }
+    if out_json is not None:
+        write_json(out_json, out)
+    return out
+
+
+def _nanify(entry: Mapping) -> dict:
+    return {k: (math.nan if v is None and k != "verdict" else v) for k, v in entry.items()}
+
+
+def load_intervals(files: Iterable[PathLike]) -> dict[str, dict[str, dict]]:
+    """``{experiment: {metric: {"point", "mean", "low", "high", ...}}}`` from bootstrap JSONs."""
+    out: dict[str, dict[str, dict]] = {}
+    for path in files:
+        data = read_json(path)
+        exp = data["experiment"]
+        if exp in out:
+            raise ValueError(f"{path}: second interval file for {exp!r}")
+        out[exp] = {m: _nanify(v) for m, v in data["metrics"].items()}
+    return out
+
+
+def load_paired(files: Iterable[PathLike], reference: str | None = None) -> dict[str, dict]:
+    """``{other: {metric: {"diff", "low", "high", "verdict", ...}}}`` from paired JSONs.
+
+    All files must share one reference (``reference`` when given).
+    """
+    out: dict[str, dict] = {}
+    for path in files:
+        data = read_json(path)
+        ref = data["reference"]
+        if reference is None:
+            reference = ref
+        if ref != reference:
+            raise ValueError(f"{path}: reference {ref!r}, expected {reference!r}")
+        other = data["other"]
+        if other in out:
+            raise ValueError(f"{path}: second paired file for {other!r}")
+        out[other] = {m: _nanify(v) for m, v in data["metrics"].items()}
+    return out

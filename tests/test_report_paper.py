@@ -1,0 +1,140 @@
+"""The paper end to end on a fixture study: context, numbers, rendered text, PDF."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
+import report_fixture as rf  # noqa: E402
+
+from echomtl.report import context as context_mod  # noqa: E402
+from echomtl.report.pdf import LatexError, compile_pdf, scan_log  # noqa: E402
+
+SMALL = ["det_only", "fixed", "manual_wcls0.05", "manual_wcls0.2", "gradnorm_a1.5", "dual_backbone"]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """Every experiment of the fixture, with figures (the PDF test needs them)."""
+    root = tmp_path_factory.mktemp("paper")
+    study = rf.make_study(root, n_images=16)
+    return study, rf.build_report(study, root / "out", n_resamples=10)
+
+
+def _abstract(tex: str) -> str:
+    return tex.split("\\begin{abstract}", 1)[1].split("\\end{abstract}", 1)[0]
+
+
+def test_template_renders_every_section(full):
+    _, built = full
+    tex = built["tex"].read_text()
+    for section in ("Introduction", "Related Work", "Methodology", "Experiments",
+                    "Analysis and Discussion", "Ablation Studies", "Comparison with Alternatives",
+                    "Limitations", "Conclusion"):  # fmt: skip
+        assert f"\\section{{{section}}}" in tex, section
+    assert "\\begin{abstract}" in tex and "\\bibliography{" in tex
+    assert "\\VAR{" not in tex and "\\BLOCK{" not in tex and "%%" not in tex
+    assert "\\begin{tikzpicture}" in tex and "\\begin{algorithm}" in tex
+    assert "synthetic" in _abstract(tex)
+
+
+def test_every_macro_used_is_defined_and_every_input_exists(full):
+    _, built = full
+    out = built["tex"].parent
+    tex = built["tex"].read_text()
+    numbers = (out / "numbers.tex").read_text()
+    defined = set(re.findall(r"\\newcommand\{\\(R[A-Za-z]+)\}", numbers))
+    used = set(re.findall(r"\\(R[A-Z][A-Za-z]+)\{\}", tex))
+    assert used and used <= defined, used - defined
+    for path in re.findall(r"\\(?:input|includegraphics)(?:\[[^]]*\])?\{([^}]+)\}", tex):
+        assert (out / path).exists(), path
+    # results are never typed into the text: no decimal number outside macros and the preamble
+    body = tex.split("\\begin{document}", 1)[1]
+    body = re.sub(r"\\begin\{tikzpicture\}.*?\\end\{tikzpicture\}", "", body, flags=re.S)
+    body = re.sub(r"mAP@0\.5:0\.95|0\.\d+\\linewidth|0\.5 to 0\.95", "", body)  # definitions
+    assert not re.findall(r"(?<![\w.\\{])0\.\d\d+", body)
+
+
+def test_limitations_report_leakage_view_order_and_scale(full):
+    _, built = full
+    ctx = built["context"]
+    tex = built["tex"].read_text()
+    limitations = tex.split("\\section{Limitations}", 1)[1].split("\\section{Conclusion}", 1)[0]
+    assert "\\texttt{original}" in limitations and "Synthetic data" in limitations
+    assert "PSAX, PLAX and A4C" in limitations  # the source's declared order (claims.yaml)
+    assert "A4C, PSAX and PLAX" in limitations  # the configured order
+    assert ctx["numbers"]["leak/original/test/images_video"] == 8
+    assert ctx["numbers"]["cfg/epochs"] == 6 and ctx["numbers"]["cfg/imgsz"] == 128
+
+
+def _render(tmp_path, quality):
+    study = rf.make_study(tmp_path, experiments=SMALL, quality=quality, n_images=16)
+    return rf.build_report(study, tmp_path / "out", n_resamples=10, figures=False)
+
+
+def test_comparative_sentences_follow_the_data(tmp_path):
+    good = _render(tmp_path / "a", {"gradnorm_a1.5": 0.95, "fixed": 0.2})
+    bad = _render(tmp_path / "b", {"gradnorm_a1.5": 0.2, "fixed": 0.95})
+    a, b = _abstract(good["tex"].read_text()), _abstract(bad["tex"].read_text())
+    assert good["context"]["verdict"]("fixed", "map50") == "higher"
+    assert bad["context"]["verdict"]("fixed", "map50") == "lower"
+    assert "higher than that of fixed weights" in a and "lower than that of fixed" not in a
+    assert "lower than that of fixed weights" in b and "higher than that of fixed" not in b
+    assert "These data support the claim" in a
+    assert "These data do not support the claim" in b
+    conclusion = bad["tex"].read_text().split("\\section{Conclusion}", 1)[1]
+    assert "do not show the improvement" in conclusion
+
+
+def test_context_fails_clearly_on_missing_files(full):
+    study, built = full
+    files = dict(built["files"])
+    files["tables"] = {k: v for k, v in files["tables"].items() if k != "alpha"}
+    with pytest.raises(ValueError, match=r"tables.alpha \(the study ran alpha\)"):
+        context_mod.build_context(
+            built["results"], study.config, study.audits, rf.REPO / "paper" / "claims.yaml", files
+        )
+
+
+def test_real_data_build_has_no_synthetic_caveat(tmp_path):
+    study = rf.make_study(tmp_path, experiments=SMALL, n_images=8, source="export")
+    tex = rf.build_report(study, tmp_path / "out", n_resamples=5, figures=False)["tex"].read_text()
+    assert "synthetic" not in tex.lower()
+
+
+def test_scan_log_finds_problems(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text(
+        "LaTeX Warning: Reference `tab:nope' on page 3 undefined on input line 12.\n"
+        "Package natbib Warning: Citation `nobody2020' on page 1 undefined on input line 5.\n"
+        "! LaTeX Error: File `figures/missing.pdf' not found.\n"
+        "LaTeX Warning: Reference `tab:nope' on page 3 undefined on input line 12.\n"
+    )
+    problems = scan_log(log)
+    assert len(problems) == 3
+    assert any("tab:nope" in p for p in problems) and any("missing.pdf" in p for p in problems)
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk not installed (TeX Live)")
+def test_pdf_builds_without_unresolved_items(full):
+    _, built = full
+    pdf = compile_pdf(built["tex"])
+    assert pdf.exists() and pdf.read_bytes().startswith(b"%PDF")
+    assert scan_log(pdf.with_suffix(".log")) == []
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk not installed (TeX Live)")
+def test_pdf_build_reports_a_missing_figure(full, tmp_path):
+    _, built = full
+    out = built["tex"].parent
+    broken = out / "broken.tex"
+    broken.write_text(
+        built["tex"].read_text().replace("figures/main_comparison.pdf", "figures/nope.pdf")
+    )
+    with pytest.raises(LatexError, match="nope.pdf"):
+        compile_pdf(broken, tmp_path)

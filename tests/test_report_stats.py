@@ -1,0 +1,150 @@
+"""Seed summaries, bootstrap wiring and verdicts of echomtl.report.stats."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from echomtl.report.stats import (
+    bootstrap_experiment,
+    load_intervals,
+    load_paired,
+    load_predictions,
+    paired_experiment,
+    summarise_seeds,
+    verdict,
+)
+
+
+def test_verdict():
+    assert verdict(0.1, 0.02, 0.2) == "higher"
+    assert verdict(-0.1, -0.2, -0.01) == "lower"
+    assert verdict(0.05, -0.01, 0.1) == "not distinguishable at 95%"
+    assert verdict(0.0, 0.0, 0.0) == "not distinguishable at 95%"
+    with pytest.raises(ValueError):
+        verdict(math.nan, 0.0, 1.0)
+    with pytest.raises(ValueError):
+        verdict(0.1, 0.2, 0.1)
+
+
+def test_summarise_seeds_flags_single_seed():
+    tidy = pd.DataFrame(
+        [
+            ("a", "a", 0, "test", "map50", 0.5),
+            ("b", "b", 0, "test", "map50", 0.4),
+            ("b", "b", 1, "test", "map50", 0.6),
+            ("b", "b", 2, "test", "view_accuracy", math.nan),
+        ],
+        columns=["experiment", "group", "seed", "split", "metric", "value"],
+    )
+    out = summarise_seeds(tidy).set_index(["experiment", "metric"])
+    assert out.loc[("a", "map50"), "one_seed"]
+    assert math.isnan(out.loc[("a", "map50"), "std"])
+    assert out.loc[("b", "map50"), "n_seeds"] == 2
+    assert out.loc[("b", "map50"), "std"] == pytest.approx(0.1414213, rel=1e-5)
+    assert ("b", "view_accuracy") not in out.index  # NaN values are not counted
+
+
+def _images(n, correct, view_head=True, shift=0):
+    out = []
+    for i in range(n):
+        box = [10.0 + i, 10.0, 60.0 + i, 50.0]
+        pred_box = box if i < correct else [200.0, 200.0, 250.0, 240.0]
+        out.append(
+            {
+                "name": f"img{i + shift}.png",
+                "width": 300,
+                "height": 300,
+                "gt": [[i % 2, *box]],
+                "pred": [[i % 2, 0.9, *pred_box]],
+                "view_true": i % 3,
+                "view_pred": (i % 3 if i < correct else (i + 1) % 3) if view_head else None,
+                "view_probs": None,
+            }
+        )
+    return out
+
+
+def _write_run(root, exp, seed, images):
+    d = root / exp / f"seed{seed}"
+    d.mkdir(parents=True)
+    path = d / "predictions_test.json"
+    path.write_text(
+        json.dumps({"class_names": ["AR", "MR"], "view_names": ["A", "B", "C"], "images": images})
+    )
+    return path
+
+
+def test_load_predictions_pools_seeds(tmp_path):
+    p0 = _write_run(tmp_path, "x", 0, _images(3, 3))
+    p1 = _write_run(tmp_path, "x", 1, _images(3, 1))
+    images, names, by_seed = load_predictions([p1, p0])
+    assert names == ["AR", "MR"]
+    assert sorted(by_seed) == [0, 1]
+    assert [im["name"] for im in images][:2] == ["s0/img0.png", "s0/img1.png"]
+    images, _, _ = load_predictions([p0])
+    assert images[0]["name"] == "img0.png"  # one seed: names unchanged
+
+
+def test_bootstrap_experiment_skips_view_metrics_without_head(tmp_path):
+    path = _write_run(tmp_path, "det_only", 0, _images(4, 4, view_head=False))
+    seen = {}
+
+    def fake(images, class_names, n_resamples, seed, metrics):
+        seen["metrics"] = metrics
+        return {
+            m: {"point": 0.5, "mean": 0.5, "low": 0.4, "high": 0.6, "n_valid": n_resamples}
+            for m in metrics
+        }
+
+    out = bootstrap_experiment(
+        "det_only", [path], tmp_path / "b.json", n_resamples=7, seed=3, bootstrap_fn=fake
+    )
+    assert seen["metrics"] == ["map50", "map50_95"]
+    assert out["metrics"]["view_accuracy"]["low"] is None
+    loaded = load_intervals([tmp_path / "b.json"])
+    assert math.isnan(loaded["det_only"]["view_accuracy"]["low"])
+    assert loaded["det_only"]["map50"]["high"] == 0.6
+
+
+def test_paired_experiment_matches_seeds_and_words_the_result(tmp_path):
+    ref = [_write_run(tmp_path, "ref", s, _images(4, 4)) for s in (0, 1)]
+    other = [_write_run(tmp_path, "other", s, _images(4, 1)) for s in (1, 2)]
+    calls = {}
+
+    def fake(a, b, class_names, n_resamples, seed, metrics):
+        calls["names"] = [im["name"] for im in a]
+        return {
+            m: {"diff": 0.3, "mean": 0.3, "low": 0.1, "high": 0.5, "n_valid": 5} for m in metrics
+        }
+
+    out = paired_experiment(
+        "ref", "other", ref, other, tmp_path / "p.json", n_resamples=5, paired_fn=fake
+    )
+    assert out["seeds"] == [1] and out["seeds_left_out"] == [0, 2]
+    assert calls["names"][0] == "img0.png"
+    assert out["metrics"]["map50"]["verdict"] == "higher"
+    assert load_paired([tmp_path / "p.json"], "ref")["other"]["map50"]["verdict"] == "higher"
+    with pytest.raises(ValueError, match="reference"):
+        load_paired([tmp_path / "p.json"], "someone_else")
+    with pytest.raises(ValueError, match="no common seed"):
+        paired_experiment("ref", "other", ref[:1], other[1:], None, paired_fn=fake)
+
+
+def test_real_bootstrap_small(tmp_path):
+    """The real echomtl.evaluation.bootstrap, on 8 images: a better model is 'higher'."""
+    pytest.importorskip("faster_coco_eval")
+    good = _write_run(tmp_path, "good", 0, _images(8, 8))
+    bad = _write_run(tmp_path, "bad", 0, _images(8, 0))
+    det = _write_run(tmp_path, "det", 0, _images(8, 8, view_head=False))
+    b = bootstrap_experiment("good", [good], None, n_resamples=10, seed=0)
+    assert b["metrics"]["map50"]["low"] <= b["metrics"]["map50"]["high"]
+    p = paired_experiment("good", "bad", [good], [bad], None, n_resamples=10, seed=0)
+    assert p["metrics"]["map50"]["verdict"] == "higher"
+    assert p["metrics"]["view_accuracy"]["verdict"] == "higher"
+    p = paired_experiment("good", "det", [good], [det], None, n_resamples=10, seed=0)
+    assert p["metrics"]["view_accuracy"]["verdict"] is None
+    assert p["metrics"]["map50"]["diff"] == pytest.approx(0.0)

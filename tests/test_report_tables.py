@@ -1,0 +1,135 @@
+"""LaTeX tables of echomtl.report.tables: booktabs rules, escaping, content."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
+import report_fixture as rf  # noqa: E402
+
+from echomtl.report import aggregate, tables  # noqa: E402
+from echomtl.report.latex import Tex  # noqa: E402
+
+CLAIMS = rf.REPO / "paper" / "claims.yaml"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tables")
+    study = rf.make_study(root, n_images=16)
+    res = rf.build_results(study, root / "out", n_resamples=10)
+    return study, res, root / "out"
+
+
+def _unescaped(text):
+    """Special characters that are not escaped (outside the header comment, column spec, math)."""
+    body = "\n".join(line for line in text.splitlines()[1:] if "begin{tabular}" not in line)
+    body = re.sub(r"\$[^$]*\$", "", body)
+    return re.findall(r"(?<!\\)[_%#]", body)
+
+
+def _rules(text):
+    return all(r in text for r in ("\\toprule", "\\midrule", "\\bottomrule"))
+
+
+def test_booktabs_escapes_headers_and_cells():
+    frame = pd.DataFrame({"a_b": ["x&y", Tex(r"\textbf{1}")], "c%": [1, 2]})
+    text = tables.booktabs(frame, midrule_before=[1])
+    assert _rules(text)
+    assert r"a\_b" in text and r"c\%" in text and r"x\&y" in text and r"\textbf{1}" in text
+    assert text.count("\\midrule") == 2
+
+
+def test_every_table_has_rules_and_escaped_names(built):
+    study, res, out = built
+    paths = [
+        tables.table_dataset(study.audits, out / "t" / "dataset.tex"),
+        tables.table_leakage(study.audits, out / "t" / "leakage.tex"),
+        tables.table_main(res, out / "t" / "main.tex"),
+        tables.table_weight_phases(
+            study.experiment_files("gradnorm_a1.5", "steps.csv"), out / "t" / "phases.tex"
+        ),
+        tables.table_alpha(res, out / "t" / "alpha.tex"),
+        tables.table_augmentation(res, out / "t" / "aug.tex"),
+        tables.table_dual_backbone(res, out / "t" / "dual.tex"),
+        tables.table_traditional(res, out / "t" / "trad.tex"),
+        tables.table_selection(res, "manual", out / "t" / "sel.tex"),
+        tables.table_claims(CLAIMS, res, out / "t" / "claims.tex"),
+        tables.table_diagnostics(
+            aggregate.diagnostics_summary(study.files("diagnostics.csv")),
+            res,
+            out / "t" / "diag.tex",
+        ),
+    ]
+    for p in paths:
+        text = p.read_text()
+        assert _rules(text), p.name
+        assert "\\begin{tabular}" in text and "\\end{tabular}" in text
+        assert not _unescaped(text), (p.name, _unescaped(text))
+    claims = (out / "t" / "claims.tex").read_text()
+    assert r"gradnorm\_a1.5" in claims and "gradnorm_a1.5" not in claims
+
+
+def test_main_table_rows_and_comparisons(built):
+    _, res, out = built
+    text = tables.table_main(res, out / "main.tex").read_text()
+    for g in res.main_groups():
+        assert str(res.group_label(g)) in text
+    assert "Manual weights" in text and "$^\\dagger$" in text
+    assert "reference" in text and "(higher)" in text
+    assert "GradNorm ($\\alpha$\\,=\\,1)" not in text  # alpha variants live in the ablation table
+    assert "[" in text  # bootstrap intervals
+
+
+def test_dataset_and_leakage_tables(built):
+    study, _, out = built
+    text = tables.table_dataset(study.audits, out / "d.tex").read_text()
+    assert "original" in text and "grouped" in text and "missing" in text
+    leak = tables.table_leakage(study.audits, out / "l.tex").read_text()
+    assert "8/16 (50.0\\%)" in leak  # half the fixture's original test images share a train video
+    assert "0/16 (0.0\\%)" in leak  # grouped split: none
+
+
+def test_claims_table_uses_the_yaml_and_marks_what_did_not_run(built, tmp_path):
+    study, res, _ = built
+    claims = tables.load_claims(CLAIMS)
+    rows = tables.claims_rows(claims, res)
+    assert {r["id"] for r in rows} >= {"map_gradnorm", "params_dual", "time_gradnorm"}
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["map_gradnorm"]["measured"] == pytest.approx(res.mean("gradnorm_a1.5", "map50"))
+    assert by_id["params_dual"]["measured"] == pytest.approx(3.5)  # millions
+    assert by_id["map_manual"]["experiment"] == res.chosen["manual"]
+    text = tables.table_claims(CLAIMS, res, tmp_path / "c.tex").read_text()
+    assert "5.7746" in text and "12.8M" in text
+    # a study without the alpha-1.0 run: its row says so instead of printing a number
+    sub = res.tidy[res.tidy.experiment != "gradnorm_a1.0"]
+    from echomtl.report.results import Results
+
+    small = Results(
+        experiments=res.experiments, tidy=sub, chosen=res.chosen, selections=res.selections,
+        intervals=res.intervals, paired=res.paired, reference=res.reference,
+    )  # fmt: skip
+    assert {r["id"]: r for r in tables.claims_rows(claims, small)}["map_alpha_1.0"]["status"] == (
+        "not run"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: {}\nclaims:\n  - {id: x, quantity: q, claimed: 1}\n")
+    with pytest.raises(ValueError, match="lacks 'where'"):
+        tables.load_claims(bad)
+
+
+def test_ablation_tables_fail_clearly_without_their_runs(tmp_path):
+    study = rf.make_study(tmp_path, experiments=["fixed", "gradnorm_a1.5"], n_images=8)
+    res = rf.build_results(study, tmp_path / "out", n_resamples=5)
+    with pytest.raises(ValueError, match="alpha"):
+        tables.table_alpha(res, tmp_path / "a.tex")
+    with pytest.raises(ValueError, match="augmentation"):
+        tables.table_augmentation(res, tmp_path / "b.tex")
+    with pytest.raises(ValueError, match="dual-backbone"):
+        tables.table_dual_backbone(res, tmp_path / "c.tex")
+    assert _rules(tables.table_main(res, tmp_path / "m.tex").read_text())
