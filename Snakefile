@@ -9,6 +9,16 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/paper.smk"
+
+
+onsuccess:
+    if not LATEXMK:
+        print(
+            "results/paper/main.tex rendered; no PDF: latexmk is not installed. Install TeX with "
+            "`apt-get install latexmk texlive-latex-recommended texlive-fonts-recommended "
+            "texlive-latex-extra` and re-run to build results/paper/main.pdf."
+        )
 
 
 rule all:

@@ -2,7 +2,8 @@
 
 One step = zero_grad + forward + YoloLoss + view loss + ``balancer.step`` + SGD step, on a batch of
 random images with a few random boxes each. Methods run round-robin (one step of each in turn) so
-that a slow phase of a shared machine hits them all alike; the figure is the median step time.
+that a slow phase of a shared machine hits them all alike. Reported: the median step time (robust
+to noise) and the mean (which includes the amortised cost of every-k-steps trunk diagnostics).
 The bar (docs loss-balancing.md): GradNorm without trunk diagnostics <= 1.10x fixed.
 
     .venv/bin/python benchmarks/bench_balancing.py                     # n@128 b16, s@320 b8
@@ -59,8 +60,8 @@ def measure_step_times(
     methods: list[str],
     iters: int,
     warmup: int = 2,
-) -> dict[str, float]:
-    """Median seconds per training step for each method label in ``methods`` (see METHODS)."""
+) -> dict[str, tuple[float, float]]:
+    """``(median, mean)`` seconds per training step for each label in ``methods`` (METHODS)."""
     from echomtl.losses import YoloLoss, view_loss
 
     torch.manual_seed(0)
@@ -95,7 +96,7 @@ def measure_step_times(
             t = one_step(label, i)
             if i >= warmup:
                 times[label].append(t)
-    return {label: statistics.median(ts) for label, ts in times.items()}
+    return {label: (statistics.median(ts), statistics.fmean(ts)) for label, ts in times.items()}
 
 
 def main() -> None:
@@ -119,7 +120,7 @@ def main() -> None:
         m for m, (name, _, _) in METHODS.items() if name not in ("pcgrad", "alignedmtl", "upgrad")
         or name in jd
     ]  # fmt: skip
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.iters} steps")
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.iters} steps per method")
     for cfg in args.configs:
         scale, imgsz, batch = cfg.split(":")
         imgsz, batch = int(imgsz), int(batch)
@@ -132,10 +133,11 @@ def main() -> None:
         )
         ref = res.get("fixed")
         print(f"\nyolov5{scale} {imgsz} px, batch {batch}")
-        print(f"{'method':<20} {'s/step':>8} {'x fixed':>8}")
-        for label, t in res.items():
-            ratio = f"{t / ref:8.2f}" if ref else "       -"
-            print(f"{label:<20} {t:8.3f} {ratio}")
+        print(f"{'method':<20} {'median s':>9} {'x fixed':>8} {'mean s':>9} {'x fixed':>8}")
+        for label, (med, mean) in res.items():
+            r_med = f"{med / ref[0]:8.2f}" if ref else "       -"
+            r_mean = f"{mean / ref[1]:8.2f}" if ref else "       -"
+            print(f"{label:<20} {med:9.3f} {r_med} {mean:9.3f} {r_mean}")
 
 
 if __name__ == "__main__":

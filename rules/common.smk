@@ -3,7 +3,10 @@ import os
 from pathlib import Path
 
 
+import shutil
+
 from echomtl.config import load_experiments, validate_config
+from echomtl.report.context import plan_outputs
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
 
@@ -13,6 +16,25 @@ RUNS = f"{R}/runs"
 EXPERIMENTS = load_experiments(Path(config["experiments"]))
 SEEDS = config["seeds"]
 IMGSZ = config["model"]["imgsz"]
+PAPER = f"{R}/paper"
+REFERENCE = config["report"]["reference_method"]
+if REFERENCE not in EXPERIMENTS.index:
+    raise ValueError(
+        f"config report.reference_method: {REFERENCE!r} is not an experiment of "
+        f"{config['experiments']} (known: {', '.join(EXPERIMENTS.index)})"
+    )
+MULTITASK = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "model"] == "multitask"]
+PLAN = plan_outputs(EXPERIMENTS, REFERENCE)
+LABELS = {n: n for n in EXPERIMENTS.index}
+# Audits of the study's split scheme(s) and of the export's own splits (leakage as published).
+AUDIT_SCHEMES = sorted(
+    {"original"}
+    | {
+        (EXPERIMENTS.loc[n, "split"] or config["data"]["split_scheme"])
+        for n in EXPERIMENTS.index
+    }
+)
+LATEXMK = shutil.which("latexmk")
 
 
 wildcard_constraints:
@@ -92,9 +114,60 @@ def all_runs(pattern):
     ]
 
 
+def seed_files(name, filename):
+    return [f"{run_dir(name, seed)}/{filename}" for seed in SEEDS]
+
+
+def run_files(names, filename):
+    return [f for name in names for f in seed_files(name, filename)]
+
+
+def multi_row_groups():
+    counts = EXPERIMENTS["group"].value_counts()
+    return sorted(g for g, n in counts.items() if n > 1)
+
+
+def report_inputs(wildcards):
+    """What a table, figure or the paper reads: the tidy table, selections and statistics."""
+    return {
+        "tidy": f"{PAPER}/tidy.csv",
+        "selections": [f"{PAPER}/selection/{g}.json" for g in multi_row_groups()],
+        "intervals": [f"{PAPER}/stats/bootstrap/{n}.json" for n in EXPERIMENTS.index],
+        "paired": [
+            f"{PAPER}/stats/paired/{n}.json"
+            for n in EXPERIMENTS.index
+            if n != REFERENCE
+        ],
+        "audits": [f"{DATA}/audit/{scheme}/audit.json" for scheme in AUDIT_SCHEMES],
+    }
+
+
+def figure_inputs(wildcards):
+    """Run files a figure draws from, by figure name."""
+    name = wildcards.name
+    gradnorm = [
+        n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "method"] == "gradnorm"
+    ]
+    if name == "training_curves":
+        return {"epochs": run_files(EXPERIMENTS.index, "epochs.csv")}
+    if name == "gradnorm_weights":
+        return {"steps": run_files(gradnorm, "steps.csv")}
+    if name == "gradient_diagnostics":
+        return {"diagnostics": run_files(MULTITASK, "diagnostics.csv")}
+    if name == "confusion_matrix":
+        return {"metrics": seed_files(REFERENCE, "metrics_test.json")}
+    if name == "detection_examples":
+        scheme = split_scheme(REFERENCE)
+        return {
+            "predictions": f"{run_dir(REFERENCE, SEEDS[0])}/predictions_test.json",
+            "metrics": [f"{run_dir(REFERENCE, SEEDS[0])}/metrics_test.json"],
+            "records": f"{DATA}/splits/{scheme}.csv",
+        }
+    return {}
+
+
 def all_outputs():
-    schemes = sorted({split_scheme(name) for name in EXPERIMENTS.index})
-    targets = [f"{DATA}/audit/{scheme}/audit.json" for scheme in schemes]
-    for split in config["evaluation"]["splits"]:
-        targets += all_runs(f"{{run}}/metrics_{split}.json")
-    return targets
+    """The paper's PDF when TeX is installed, else its LaTeX source (and a hint in onstart)."""
+    if LATEXMK:
+        return [f"{PAPER}/main.pdf"]
+    return [f"{PAPER}/main.tex"]

@@ -14,6 +14,8 @@ rule generate_synthetic:
         seed=config["synthetic"]["seed"],
         sizes=config["synthetic"]["sizes"],
         image_size=(config["synthetic"]["width"], config["synthetic"]["height"]),
+        frames_per_video=config["synthetic"]["frames_per_video"],
+        videos_per_patient=config["synthetic"]["videos_per_patient"],
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
     script:
@@ -59,7 +61,12 @@ rule split_records:
 
 rule audit_dataset:
     input:
-        records=f"{DATA}/splits/{{scheme}}.csv",
+        # "original" audits the export's own splits as they are (even without a test split).
+        records=lambda w: (
+            f"{DATA}/records.csv"
+            if w.scheme == "original"
+            else f"{DATA}/splits/{w.scheme}.csv"
+        ),
         defects=f"{DATA}/defects.csv",
     output:
         json=f"{DATA}/audit/{{scheme}}/audit.json",

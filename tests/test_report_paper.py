@@ -138,3 +138,29 @@ def test_pdf_build_reports_a_missing_figure(full, tmp_path):
     )
     with pytest.raises(LatexError, match="nope.pdf"):
         compile_pdf(broken, tmp_path)
+
+
+def test_plan_outputs_follows_the_experiments_table():
+    table = rf.pd.DataFrame(
+        rf.EXPERIMENTS,
+        columns=["experiment", "group", "method", "model", "w_det", "w_cls", "alpha", "augment"],
+    )
+    plan = context_mod.plan_outputs(table, "gradnorm_a1.5")
+    assert {"alpha", "augmentation", "dual_backbone", "selection", "weight_phases"} <= set(
+        plan["tables"]
+    )
+    small = context_mod.plan_outputs(table[table.experiment.isin(["gradnorm_a1.5", "det_only"])],
+                                     "gradnorm_a1.5")  # fmt: skip
+    assert "alpha" not in small["tables"] and "selection" not in small["tables"]
+    assert "alpha_sensitivity" not in small["figures"]
+    with pytest.raises(ValueError, match="reference"):
+        context_mod.plan_outputs(table, "nope")
+
+
+def test_minimal_study_renders_without_untested_claims(tmp_path):
+    study = rf.make_study(tmp_path, experiments=["gradnorm_a1.5", "det_only"], n_images=8)
+    tex = rf.build_report(study, tmp_path / "out", n_resamples=5, figures=False)["tex"].read_text()
+    abstract = _abstract(tex)
+    assert "did not run the seed's fixed weights" in abstract
+    assert "support the claim" not in abstract
+    assert "\\ref{tab:alpha}" not in tex and "Only one value of $\\alpha$" in tex

@@ -74,6 +74,8 @@ def generate_synthetic(snakemake: Any) -> None:
             image_size=tuple(p.image_size),
             class_names=list(p.class_names),
             view_names=list(p.view_names),
+            frames_per_video=p.frames_per_video,
+            videos_per_patient=p.videos_per_patient,
         )
         summary.pop("images", None)
         LOG.info("synthetic export written: %s", json.dumps(summary, default=str))
@@ -189,7 +191,7 @@ def evaluate(snakemake: Any) -> None:
             "split": snakemake.wildcards.split,
             "n_images": len(images),
             **evaluate_predictions(images, class_names, view_names),
-            "parameters": count_parameters(model),
+            "n_parameters": count_parameters(model),
             "evaluator": "faster-coco-eval (COCO mAP, maxDets 100)",
             "evaluation": {
                 "conf_thres": p.conf_thres,

@@ -38,7 +38,7 @@ def _view_scores(t: np.ndarray, p: np.ndarray, want: Sequence[str]) -> dict[str,
     t, p = t[keep], p[keep]
     out: dict[str, float] = {}
     if t.size == 0 or np.any(p < 0):  # nothing labelled, or the model has no view head
-        return {m: math.nan for m in want}
+        return {m: math.nan for m in want if m in _VIEW}
     if "view_accuracy" in want:
         out["view_accuracy"] = float(np.mean(t == p))
     if "view_macro_f1" in want:

@@ -28,7 +28,13 @@ from typing import Any
 import pandas as pd
 
 from echomtl.report._io import PathLike
-from echomtl.report.aggregate import PHASES, SCORES, load_audit, load_experiments_table
+from echomtl.report.aggregate import (
+    LOSS_WINDOW,
+    PHASES,
+    SCORES,
+    load_audit,
+    load_experiments_table,
+)
 from echomtl.report.latex import Tex, compare_phrase, format_number, latex_escape, macro_name
 from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
 from echomtl.report.tables import claims_rows, dataset_counts, leakage_rows, load_claims, time_unit
@@ -336,6 +342,7 @@ def build_context(
     # ---- config numbers ------------------------------------------------------------------
     seeds = list(_cfg(config, "seeds"))
     nums.put("cfg/n_seeds", len(seeds))
+    nums.put("cfg/loss_window", LOSS_WINDOW)
     nums.put("cfg/epochs", int(_cfg(config, "train.epochs")))
     nums.put("cfg/imgsz", int(_cfg(config, "model.imgsz")))
     nums.put("cfg/batch_size", int(_cfg(config, "train.batch_size")))
@@ -471,8 +478,30 @@ def build_context(
         and source_order != list(_cfg(config, "data.view_names")),
         "exact_view_counts": exact_views,
         "original_audit": "original" in audits,
+        "ema": bool(config["train"].get("ema", True)),
     }
     has["traditional"] = has["fixed"] or has["manual"]
+    comparisons = []
+    if has["fixed"] or has["manual"]:
+        both = has["fixed"] and has["manual"]
+        if both:
+            comparisons.append("fixed and manually tuned weights")
+        else:
+            comparisons.append("fixed weights" if has["fixed"] else "manually tuned weights")
+    if has["det_only"]:
+        comparisons.append("a detector trained alone")
+    if has["dual_backbone"]:
+        comparisons.append("a dual-backbone model without shared parameters")
+    if has["uncertainty"]:
+        comparisons.append(Tex("uncertainty weighting~\\citep{kendall2018uncertainty}"))
+    if has["torchjd"]:
+        names = _listing([res.label(e) for e in roles["torchjd"]])
+        comparisons.append(
+            Tex(f"gradient aggregators from the \\texttt{{torchjd}} library~"
+                f"\\citep{{quinton2024jacobian}} ({names})")
+        )  # fmt: skip
+    if not comparisons:
+        comparisons.append("no other configuration (only the reference ran)")
     _check_files(files, has)
 
     manual_group = res.row(roles["manual"])["group"] if roles["manual"] else None
@@ -503,9 +532,11 @@ def build_context(
         "view_lower_than": by_verdict_view["lower"],
         "view_nd_from": by_verdict_view["not distinguishable at 95%"],
         "key_rivals": key_rivals,
+        "comparisons_text": _listing(comparisons),
         "other_rivals": [e for e in others if e not in key_rivals],
         "best_by_map": ranked[0] if ranked else None,
         "alphas": alphas,
+        "alpha_others": [e for e in alphas if e != ref and comparable(e)],
         "aug": aug,
         "manual_group": manual_group,
         "selection_definition": latex_escape(SCORES[selection_metric]),
@@ -515,6 +546,7 @@ def build_context(
         "phase_definition": phase_text,
         "leak": leak_info,
         "leak_scheme": leak_scheme,
+        "leak_main": [d for d in leak_info if d["scheme"] == leak_scheme],
         "scheme": scheme,
         "used_splits": used_splits,
         "seeds": [str(s) for s in seeds],

@@ -456,8 +456,9 @@ def fig_detection_examples(
 ) -> list[Path]:
     """Test images with ground-truth (dashed) and predicted boxes, class, score and views.
 
-    Images are read from their original files: ``records_csv`` (the records/splits table) maps
-    each predictions-JSON ``name`` to ``image_path``. Predictions above the confidence threshold
+    Images are read from their original files: ``records_csv`` (the records or splits table of
+    the scheme the runs used) maps each predictions-JSON ``name`` to ``image_path`` (by file
+    name, among the ``test`` rows). Predictions above the confidence threshold
     are drawn (at most ``max_boxes`` per image, highest score first); the threshold is
     ``conf_threshold``, else the best-F1 confidence of ``metrics_json``, else 0.25.
     """
@@ -466,7 +467,13 @@ def fig_detection_examples(
     preds = read_json(predictions_json)
     class_names, view_names = preds["class_names"], preds.get("view_names") or []
     records = pd.read_csv(records_csv)
-    paths = {Path(p).name: p for p in records["image_path"]}
+    if "split" in records.columns and (records["split"] == "test").any():
+        records = records[records["split"] == "test"]
+    names = records["image_path"].map(lambda p: Path(p).name)
+    dup = sorted(set(names[names.duplicated()]))
+    if dup:
+        raise ValueError(f"{records_csv}: several test images share the file name(s) {dup[:5]}")
+    paths = dict(zip(names, records["image_path"], strict=True))
     if conf_threshold is None:
         conf_threshold = 0.25
         if metrics_json is not None:

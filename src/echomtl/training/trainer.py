@@ -52,6 +52,8 @@ EPOCH_COLUMNS = [
 ]  # fmt: skip
 DIAGNOSTIC_COLUMNS = [
     "epoch", "step", "scope", "norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls",
+    # GradNorm's own quantities on W (empty for other methods): G_i, targets, r_i, L_grad.
+    "G_det", "G_cls", "target_det", "target_cls", "r_det", "r_cls", "L_grad",
 ]  # fmt: skip
 
 

@@ -1,0 +1,161 @@
+# Report stage: tidy metrics -> selection and statistics -> tables and figures -> LaTeX -> PDF.
+# Every table and figure is one job of one rule (`snakemake results/paper/figures/<name>.pdf`).
+
+
+rule aggregate_metrics:
+    input:
+        metrics=all_runs("{run}/metrics_valid.json")
+        + all_runs("{run}/metrics_test.json"),
+        steps=all_runs("{run}/steps.csv"),
+        benchmarks=all_runs("{run}/train.benchmark.tsv"),
+    output:
+        f"{PAPER}/tidy.csv",
+    log:
+        f"{R}/logs/paper/aggregate_metrics.log",
+    conda:
+        "../environment.yml"
+    params:
+        experiments=EXPERIMENTS,
+    script:
+        "../workflow/scripts/aggregate_metrics.py"
+
+
+rule select_group:
+    input:
+        f"{PAPER}/tidy.csv",
+    output:
+        f"{PAPER}/selection/{{group}}.json",
+    log:
+        f"{R}/logs/paper/select_group_{{group}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        experiments=EXPERIMENTS,
+        score=config["report"]["selection_metric"],
+    script:
+        "../workflow/scripts/select_group.py"
+
+
+rule bootstrap_experiment:
+    input:
+        lambda w: seed_files(w.experiment, "predictions_test.json"),
+    output:
+        f"{PAPER}/stats/bootstrap/{{experiment}}.json",
+    log:
+        f"{R}/logs/paper/bootstrap_{{experiment}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        n_resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../workflow/scripts/bootstrap_experiment.py"
+
+
+rule paired_bootstrap:
+    input:
+        reference=seed_files(REFERENCE, "predictions_test.json"),
+        other=lambda w: seed_files(w.experiment, "predictions_test.json"),
+    output:
+        f"{PAPER}/stats/paired/{{experiment}}.json",
+    log:
+        f"{R}/logs/paper/paired_{{experiment}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        reference=REFERENCE,
+        n_resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../workflow/scripts/paired_bootstrap.py"
+
+
+rule table:
+    input:
+        unpack(report_inputs),
+        claims="paper/claims.yaml",
+        steps=seed_files(REFERENCE, "steps.csv"),
+        diagnostics=run_files(MULTITASK, "diagnostics.csv"),
+    output:
+        f"{PAPER}/tables/{{name}}.tex",
+    log:
+        f"{R}/logs/paper/table_{{name}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        experiments=EXPERIMENTS,
+        reference=REFERENCE,
+        audit_schemes=AUDIT_SCHEMES,
+    script:
+        "../workflow/scripts/make_table.py"
+
+
+rule figure:
+    input:
+        unpack(report_inputs),
+        unpack(figure_inputs),
+    output:
+        pdf=f"{PAPER}/figures/{{name}}.pdf",
+        png=report(
+            f"{PAPER}/figures/{{name}}.png",
+            caption="../paper/captions/figure.rst",
+            category="Figures",
+            labels={"figure": "{name}"},
+        ),
+    log:
+        f"{R}/logs/paper/figure_{{name}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        experiments=EXPERIMENTS,
+        reference=REFERENCE,
+        labels=LABELS,
+        order=list(EXPERIMENTS.index),
+    script:
+        "../workflow/scripts/make_figure.py"
+
+
+rule render_paper:
+    input:
+        unpack(report_inputs),
+        tables=[f"{PAPER}/tables/{name}.tex" for name in PLAN["tables"]],
+        figures=[f"{PAPER}/figures/{name}.pdf" for name in PLAN["figures"]],
+        claims="paper/claims.yaml",
+        bibliography="paper/references.bib",
+        template="paper/main.tex.j2",
+        steps=seed_files(REFERENCE, "steps.csv"),
+        diagnostics=run_files(MULTITASK, "diagnostics.csv"),
+    output:
+        tex=f"{PAPER}/main.tex",
+        numbers=f"{PAPER}/numbers.tex",
+    log:
+        f"{R}/logs/paper/render_paper.log",
+    conda:
+        "../environment.yml"
+    params:
+        experiments=EXPERIMENTS,
+        reference=REFERENCE,
+        audit_schemes=AUDIT_SCHEMES,
+        config=config,
+    script:
+        "../workflow/scripts/render_paper.py"
+
+
+rule compile_pdf:
+    input:
+        tex=f"{PAPER}/main.tex",
+        numbers=f"{PAPER}/numbers.tex",
+        tables=[f"{PAPER}/tables/{name}.tex" for name in PLAN["tables"]],
+        figures=[f"{PAPER}/figures/{name}.pdf" for name in PLAN["figures"]],
+    output:
+        report(
+            f"{PAPER}/main.pdf",
+            caption="../paper/captions/paper.rst",
+            category="Paper",
+        ),
+    log:
+        f"{R}/logs/paper/compile_pdf.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow/scripts/compile_pdf.py"

@@ -1,0 +1,138 @@
+"""The workflow end to end on a tiny config, and the DAG of every shipped config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+TINY_EXPERIMENTS = """\
+experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\tdescription
+det_only\tdet_only\tfixed\tdet_only\t1.0\t0.0\t\tfalse\tdetector alone
+fixed\tfixed\tfixed\tmultitask\t1.0\t0.01\t\tfalse\tfixed weights
+manual_wcls0.1\tmanual\tfixed\tmultitask\t1.0\t0.1\t\tfalse\tgrid point
+manual_wcls1.0\tmanual\tfixed\tmultitask\t1.0\t1.0\t\tfalse\tgrid point
+gradnorm_a1.0\tgradnorm_a1.0\tgradnorm\tmultitask\t1.0\t0.01\t1.0\tfalse\tGradNorm 1.0
+gradnorm_a1.5\tgradnorm_a1.5\tgradnorm\tmultitask\t1.0\t0.01\t1.5\tfalse\tGradNorm 1.5
+gradnorm_a1.5_aug\tgradnorm_a1.5_aug\tgradnorm\tmultitask\t1.0\t0.01\t1.5\ttrue\taugmented
+dual_backbone\tdual_backbone\tfixed\tdual_backbone\t1.0\t1.0\t\tfalse\ttwo networks
+pcgrad\tpcgrad\tpcgrad\tmultitask\t1.0\t0.01\t\tfalse\tPCGrad
+"""
+
+
+def run_snakemake(*args: str, env: dict | None = None, timeout: int = 600):
+    return subprocess.run(
+        [SNAKEMAKE, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def tiny_config(tmp: Path) -> Path:
+    (tmp / "experiments.tsv").write_text(TINY_EXPERIMENTS)
+    config = {
+        "results_dir": str(tmp / "results"),
+        "experiments": str(tmp / "experiments.tsv"),
+        "synthetic": {
+            "seed": 1, "sizes": {"train": 24, "valid": 8, "test": 8},
+            "frames_per_video": 2, "videos_per_patient": 2,
+        },
+        "data": {"grouped_fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}},
+        "model": {"imgsz": 64},
+        "train": {"epochs": 1, "batch_size": 8, "nominal_batch": 8},
+        "report": {"bootstrap_resamples": 20},
+    }  # fmt: skip
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny_study")
+    config = tiny_config(tmp)
+    result = run_snakemake("--cores", "2", "--configfile", str(config), timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return tmp / "results", result
+
+
+@pytest.mark.slow
+def test_tiny_study_produces_metrics_for_every_run(tiny_study):
+    results, _ = tiny_study
+    for experiment in ("det_only", "fixed", "gradnorm_a1.5", "dual_backbone", "pcgrad"):
+        run = results / "runs" / experiment / "seed0"
+        for split in ("valid", "test"):
+            metrics = json.loads((run / f"metrics_{split}.json").read_text())
+            assert metrics["split"] == split and metrics["experiment"] == experiment
+            assert 0.0 <= metrics["detection"]["map50"] <= 1.0
+            assert (metrics["classification"] is None) == (experiment == "det_only")
+            assert metrics["versions"]["torch"].startswith("2.14.1")
+        assert (run / "train.benchmark.tsv").exists()
+        assert "epoch 1/1" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_tiny_study_builds_the_paper(tiny_study):
+    results, _ = tiny_study
+    paper = results / "paper"
+    tidy = pd.read_csv(paper / "tidy.csv")
+    assert {"experiment", "group", "seed", "split", "metric", "value"} <= set(tidy.columns)
+    assert json.loads((paper / "selection" / "manual.json").read_text())
+    assert r"\section" in (paper / "main.tex").read_text()
+    assert r"\newcommand" in (paper / "numbers.tex").read_text()
+    if shutil.which("latexmk") is None:
+        pytest.skip("latexmk not installed: the PDF step is not in the DAG")
+    assert (paper / "main.pdf").read_bytes().startswith(b"%PDF")
+    from echomtl.report.pdf import scan_log
+
+    assert scan_log(paper / "main.log") == []  # no undefined reference, citation or missing file
+
+
+@pytest.mark.slow
+def test_single_figure_is_one_rule(tiny_study):
+    results, _ = tiny_study
+    config = results.parent / "tiny.yaml"
+    target = results / "paper" / "figures" / "per_class_ap.pdf"
+    result = run_snakemake("-n", "--configfile", str(config), "--forcerun", "figure", str(target))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "figure" in result.stdout and "train" not in result.stdout.split("Job stats")[-1]
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"epochz": 3}}))
+    result = run_snakemake("-n", "--configfile", str(bad))
+    assert result.returncode != 0
+    assert "train: Additional properties are not allowed ('epochz' was unexpected)" in (
+        result.stdout + result.stderr
+    )
+
+
+def test_default_config_dag_resolves():
+    result = run_snakemake("-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_paper_config_dag_resolves(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    result = run_snakemake(
+        "-n", "--quiet", "rules", "--configfile", "config/paper.yaml",
+        env={"REGURG_DATA": str(export)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rule in ("train", "evaluate", "compile_pdf" if shutil.which("latexmk") else "render_paper"):
+        assert rule in result.stdout
