@@ -303,10 +303,14 @@ def test_pcgrad_shared_gradient_matches_aggregated_jacobian_and_accumulates(vari
     rec = bal.step(losses, out, model, diagnostics_due=True)
     got = torch.cat([p.grad.flatten() for p in params])
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-13)
-    assert [r["scope"] for r in rec.diagnostics] == ["trunk"]  # from the Jacobian rows
+    assert [r["scope"] for r in rec.diagnostics] == ["W", "trunk"]  # from the Jacobian rows
+    fresh = make_model(variant)
+    exp_w = trunk_diagnostics(forward(fresh)[1], [fresh.last_shared_weight], W0)
+    for key in ("norm_det", "norm_cls", "cosine", "gms"):
+        assert rec.diagnostics[0][key] == pytest.approx(exp_w[key], rel=1e-10), key
     fresh = make_model(variant)
     exp_row = trunk_diagnostics(forward(fresh)[1], fresh.shared_parameters(), W0)
-    row = rec.diagnostics[0]
+    row = rec.diagnostics[1]
     for key in ("norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls"):
         assert row[key] == pytest.approx(exp_row[key], rel=1e-10), key
     bal.step(*reversed(forward(model)), model, diagnostics_due=False)  # same batch again: x2

@@ -86,3 +86,38 @@ def test_paired_rejects_different_image_sets():
 def test_unknown_metric_raises():
     with pytest.raises(ValueError, match="unknown metrics"):
         bootstrap_metrics(make_images(), NAMES, 2, 0, metrics=("auc",))
+
+
+def test_resampler_equals_coco_evaluation_of_the_resampled_images():
+    """The fast path gives exactly what evaluating the resampled set from scratch does."""
+    import numpy as np
+
+    from echomtl.evaluation.detection_metrics import (
+        CocoResampler,
+        coco_map_prepared,
+        prepare_images,
+    )
+
+    rng = np.random.default_rng(7)
+    images = []
+    for i in range(30):
+        gt = [[int(rng.integers(0, 3)), *_box(rng)] for _ in range(int(rng.integers(0, 3)))]
+        pred = [
+            [int(rng.integers(0, 3)), float(rng.random()), *_box(rng)]
+            for _ in range(int(rng.integers(0, 6)))
+        ]
+        pred += [
+            [c, 0.5 + 0.5 * float(rng.random()), x1 + 1, y1, x2 + 1, y2] for c, x1, y1, x2, y2 in gt
+        ]
+        images.append({"name": f"i{i}", "gt": gt, "pred": pred})
+    prepared = prepare_images(images, 3)
+    resampler = CocoResampler(prepared, 3)
+    for idx in [np.arange(30), *rng.integers(0, 30, size=(5, 30))]:
+        direct = coco_map_prepared([prepared[i] for i in idx], ["a", "b", "c"])
+        assert resampler.map(idx) == (direct["map50"], direct["map50_95"])
+
+
+def _box(rng):
+    x1, y1 = rng.uniform(0, 80, size=2)
+    w, h = rng.uniform(5, 40, size=2)
+    return [float(x1), float(y1), float(x1 + w), float(y1 + h)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from echomtl.atomic import write_json
 from echomtl.training.runlog import setup_logging
 
 LOG = logging.getLogger("echomtl.jobs")
@@ -34,13 +34,6 @@ def job_logging(snakemake: Any) -> Iterator[logging.Logger]:
     except Exception:
         logger.exception("job failed")
         raise
-
-
-def atomic_write_json(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -201,11 +194,11 @@ def evaluate(snakemake: Any) -> None:
             "config": train_params,
             "versions": versions(),
         }
-        atomic_write_json(
-            {"class_names": class_names, "view_names": view_names, "images": images},
+        write_json(
             Path(snakemake.output.predictions),
+            {"class_names": class_names, "view_names": view_names, "images": images},
         )
-        atomic_write_json(metrics, Path(snakemake.output.metrics))
+        write_json(Path(snakemake.output.metrics), metrics)
         det = metrics["detection"]
         cls = metrics.get("classification") or {}
         LOG.info(

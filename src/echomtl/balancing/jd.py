@@ -187,6 +187,14 @@ class JacobianAggregation(Balancer):
                 shared = [p for p in model.parameters() if hasattr(p, "jac")]
             if not shared:
                 raise RuntimeError("no shared parameter received a Jacobian")
+            w_param = getattr(model, "last_shared_weight", None)
+            if w_param is not None and hasattr(w_param, "jac"):
+                # GradNorm's W, every step like the other methods: free, the rows are here.
+                rows.append(
+                    diagnostics_row(
+                        "W", w_param.jac[0] / used["det"], w_param.jac[1] / used["cls"], used
+                    )
+                )
             agg_weights = jac_to_grad(shared, self.aggregator, retain_jac=diagnostics_due)
             if diagnostics_due:
                 rows_det = [p.jac[0] / used["det"] for p in shared]

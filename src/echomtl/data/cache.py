@@ -23,8 +23,6 @@ interrupted build never leaves a truncated cache that a later job would trust.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from echomtl.atomic import atomic_path
 from echomtl.data.letterbox import boxes_to_letterbox, letterbox
 
 if TYPE_CHECKING:  # records.py is written alongside; only attributes are used here
@@ -112,18 +111,9 @@ def build_cache(
 
 
 def _atomic_savez(out_path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write through a file object (so numpy never appends ``.npz``), fsync, then rename."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write through a file object (so numpy never appends ``.npz``), atomically."""
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def load_cache(path: Path | str) -> dict[str, np.ndarray]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from echomtl.atomic import write_text
 
 RECORD_COLUMNS: list[str] = [
     "image_path",
@@ -105,18 +105,7 @@ class RecordsFormatError(ValueError):
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write via a temp file in the same directory + ``os.replace``: never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 def rows_to_csv_text(columns: list[str], rows: Iterable[dict[str, object]]) -> str:

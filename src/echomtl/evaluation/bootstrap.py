@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from echomtl.evaluation.detection_metrics import (
-    coco_map_prepared,
+    CocoResampler,
     precision_recall_f1_prepared,
     prepare_images,
 )
@@ -62,6 +62,7 @@ def _make_scorer(
     nc = len(class_names)
     need_det = any(m in _COCO + _PRF for m in metrics)
     prepared = prepare_images(images, nc) if need_det else []
+    coco = CocoResampler(prepared, nc) if any(m in _COCO for m in metrics) else None
     view_true = np.asarray([img.get("view_true", -1) for img in images], dtype=np.int64)
     view_pred = np.asarray(
         [-1 if img.get("view_pred") is None else img["view_pred"] for img in images],
@@ -70,14 +71,10 @@ def _make_scorer(
 
     def score(idx: np.ndarray) -> dict[str, float]:
         out: dict[str, float] = {}
-        if need_det:
-            sub = [prepared[i] for i in idx]
-            if any(m in _COCO for m in metrics):
-                out.update(
-                    {k: v for k, v in coco_map_prepared(sub, class_names).items() if k in _COCO}
-                )
-            if any(m in _PRF for m in metrics):
-                out.update(precision_recall_f1_prepared(sub, nc))
+        if coco is not None:
+            out["map50"], out["map50_95"] = coco.map(idx)
+        if any(m in _PRF for m in metrics):
+            out.update(precision_recall_f1_prepared([prepared[i] for i in idx], nc))
         if any(m in _VIEW for m in metrics):
             out.update(_view_scores(view_true[idx], view_pred[idx], metrics))
         return {m: float(out[m]) for m in metrics}

@@ -21,10 +21,13 @@ Conventions (see also docs/architecture.md and the reference's "Evaluation conve
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import faster_coco_eval.faster_eval_api_cpp as _faster_cpp
 import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
@@ -102,8 +105,8 @@ def prepare_images(images: Sequence[dict], n_classes: int) -> list[PreparedImage
     return out
 
 
-def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[str, np.ndarray]:
-    """Run COCOeval (bbox) on in-memory data; per-class AP50, AP50:95 (NaN: no GT) and GT counts."""
+def _coco_eval(prepared: Sequence[PreparedImage], n_classes: int, separate: bool) -> Any:
+    """A COCOeval (bbox) on in-memory data, evaluated (area "all", maxDets 100)."""
     n_img = len(prepared)
     images = [{"id": i + 1, "width": 0, "height": 0} for i in range(n_img)]
     # COCO category ids are class index + 1 (COCO files are 1-based; 0 is avoided on purpose).
@@ -128,7 +131,9 @@ def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[s
     coco_dt = COCO(
         {"images": images, "annotations": dt_anns, "categories": categories}, print_function=_silent
     )
-    ev = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=_silent)
+    ev = COCOeval_faster(
+        coco_gt, coco_dt, iouType="bbox", print_function=_silent, separate_eval=separate
+    )
     # Only the numbers we report: area "all", maxDets 100 (identical to COCO's AP for those).
     ev.params.areaRng = [_COCO_AREA_ALL]
     ev.params.areaRngLbl = ["all"]
@@ -136,13 +141,53 @@ def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[s
     ev.params.imgIds = list(range(1, n_img + 1))
     ev.params.catIds = list(range(1, n_classes + 1))
     ev.evaluate()
-    ev.accumulate()
-    prec = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]  # [T, R, K]
     if not np.isclose(ev.params.iouThrs[0], 0.5):
         raise RuntimeError("unexpected COCO IoU thresholds")
+    return ev
+
+
+def _class_aps(precision: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class AP50 and AP50:95 from COCO's precision array (NaN for classes without GT)."""
+    prec = np.asarray(precision)[:, :, :, 0, -1]  # [T, R, K]
     valid = (prec > -1).all(axis=(0, 1))  # a class is either fully defined or has no GT
-    ap50_95 = np.where(valid, prec.mean(axis=(0, 1)), np.nan)
-    ap50 = np.where(valid, prec[0].mean(axis=0), np.nan)
+    return np.where(valid, prec[0].mean(axis=0), np.nan), np.where(
+        valid, prec.mean(axis=(0, 1)), np.nan
+    )
+
+
+class CocoResampler:
+    """COCO mAP of any multiset of the images, at the cost of COCO's accumulation step only.
+
+    COCO evaluation is per image (matching) then global (accumulation). faster-coco-eval's
+    ``separate_eval`` keeps the per-image results of its C++ matcher, so a bootstrap resample
+    (image indices with repeats) only re-runs its C++ accumulation over the chosen per-image
+    results: the same numbers as evaluating the resampled images from scratch (tested), about
+    40x faster. Nothing of COCO's arithmetic is re-implemented here.
+    """
+
+    def __init__(self, prepared: Sequence[PreparedImage], n_classes: int) -> None:
+        self._ev = _coco_eval(prepared, n_classes, separate=True)
+        self._per_image = self._ev._evalImgs_cpp  # [category][area][image], flattened
+        self._n_img = len(prepared)
+        self._n_classes = n_classes
+        if len(self._per_image) != n_classes * self._n_img:
+            raise RuntimeError("unexpected layout of faster-coco-eval's per-image results")
+
+    def map(self, indices: np.ndarray) -> tuple[float, float]:
+        """(mAP@0.5, mAP@0.5:0.95) of the images at ``indices`` (repeats count as copies)."""
+        n = self._n_img
+        chosen = [self._per_image[k * n + int(i)] for k in range(self._n_classes) for i in indices]
+        params = copy.copy(self._ev._paramsEval)
+        params.imgIds = list(range(1, len(indices) + 1))
+        ap50, ap50_95 = _class_aps(_faster_cpp.COCOevalAccumulate(params, chosen)["precision"])
+        return _nanmean(ap50), _nanmean(ap50_95)
+
+
+def _coco_per_class(prepared: Sequence[PreparedImage], n_classes: int) -> dict[str, np.ndarray]:
+    """Run COCOeval (bbox) on in-memory data; per-class AP50, AP50:95 (NaN: no GT) and GT counts."""
+    ev = _coco_eval(prepared, n_classes, separate=False)
+    ev.accumulate()
+    ap50, ap50_95 = _class_aps(ev.eval["precision"])
     n_gt = np.zeros(n_classes, dtype=np.int64)
     for p in prepared:
         n_gt += np.bincount(p.gt[:, 0].astype(int), minlength=n_classes)

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from echomtl.atomic import atomic_path, write_text
+
 LOG = logging.getLogger(__name__)
 NAMES = ("last.pt", "prev.pt")
 
@@ -35,24 +37,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     """Write ``state`` as the newest checkpoint, keeping the previous good one."""
     directory.mkdir(parents=True, exist_ok=True)
     last, prev = directory / NAMES[0], directory / NAMES[1]
-    tmp = directory / ".last.pt.tmp"
-    torch.save(state, tmp)
-    checksum = _sha256(tmp)
+    with atomic_path(directory / ".last.pt.new") as tmp:
+        torch.save(state, tmp)
+        checksum = _sha256(tmp)
     if last.exists() and (directory / "last.pt.sha256").exists():
         os.replace(last, prev)
         os.replace(directory / "last.pt.sha256", directory / "prev.pt.sha256")
-    os.replace(tmp, last)
-    _atomic_write_text(directory / "last.pt.sha256", checksum + "\n")
+    os.replace(directory / ".last.pt.new", last)
+    write_text(directory / "last.pt.sha256", checksum + "\n")
     return last
 
 

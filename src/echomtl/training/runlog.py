@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
 
+from echomtl.atomic import atomic_path
+
 
 def write_csv(rows: Iterable[dict], path: Path, columns: list[str]) -> None:
     """Write rows with a fixed header (present even with no row), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
-    os.replace(tmp, path)
 
 
 def setup_logging(log_path: Path | None) -> logging.Logger:

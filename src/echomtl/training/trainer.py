@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from echomtl.atomic import atomic_path
 from echomtl.balancing import make_balancer
 from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
@@ -327,24 +328,22 @@ def train(
 
 def save_weights(model: nn.Module, params: TrainParams, path: Path) -> None:
     """Final (EMA) weights with the model description needed to rebuild it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(
-        {
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "model": {
-                "variant": params.model,
-                "scale": params.scale,
-                "nc": len(params.class_names),
-                "n_views": len(params.view_names),
-                "attach": params.attach_layer,
-                "dropout": params.cls_dropout,
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "model": {
+                    "variant": params.model,
+                    "scale": params.scale,
+                    "nc": len(params.class_names),
+                    "n_views": len(params.view_names),
+                    "attach": params.attach_layer,
+                    "dropout": params.cls_dropout,
+                },
+                "params": asdict(params),
             },
-            "params": asdict(params),
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+            tmp,
+        )
 
 
 def load_weights(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:

@@ -1,0 +1,66 @@
+"""Atomic file writes, shared by every stage.
+
+An output is written to a temporary file in its destination folder, flushed to disk, and moved
+into place with ``os.replace`` only when writing succeeded, so an interrupted or failed job never
+leaves a half-written file that Snakemake (or a reader) would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+PathLike = str | os.PathLike
+
+
+@contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as handle:
+            os.fsync(handle.fileno())
+        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` atomically (UTF-8, newlines as given)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def _json_clean(value: Any) -> Any:
+    """NaN/inf -> None recursively so that the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _json_clean(value.item())
+    return value
+
+
+def write_json(path: PathLike, data: Any) -> Path:
+    """Write strict JSON atomically (NaN and infinities written as null)."""
+    text = json.dumps(_json_clean(data), indent=2, allow_nan=False)
+    return write_text(path, text + "\n")
