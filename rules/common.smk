@@ -25,7 +25,6 @@ if REFERENCE not in EXPERIMENTS.index:
     )
 MULTITASK = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "model"] == "multitask"]
 PLAN = plan_outputs(EXPERIMENTS, REFERENCE)
-LABELS = {n: n for n in EXPERIMENTS.index}
 # Audits of the study's split scheme(s) and of the export's own splits (leakage as published).
 AUDIT_SCHEMES = sorted(
     {"original"}

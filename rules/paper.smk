@@ -109,7 +109,6 @@ rule figure:
     params:
         experiments=EXPERIMENTS,
         reference=REFERENCE,
-        labels=LABELS,
         order=list(EXPERIMENTS.index),
     script:
         "../workflow/scripts/make_figure.py"

@@ -2,7 +2,7 @@
 # A one-node SLURM cluster on this machine (Debian 12, root, no systemd), to test the SLURM profile
 # of the workflow (profiles/slurm-local; scripts/slurm-local-proof.sh) without a real cluster.
 #
-#   scripts/slurm-local-cluster.sh start    # install (if missing), configure, start; wait until idle
+#   scripts/slurm-local-cluster.sh start    # install if missing, configure, start, wait until idle
 #   scripts/slurm-local-cluster.sh status   # daemons, sinfo
 #   scripts/slurm-local-cluster.sh stop     # stop the daemons this script started (by pid file)
 #

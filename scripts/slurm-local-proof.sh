@@ -2,7 +2,7 @@
 # Proof that the workflow runs under SLURM: a tiny study through a one-node SLURM cluster on this
 # machine, every job submitted with sbatch, compared with the same study run locally.
 #
-#   scripts/slurm-local-proof.sh            # needs root (the cluster script installs and starts slurm)
+#   scripts/slurm-local-proof.sh    # as root (the cluster script installs and starts slurm)
 #
 # 1. starts the cluster: scripts/slurm-local-cluster.sh start (apt-get install on first use);
 # 2. writes the tiny study (3 experiments, 24/8/8 synthetic images, 64 px, 1 epoch) as a config
@@ -13,7 +13,8 @@
 # 4. checks that every job of the SLURM run was submitted with sbatch (the plugin's "submitted
 #    with SLURM jobid" lines, no "localrule", and SLURM's own list of the run's jobs: squeue), that
 #    they all COMPLETED, and that metrics_{valid,test}.json of every run (all fields but
-#    `versions`), predictions_test.json and tables/main.tex are identical in the two runs;
+#    `versions`), predictions_test.json, steps.csv (per-step losses) and tables/main.tex are
+#    identical in the two runs;
 # 5. prints PASS or FAIL; the evidence is in <work>/slurm-submissions.log.
 # The daemons are stopped at exit (scripts/slurm-local-cluster.sh stop) unless the cluster was
 # already running before or SLURM_PROOF_KEEP_CLUSTER=1.
@@ -71,7 +72,7 @@ det_only	det_only	fixed	det_only	1.0	0.0		false	detector alone
 fixed	fixed	fixed	multitask	1.0	0.01		false	fixed weights
 gradnorm_a1.5	gradnorm_a1.5	gradnorm	multitask	1.0	0.01	1.5	false	GradNorm 1.5
 EOF
-# One overlay per run: only results_dir differs (config/config.yaml below it; as tests/test_workflow.py).
+# One overlay per run; only results_dir differs (over config/config.yaml, like tests/test_workflow).
 write_overlay() {
   cat >"${WORK}/tiny-$1.yaml" <<EOF
 # Tiny study of scripts/slurm-local-proof.sh, over config/config.yaml.
@@ -91,7 +92,9 @@ EOF
 }
 targets() {
   local e
-  for e in "${EXPERIMENTS[@]}"; do printf '%s\n' "${WORK}/$1/runs/${e}/seed0/metrics_test.json"; done
+  for e in "${EXPERIMENTS[@]}"; do
+    printf '%s\n' "${WORK}/$1/runs/${e}/seed0/metrics_test.json"
+  done
   printf '%s\n' "${WORK}/$1/paper/tables/main.tex"
 }
 write_overlay slurm
@@ -102,10 +105,18 @@ mapfile -t local_targets < <(targets local)
 cd "$REPO"
 export MPLBACKEND=Agg
 
+# Other people edit this tree: a change of the code between the two runs would make them differ
+# for a reason that has nothing to do with SLURM. Fingerprint it before and after.
+source_fingerprint() {
+  find Snakefile rules workflow src config paper -type f ! -name '*.pyc' -print0 | sort -z |
+    xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+fingerprint_before=$(source_fingerprint)
+
 # --- SLURM run: every job through sbatch ---------------------------------------------------------
 log "SLURM run: snakemake --workflow-profile profiles/slurm-local (log: ${WORK}/slurm-run.log)"
 set +e
-ECHOMTL_SUBMIT_ALL=1 "$SNAKEMAKE" --workflow-profile profiles/slurm-local --verbose \
+ECHOMTL_SUBMIT_ALL=1 "$SNAKEMAKE" --workflow-profile profiles/slurm-local \
   --slurm-logdir "${WORK}/slurm/slurm_logs" \
   --configfile "${WORK}/tiny-slurm.yaml" -- "${slurm_targets[@]}" >"${WORK}/slurm-run.log" 2>&1
 slurm_rc=$?
@@ -125,6 +136,8 @@ t_local=$(date +%s)
 log "local run exit status ${local_rc} ($((t_local - t_slurm)) s)"
 if ((local_rc != 0)); then tail -n 40 "${WORK}/local-run.log"; fi
 
+fingerprint_after=$(source_fingerprint)
+
 # --- evidence: what went through sbatch ---------------------------------------------------------
 run_id=$(sed -n 's/.*SLURM run ID: \([^ ]*\).*/\1/p' "${WORK}/slurm-run.log" | head -n 1)
 n_planned=$(awk '/^Job stats:/ {s = 1} s && $1 == "total" {print $2; exit}' "${WORK}/slurm-run.log")
@@ -133,22 +146,23 @@ n_local=$(grep -c '^localrule ' "${WORK}/slurm-run.log" || true)
 squeue_rows=""
 if [[ -n "$run_id" ]]; then
   # SLURM's own record (finished jobs stay in squeue for MinJobAge=3600 s on the test cluster):
-  # jobid|state|elapsed|comment (the plugin's comment: rule_<rule>_wildcards_<wildcards>).
-  squeue_rows=$(squeue --states=all --noheader --name "$run_id" -o '%i|%T|%M|%k' | sort -n)
+  # jobid|state|elapsed|partition|CPUs|memory|time limit|comment (the plugin's comment:
+  # rule_<rule>_wildcards_<wildcards>).
+  squeue_rows=$(squeue --states=all --noheader --name "$run_id" -o '%i|%T|%M|%P|%C|%m|%l|%k' |
+    sort -n)
 fi
 n_slurm_jobs=$(grep -c . <<<"$squeue_rows" || true)
 n_completed=$(grep -c '|COMPLETED|' <<<"$squeue_rows" || true)
 {
   echo "# scripts/slurm-local-proof.sh, $(date -u +%FT%TZ), $(sinfo --version 2>/dev/null)"
   echo "# SLURM run ID (sbatch --job-name): ${run_id:-none}"
-  echo "## sbatch calls (snakemake --verbose)"
-  grep 'sbatch call: ' "${WORK}/slurm-run.log" || true
   echo "## submissions (snakemake log)"
   grep -E 'has been submitted with SLURM jobid|^localrule ' "${WORK}/slurm-run.log" || true
-  echo "## SLURM's record: squeue --states=all --name ${run_id:-?} (jobid|state|elapsed|comment)"
+  echo "## SLURM's record: squeue --states=all --name ${run_id:-?}"
+  echo "jobid|state|elapsed|partition|cpus|mem|timelimit|comment"
   printf '%s\n' "$squeue_rows"
   echo "## jobs by rule (squeue comments)"
-  awk -F'|' 'NF >= 4 {r = $4; sub(/^rule_/, "", r); sub(/_wildcards_.*/, "", r); print r}' \
+  awk -F'|' 'NF >= 8 {r = $8; sub(/^rule_/, "", r); sub(/_wildcards_.*/, "", r); print r}' \
     <<<"$squeue_rows" | sort | uniq -c
 } >"$EVIDENCE"
 
@@ -157,6 +171,7 @@ set +e
 "$PYTHON" - "$WORK" "${EXPERIMENTS[@]}" <<'EOF' | tee "${WORK}/comparison.txt"
 """Metrics of the SLURM run == metrics of the local run (all fields but `versions`)."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -175,6 +190,8 @@ def diff(a, b, where=""):
         return out + [d for k in sorted(set(a) & set(b)) for d in diff(a[k], b[k], f"{where}.{k}")]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return []
     return [] if a == b else [f"{where}: slurm {a!r} != local {b!r}"]
 
 
@@ -198,13 +215,22 @@ for name in experiments:
             f"{name:<30} {split:<6} {det['map50']:>8.4f} {det['map50_95']:>9.4f} {acc:>7}  "
             + ("identical" if not d else f"DIFFERENT: {'; '.join(d[:5])}")
         )
-others = [Path("runs", n, "seed0", "predictions_test.json") for n in experiments]
+# Byte for byte: every predicted box and score, the loss of every training step, a report table.
+others = [
+    Path("runs", n, "seed0", f) for n in experiments for f in ("predictions_test.json", "steps.csv")
+]
 others.append(Path("paper", "tables", "main.tex"))
 for rel in others:
     a, b = work / "slurm" / rel, work / "local" / rel
     same = a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
     bad += not same
-    print(f"{str(rel):<47} {'identical' if same else 'DIFFERENT or missing'}")
+    what = ""
+    if same and rel.name == "predictions_test.json":
+        images = json.loads(a.read_text())["images"]
+        what = f" ({len(images)} images, {sum(len(i['pred']) for i in images)} predicted boxes)"
+    elif same and rel.suffix == ".csv":
+        what = f" ({len(a.read_text().splitlines()) - 1} steps)"
+    print(f"{str(rel):<47} {'identical' if same else 'DIFFERENT or missing'}{what}")
 sys.exit(1 if bad else 0)
 EOF
 compare_rc=${PIPESTATUS[0]}
@@ -222,6 +248,8 @@ reasons=()
 [[ "$n_slurm_jobs" -eq "${n_planned:-0}" && "$n_completed" -eq "$n_slurm_jobs" ]] ||
   reasons+=("squeue lists ${n_slurm_jobs} jobs of the run, ${n_completed} COMPLETED")
 ((compare_rc == 0)) || reasons+=("SLURM and local results differ")
+[[ "$fingerprint_before" == "$fingerprint_after" ]] ||
+  reasons+=("the code (Snakefile rules workflow src config paper) changed during the proof: rerun")
 
 summary="jobs planned ${n_planned:-?}, submitted with sbatch ${n_submitted}, local ${n_local}, "
 summary+="SLURM jobs COMPLETED ${n_completed}/${n_slurm_jobs}; times: cluster start "
@@ -229,10 +257,10 @@ summary+="$((t_cluster - t_start)) s, SLURM run $((t_slurm - t_cluster)) s, loca
 summary+="$((t_local - t_slurm)) s, total $((t_end - t_start)) s"
 log "$summary"
 echo "# ${summary}" >>"$EVIDENCE"
-log "evidence (sbatch calls, submissions, squeue record, comparison): ${EVIDENCE}"
-log "full logs: ${WORK}/slurm-run.log, ${WORK}/local-run.log; SLURM job logs: ${WORK}/slurm/slurm_logs"
+log "evidence (submissions, SLURM's job list, comparison): ${EVIDENCE}"
+log "logs: ${WORK}/slurm-run.log, ${WORK}/local-run.log; SLURM job logs: ${WORK}/slurm/slurm_logs"
 if ((${#reasons[@]} == 0)); then
-  echo "PASS: every job of the tiny study went through sbatch, and its results equal the local run's" |
+  echo "PASS: every job of the tiny study went through sbatch; its results equal the local run's" |
     tee -a "$EVIDENCE"
   exit 0
 fi

@@ -129,8 +129,9 @@ def make_figure(snakemake: Any) -> None:
         name = snakemake.wildcards.name
         stem = str(Path(snakemake.output.pdf).with_suffix(""))
         i = snakemake.input
-        labels = snakemake.params.labels
         order = snakemake.params.order
+        res = _results(snakemake)
+        labels = {name: res.plain_label(name) for name in order}
         calls: dict[str, Callable[[], Any]] = {
             "training_curves": lambda: fig.fig_training_curves(
                 _run_files(list(i.epochs)), stem, labels, order
@@ -141,10 +142,10 @@ def make_figure(snakemake: Any) -> None:
             "gradient_diagnostics": lambda: fig.fig_gradient_diagnostics(
                 _run_files(list(i.diagnostics)), stem, labels, order
             ),
-            "main_comparison": lambda: fig.fig_main_comparison(_results(snakemake), stem),
-            "alpha_sensitivity": lambda: fig.fig_alpha_sensitivity(_results(snakemake), stem),
-            "augmentation": lambda: fig.fig_augmentation(_results(snakemake), stem),
-            "per_class_ap": lambda: fig.fig_per_class_ap(_results(snakemake), stem),
+            "main_comparison": lambda: fig.fig_main_comparison(res, stem),
+            "alpha_sensitivity": lambda: fig.fig_alpha_sensitivity(res, stem),
+            "augmentation": lambda: fig.fig_augmentation(res, stem),
+            "per_class_ap": lambda: fig.fig_per_class_ap(res, stem),
             "confusion_matrix": lambda: fig.fig_confusion_matrix(list(i.metrics), stem),
             "detection_examples": lambda: fig.fig_detection_examples(
                 i.predictions, i.records, stem, metrics_json=i.metrics[0]

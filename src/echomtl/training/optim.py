@@ -20,8 +20,9 @@ def build_optimizer(
     """SGD Nesterov with the reference's three groups: biases, BN weights (no decay), weights.
 
     Group 0 must hold the biases: warmup gives that group its own start learning rate.
-    Balancer parameters that train with the model (uncertainty log-variances) join group 0, without
-    decay, since decaying a log-variance towards 0 would bias the weighting.
+    Balancer parameters that train with the model (uncertainty log-variances) get a fourth group,
+    without decay (decaying a log-variance towards 0 would bias the weighting) and with the
+    ordinary warmup from 0, not the bias group's high start rate.
     """
     biases, bn_weights, weights = [], [], []
     norm_types = tuple(v for k, v in nn.__dict__.items() if "Norm" in k and isinstance(v, type))
@@ -33,10 +34,12 @@ def build_optimizer(
                 bn_weights.append(param)
             else:
                 weights.append(param)
-    biases.extend(extra_parameters)
     optimizer = torch.optim.SGD(biases, lr=lr0, momentum=momentum, nesterov=True)
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": bn_weights, "weight_decay": 0.0})
+    extra = list(extra_parameters)
+    if extra:
+        optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
     for group in optimizer.param_groups:
         group["initial_lr"] = lr0
     return optimizer
