@@ -12,6 +12,26 @@ include: "rules/evaluate.smk"
 include: "rules/paper.smk"
 
 
+# Under a cluster executor (profiles/slurm) the data and report rules run on the submit host and
+# only train and evaluate are submitted; ECHOMTL_SUBMIT_ALL=1 submits every rule (the SLURM proof).
+if os.environ.get("ECHOMTL_SUBMIT_ALL") != "1":
+
+    localrules:
+        generate_synthetic,
+        convert_export,
+        split_records,
+        audit_dataset,
+        build_cache,
+        aggregate_metrics,
+        select_group,
+        bootstrap_experiment,
+        paired_bootstrap,
+        table,
+        figure,
+        render_paper,
+        compile_pdf,
+
+
 onsuccess:
     if not LATEXMK:
         print(

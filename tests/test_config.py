@@ -1,10 +1,10 @@
 """Config and experiment-table validation: bad input fails early with the key named."""
 
-import copy
 from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from echomtl.config import ConfigError, load_experiments, validate_config
 
@@ -23,18 +23,8 @@ def test_shipped_configs_are_valid(name):
         pytest.skip(f"{name} not shipped yet")
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     overlay = yaml.safe_load(path.read_text())
-    merged = _merge(base, overlay)
-    validate_config(merged)
-
-
-def _merge(base, overlay):
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    update_config(base, overlay)  # how Snakemake layers --configfile over config.yaml
+    validate_config(base)
 
 
 def test_unknown_key_is_named(config):
