@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _common import make_batch
 from torch import nn
 
 from echomtl.balancing import available_aggregators, make_balancer
@@ -38,19 +39,6 @@ METHODS: dict[str, tuple[str, dict, int]] = {
     "alignedmtl": ("alignedmtl", {}, 0),
     "upgrad": ("upgrad", {}, 0),
 }
-
-
-def make_batch(bs: int, imgsz: int, n_views: int = 3, boxes: int = 2, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(bs, 3, imgsz, imgsz, generator=g)
-    m = bs * boxes
-    idx = torch.arange(bs).repeat_interleave(boxes).float()
-    cls = torch.randint(0, 4, (m,), generator=g).float()
-    wh = 0.05 + 0.3 * torch.rand(m, 2, generator=g)
-    xy = wh / 2 + (1 - wh) * torch.rand(m, 2, generator=g)
-    targets = torch.cat((idx[:, None], cls[:, None], xy, wh), 1)
-    views = torch.randint(0, n_views, (bs,), generator=g)
-    return images, targets, views
 
 
 def measure_step_times(

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from _common import make_batch
 
 from echomtl.losses import YoloLoss, view_loss
 from echomtl.models.multitask import build_model
@@ -26,19 +27,6 @@ REFERENCE = {  # img/s, reference YOLOv5 v7.0, CPU, 2 threads, batch 16
     ("s", 160): 28.0,
     ("s", 320): 6.6,
 }
-
-
-def make_batch(bs: int, imgsz: int, n_views: int, boxes_per_image: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.rand(bs, 3, imgsz, imgsz, generator=g)
-    m = bs * boxes_per_image
-    idx = torch.arange(bs).repeat_interleave(boxes_per_image).float()
-    cls = torch.randint(0, 4, (m,), generator=g).float()
-    wh = 0.05 + 0.3 * torch.rand(m, 2, generator=g)
-    xy = wh / 2 + (1 - wh) * torch.rand(m, 2, generator=g)
-    targets = torch.cat((idx[:, None], cls[:, None], xy, wh), 1)
-    views = torch.randint(0, n_views, (bs,), generator=g)
-    return images, targets, views
 
 
 def bench(

@@ -34,6 +34,22 @@ AUDIT_SCHEMES = sorted(
     }
 )
 LATEXMK = shutil.which("latexmk")
+EVAL_SPLITS = list(config["evaluation"]["splits"])
+for _needed in ("valid", "test"):
+    if _needed not in EVAL_SPLITS:
+        raise ValueError(
+            f"config evaluation.splits must include {_needed!r} (manual-grid selection reads "
+            f"validation metrics, the paper reports test metrics); got {EVAL_SPLITS}"
+        )
+JACOBIAN_METHODS = {
+    "pcgrad",
+    "upgrad",
+    "cagrad",
+    "nashmtl",
+    "alignedmtl",
+    "mgda",
+    "imtl_g",
+}
 
 
 wildcard_constraints:
@@ -99,6 +115,17 @@ def train_params(wildcards):
         "gradnorm": dict(config["balancing"].get("gradnorm", {})),
         "diagnostics_every": config["balancing"]["diagnostics_every"],
     }
+
+
+def train_priority(wildcards):
+    """Longest jobs first (Jacobian aggregators ~1.7x, two backbones ~1.5x a fixed-weight run), so
+    that two cores do not end the study with one long job running alone."""
+    row = experiment(wildcards.experiment)
+    if row["method"] in JACOBIAN_METHODS:
+        return 3
+    if row["model"] == "dual_backbone" or row["augment"]:
+        return 2
+    return 1
 
 
 def run_dir(experiment="{experiment}", seed="{seed}"):

@@ -14,6 +14,7 @@ rule train:
         f"{run_dir()}/train.log",
     benchmark:
         f"{run_dir()}/train.benchmark.tsv"
+    priority: train_priority
     conda:
         "../environment.yml"
     threads: config["train"]["threads"]

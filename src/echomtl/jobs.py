@@ -174,37 +174,38 @@ def evaluate(snakemake: Any) -> None:
         p = snakemake.params
         device = configure_torch(snakemake.threads, p.device)
         model, train_params = load_weights(Path(snakemake.input.weights), str(device))
-        cache = load_cache(Path(snakemake.input.cache))
-        loader = make_loader(CachedDataset(cache), batch_size=p.batch_size, shuffle=False)
-        images = predict(model, loader, cache, p.conf_thres, p.iou_thres, p.max_det, device)
         class_names, view_names = train_params["class_names"], train_params["view_names"]
-        metrics = {
-            "experiment": snakemake.wildcards.experiment,
-            "seed": int(snakemake.wildcards.seed),
-            "split": snakemake.wildcards.split,
-            "n_images": len(images),
-            **evaluate_predictions(images, class_names, view_names),
-            "n_parameters": count_parameters(model),
-            "evaluator": "faster-coco-eval (COCO mAP, maxDets 100)",
-            "evaluation": {
-                "conf_thres": p.conf_thres,
-                "iou_thres": p.iou_thres,
-                "max_det": p.max_det,
-            },
-            "config": train_params,
-            "versions": versions(),
-        }
-        write_json(
-            Path(snakemake.output.predictions),
-            {"class_names": class_names, "view_names": view_names, "images": images},
-        )
-        write_json(Path(snakemake.output.metrics), metrics)
-        det = metrics["detection"]
-        cls = metrics.get("classification") or {}
-        LOG.info(
-            "%s: mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
-            snakemake.wildcards.split,
-            det["map50"],
-            det["map50_95"],
-            cls.get("accuracy"),
-        )
+        outputs = zip(
+            p.splits, snakemake.input.caches, snakemake.output.metrics,
+            snakemake.output.predictions, strict=True,
+        )  # fmt: skip
+        for split, cache_path, metrics_path, predictions_path in outputs:
+            cache = load_cache(Path(cache_path))
+            loader = make_loader(CachedDataset(cache), batch_size=p.batch_size, shuffle=False)
+            images = predict(model, loader, cache, p.conf_thres, p.iou_thres, p.max_det, device)
+            metrics = {
+                "experiment": snakemake.wildcards.experiment,
+                "seed": int(snakemake.wildcards.seed),
+                "split": split,
+                "n_images": len(images),
+                **evaluate_predictions(images, class_names, view_names),
+                "n_parameters": count_parameters(model),
+                "evaluator": "faster-coco-eval (COCO mAP, maxDets 100)",
+                "evaluation": {
+                    "conf_thres": p.conf_thres,
+                    "iou_thres": p.iou_thres,
+                    "max_det": p.max_det,
+                },
+                "config": train_params,
+                "versions": versions(),
+            }
+            write_json(
+                Path(predictions_path),
+                {"class_names": class_names, "view_names": view_names, "images": images},
+            )
+            write_json(Path(metrics_path), metrics)
+            det, cls = metrics["detection"], metrics.get("classification") or {}
+            LOG.info(
+                "%s: mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
+                split, det["map50"], det["map50_95"], cls.get("accuracy"),
+            )  # fmt: skip

@@ -143,13 +143,10 @@ class MultiTaskYolo(nn.Module):
         return self.detect.decode(det)
 
 
-class DetOnlyYolo(nn.Module):
-    """The plain YOLOv5 detector in the common interface (no head, nothing shared)."""
+class _SeparateDetector(nn.Module):
+    """Models with a detector of their own and no shared trunk (nothing for a balancer to share)."""
 
-    def __init__(self, scale: str, nc: int) -> None:
-        super().__init__()
-        self.scale, self.nc = scale, nc
-        self.detector = YoloV5(scale, nc)
+    detector: YoloV5
 
     @property
     def detect(self) -> Detect:
@@ -165,6 +162,19 @@ class DetOnlyYolo(nn.Module):
         """Nothing is shared."""
         return []
 
+    def decode(self, det: list[Tensor]) -> Tensor:
+        """See ``Detect.decode``."""
+        return self.detect.decode(det)
+
+
+class DetOnlyYolo(_SeparateDetector):
+    """The plain YOLOv5 detector in the common interface (no head, nothing shared)."""
+
+    def __init__(self, scale: str, nc: int) -> None:
+        super().__init__()
+        self.scale, self.nc = scale, nc
+        self.detector = YoloV5(scale, nc)
+
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """``det``: all parameters; ``cls``: none."""
         _check_task(task)
@@ -174,12 +184,8 @@ class DetOnlyYolo(nn.Module):
         """Raw detection outputs only."""
         return ModelOutput(self.detector(x), None)
 
-    def decode(self, det: list[Tensor]) -> Tensor:
-        """See ``Detect.decode``."""
-        return self.detect.decode(det)
 
-
-class DualBackboneYolo(nn.Module):
+class DualBackboneYolo(_SeparateDetector):
     """A full detector and a separate classifier (backbone layers 0..attach + head); no sharing."""
 
     def __init__(
@@ -191,20 +197,6 @@ class DualBackboneYolo(nn.Module):
         self.detector = YoloV5(scale, nc)
         self.backbone = LayerGraph(backbone_table(attach), scale, nc)
         self.head = ClassificationHead(self.backbone.channels[attach], n_views, dropout)
-
-    @property
-    def detect(self) -> Detect:
-        """The Detect module."""
-        return self.detector.detect
-
-    @property
-    def last_shared_weight(self) -> None:
-        """Nothing is shared."""
-        return None
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """Nothing is shared."""
-        return []
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """``det``: the detector; ``cls``: the second backbone and the head."""
@@ -225,10 +217,6 @@ class DualBackboneYolo(nn.Module):
         det = self.detector(x)
         feat = self.backbone.run(x, 0, len(self.backbone), {})
         return ModelOutput(det, self.head(feat))
-
-    def decode(self, det: list[Tensor]) -> Tensor:
-        """See ``Detect.decode``."""
-        return self.detect.decode(det)
 
 
 def build_model(

@@ -289,7 +289,7 @@ def train(
                     "weight_det": weights.get("det", float("nan")),
                     "weight_cls": weights.get("cls", float("nan")),
                 }
-                if not all(np.isfinite(v) for k, v in row.items() if k.startswith("loss_det")):
+                if not np.isfinite(row["loss_det"]):
                     raise FloatingPointError(f"non-finite detection loss at step {ni}: {row}")
                 step_rows.append(row)
                 for diag in record.diagnostics:
