@@ -136,3 +136,13 @@ def test_paper_config_dag_resolves(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ("train", "evaluate", "compile_pdf" if shutil.which("latexmk") else "render_paper"):
         assert rule in result.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_report_bundles_figures(tiny_study):
+    results, _ = tiny_study
+    config = results.parent / "tiny.yaml"
+    report = results / "report.html"
+    result = run_snakemake("--configfile", str(config), "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert report.stat().st_size > 100_000
