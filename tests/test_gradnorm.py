@@ -10,60 +10,17 @@ from __future__ import annotations
 import copy
 import io
 import math
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from echomtl.balancing import GradNorm, make_balancer, trunk_diagnostics
 
+from .toy_mtl import ToyMTL, ToyOutput
+
 TASKS = ("det", "cls")
-
-
-# ---- toy model with the ModelOutput contract ------------------------------------------------
-@dataclass
-class ToyOutput:
-    det: Tensor
-    view_logits: Tensor | None
-    shared_features: list[Tensor] = field(default_factory=list)
-    task_features: dict[str, Tensor] = field(default_factory=dict)
-
-
-class ToyMTL(nn.Module):
-    """stem -> last shared conv (W) + BN + SiLU = f; det reads alias a and the stem output e
-    (a feature only detection uses, like layers 4/6); cls reads alias b."""
-
-    def __init__(self, variant: str = "multitask") -> None:
-        super().__init__()
-        self.variant = variant
-        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU())
-        self.last = nn.Conv2d(4, 6, 3, padding=1, bias=False)
-        self.last_bn = nn.BatchNorm2d(6)
-        self.det_head = nn.Conv2d(10, 5, 1)
-        self.cls_head = nn.Linear(6, 3)
-
-    def forward(self, x: Tensor) -> ToyOutput:
-        e = self.stem(x)
-        f = F.silu(self.last_bn(self.last(e)))
-        if self.variant == "det_only":
-            return ToyOutput(self.det_head(torch.cat([f, e], 1)), None)
-        a, b = f.view_as(f), f.view_as(f)
-        det = self.det_head(torch.cat([a, e], 1))
-        logits = self.cls_head(b.mean((2, 3)))
-        if self.variant == "dual_backbone":  # no shared trunk exposed
-            return ToyOutput(det, logits)
-        return ToyOutput(det, logits, [e, f], {"det": a, "cls": b})
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        if self.variant != "multitask":
-            return []
-        return [*self.stem.parameters(), *self.last.parameters(), *self.last_bn.parameters()]
-
-    @property
-    def last_shared_weight(self) -> nn.Parameter | None:
-        return self.last.weight if self.variant == "multitask" else None
 
 
 def make_model(variant: str = "multitask", seed: int = 0) -> ToyMTL:
