@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from echomtl.atomic import write_text
 from echomtl.data.records import (
     DEFECT_KINDS,
     MISSING_VIEW,
     SPLIT_NAMES,
     Defect,
     Record,
-    atomic_write_text,
     rows_to_csv_text,
 )
 
@@ -79,9 +79,9 @@ def write_audit(audit_dict: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for table, columns in TABLE_COLUMNS.items():
-        atomic_write_text(out_dir / f"{table}.csv", rows_to_csv_text(columns, audit_dict[table]))
+        write_text(out_dir / f"{table}.csv", rows_to_csv_text(columns, audit_dict[table]))
     text = json.dumps(audit_dict, indent=2, allow_nan=False)
-    atomic_write_text(out_dir / "audit.json", text + "\n")
+    write_text(out_dir / "audit.json", text + "\n")
 
 
 def present_splits(records: list[Record]) -> list[str]:

@@ -100,12 +100,7 @@ class RecordsFormatError(ValueError):
     """A records CSV that does not follow the contract (names the file and the row)."""
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write via a temp file in the same directory + ``os.replace``: never a half file."""
-    write_text(path, text)
+# --------------------------------------------------------------------------- CSV text
 
 
 def rows_to_csv_text(columns: list[str], rows: Iterable[dict[str, object]]) -> str:
@@ -139,7 +134,7 @@ def _record_row(rec: Record) -> dict[str, object]:
 
 def write_records(records: Iterable[Record], path: Path | str) -> None:
     """Write the records table (contract columns, boxes as JSON) atomically."""
-    atomic_write_text(path, rows_to_csv_text(RECORD_COLUMNS, (_record_row(r) for r in records)))
+    write_text(path, rows_to_csv_text(RECORD_COLUMNS, (_record_row(r) for r in records)))
 
 
 def read_records(path: Path | str) -> list[Record]:
@@ -234,7 +229,7 @@ def frame_to_records(frame: pd.DataFrame) -> list[Record]:
 
 def write_defects(defects: Iterable[Defect], path: Path | str) -> None:
     """Write the defects table atomically; the header is written even when there is no defect."""
-    atomic_write_text(path, rows_to_csv_text(DEFECT_COLUMNS, (asdict(d) for d in defects)))
+    write_text(path, rows_to_csv_text(DEFECT_COLUMNS, (asdict(d) for d in defects)))
 
 
 def read_defects(path: Path | str) -> list[Defect]:
