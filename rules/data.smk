@@ -16,6 +16,10 @@ rule generate_synthetic:
         image_size=(config["synthetic"]["width"], config["synthetic"]["height"]),
         frames_per_video=config["synthetic"]["frames_per_video"],
         videos_per_patient=config["synthetic"]["videos_per_patient"],
+        ambiguous_fraction=config["synthetic"]["ambiguous_fraction"],
+        view_label_noise=config["synthetic"]["view_label_noise"],
+        video_overlap=config["synthetic"]["video_overlap"],
+        sector_by_view=config["synthetic"]["sector_by_view"],
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
     script:

@@ -162,6 +162,42 @@ def test_patient_overlap_shares_patients_not_videos():
     assert not tv & {p.video_id for p in plans if p.split == "valid"}
 
 
+def test_video_overlap_leaks_new_frames_of_training_videos():
+    sizes = {"train": 60, "valid": 30, "test": 30}
+    plans = plan_synthetic_export(sizes, seed=0, video_overlap=1.0, **KW)
+    train = {p.video_id: p for p in plans if p.split == "train"}
+    frames = defaultdict(set)
+    for p in plans:
+        frames[p.video_id].add(p.frame)
+    for p in (p for p in plans if p.split != "train"):
+        source = train[p.video_id]  # every valid/test frame is from a training video ...
+        assert (p.patient_id, p.class_name, p.true_view) == (
+            source.patient_id,
+            source.class_name,
+            source.true_view,
+        )
+        assert p.video_key == source.video_key == ("train", source.video_index)
+    # ... yet no image name (hence no frame of a video) is used twice across the splits
+    assert len({p.name for p in plans}) == len(plans)
+    assert sum(len(f) for f in frames.values()) == len(plans)
+
+
+def test_video_overlap_zero_leaves_the_export_unchanged():
+    sizes = {"train": 30, "valid": 12, "test": 12}
+    base = plan_synthetic_export(sizes, seed=3, **KW)
+    assert base == plan_synthetic_export(sizes, seed=3, video_overlap=0.0, **KW)
+    partial = plan_synthetic_export(sizes, seed=3, video_overlap=0.5, **KW)
+    assert [p for p in partial if p.split == "train"] == [p for p in base if p.split == "train"]
+    leaked = sum(p.video_key[0] == "train" for p in partial if p.split != "train")
+    assert 0 < leaked < 24
+
+
+@pytest.mark.parametrize("name", ["video_overlap", "patient_overlap"])
+def test_overlap_must_be_a_fraction(name):
+    with pytest.raises(ValueError, match=name):
+        plan_synthetic_export({"train": 4, "valid": 4}, **{name: 1.5})
+
+
 def test_class_view_cooccurrence_skew():
     plans = plan_synthetic_export({"train": 3000}, seed=0, frames_per_video=1)
     table = Counter((p.class_name, p.true_view) for p in plans)

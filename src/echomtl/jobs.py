@@ -69,6 +69,10 @@ def generate_synthetic(snakemake: Any) -> None:
             view_names=list(p.view_names),
             frames_per_video=p.frames_per_video,
             videos_per_patient=p.videos_per_patient,
+            ambiguous_fraction=p.ambiguous_fraction,
+            view_label_noise=p.view_label_noise,
+            video_overlap=p.video_overlap,
+            sector_by_view=p.sector_by_view,
         )
         summary.pop("images", None)
         LOG.info("synthetic export written: %s", json.dumps(summary, default=str))

@@ -21,6 +21,9 @@ Generative model (hierarchical, so that patient- and video-level leakage is mean
   apex position, heart scale, tissue echogenicity, overall gain and whether the machine shows the
   Doppler *variance* (green) tint. Frames of one patient therefore share a "machine look", as real
   ones do.
+  With ``sector_by_view`` > 0 the sector's half-angle and depth also follow an imaging preset
+  of the video's view (:data:`VIEW_SECTOR`; overlapping with the patient spread, so a partial
+  cue), as sonographers adjust width and depth to the structure in view.
 * **Video** (``videos_per_patient`` per patient, clip names like ``unnamed_1_7.mp4`` or
   ``Mmode+2D+Doppler_Echo_color_1_3.mp4``): the valve class and the view (drawn jointly, see the
   co-occurrence table below), the chamber layout with per-chamber jitter, the jet's origin,
@@ -82,9 +85,15 @@ to video ``i // frames_per_video`` and patient ``video // videos_per_patient``, 
 appends images and leaves the earlier ones byte-identical. PNGs are written by Pillow with fixed
 settings and no metadata: byte-identical on the same platform and library versions.
 
-By default no patient is shared between splits; ``patient_overlap`` > 0 lets a fraction of the
-validation/test patients be training patients (same patient look, new videos), to mimic the
-leakage of the real export for audit tests.
+By default no patient is shared between splits. Two knobs mimic the leakage of the real export
+(77 of its 80 validation videos also have frames in train): ``patient_overlap`` > 0 makes a
+fraction of the validation/test patients training patients (same patient look, new videos);
+``video_overlap`` > 0 makes a fraction of the validation/test *videos* training videos: new frames
+(frame numbers the training split does not use) of a training video, so same patient, class, view,
+chamber layout and jet, only the frame-level variation differs. That is what a random frame-level
+split of a video dataset does, and what the ``original`` vs ``grouped`` split comparison measures.
+Leaked frames avoid the frame numbers already used by the training video and by earlier leaked
+frames (in plan order), so image names stay unique across splits.
 """
 
 from __future__ import annotations
@@ -142,6 +151,15 @@ LAYOUTS: dict[str, list[tuple[float, float, float, float, float]]] = {
         (0.29, 0.72, 0.13, 0.11, 0.0),  # LA
     ],
 }
+# Imaging presets per view (``sector_by_view``): sonographers set depth and sector width for the
+# structure in view, e.g. a wide sector for the four chambers, a shallower, narrower one for the
+# short axis. (sector half-angle offset in degrees, depth factor) at full strength; ranges overlap
+# with the per-patient spread (half-angle 38-46 degrees, depth 0.88-0.95), so the cue is partial.
+VIEW_SECTOR: dict[str, tuple[float, float]] = {
+    "A4C": (3.0, 1.0),
+    "PSAX": (-4.0, 0.9),
+    "PLAX": (0.0, 0.96),
+}
 # Chamber indices that get a thick bright wall (the PSAX ring).
 RING_CHAMBERS: dict[str, tuple[int, ...]] = {"A4C": (), "PSAX": (0,), "PLAX": ()}
 
@@ -191,6 +209,9 @@ class ImagePlan:
     patient_id: str
     patient_key: tuple[str, int]
     video_index: int
+    #: (split, index) of the video whose layout and jet are rendered: its own, or a training
+    #: video's when the frame leaks from train (``video_overlap``)
+    video_key: tuple[str, int]
     video_id: str
     frame: int
     class_name: str
@@ -241,6 +262,7 @@ def plan_synthetic_export(
     ambiguous_fraction: float = 0.06,
     view_label_noise: float = 0.02,
     patient_overlap: float = 0.0,
+    video_overlap: float = 0.0,
 ) -> list[ImagePlan]:
     """Decide ids, class, view and noise flags of every image without rendering (cheap).
 
@@ -261,13 +283,49 @@ def plan_synthetic_export(
     classes = [c for c in DEFAULT_CLASS_NAMES if c in class_names]
     views = [v for v in LAYOUTS if v in view_names]
     probs = {c: class_probs.get(c, 0.0) for c in classes}
-    n_train_patients = _n_groups(sizes.get("train", 0), frames_per_video * videos_per_patient)
+    for name, value in (("patient_overlap", patient_overlap), ("video_overlap", video_overlap)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be within [0, 1], got {value}")
+    n_train_images = int(sizes.get("train", 0))
+    n_train_patients = _n_groups(n_train_images, frames_per_video * videos_per_patient)
+    n_train_videos = _n_groups(n_train_images, frames_per_video)
+
+    def own_video(split: str, v_idx: int) -> dict[str, Any]:
+        vrng = _rng(seed, split, _LEVEL_VIDEO, v_idx)
+        cls = _choice(vrng, probs)
+        view = _choice(vrng, {v: view_given_class[cls].get(v, 0.0) for v in views})
+        prefix = "Mmode+2D+Doppler_Echo_color" if vrng.random() < 0.1 else "unnamed"
+        frames = np.sort(vrng.choice(np.arange(1, 64), size=frames_per_video, replace=False))
+        split_no = SPLIT_NUMBERS.get(split, 4 + _split_code(split) % 90)
+        return {
+            "class": cls,
+            "view": view,
+            "clip": f"{prefix}_{split_no}_{v_idx + 1}.mp4",
+            "frames": [int(f) for f in frames],
+            "key": (split, v_idx),
+        }
+
+    # frame numbers taken per training video (its own, then each leaked copy's), for unique names
+    used_frames: dict[int, set[int]] = {}
+
+    def leaked_video(split: str, v_idx: int, vrng: np.random.Generator) -> dict[str, Any] | None:
+        if split == "train" or n_train_videos == 0 or vrng.random() >= video_overlap:
+            return None
+        t_idx = int(vrng.integers(n_train_videos))
+        source = own_video("train", t_idx)
+        used = used_frames.setdefault(t_idx, set(source["frames"]))
+        free = np.array(sorted(set(range(1, 64)) - used))
+        if len(free) < frames_per_video:
+            return None  # the training video has no unused frame numbers left
+        frames = np.sort(vrng.choice(free, size=frames_per_video, replace=False))
+        used.update(int(f) for f in frames)
+        p_key = ("train", t_idx // videos_per_patient)
+        return {**source, "frames": [int(f) for f in frames], "patient_key": p_key}
 
     plans: list[ImagePlan] = []
     for split, n_images in sizes.items():
         if n_images <= 0:
             continue
-        split_no = SPLIT_NUMBERS.get(split, 4 + _split_code(split) % 90)
         patients: dict[int, tuple[str, tuple[str, int]]] = {}
         videos: dict[int, dict[str, Any]] = {}
         for i in range(int(n_images)):
@@ -281,22 +339,15 @@ def plan_synthetic_export(
                     key = ("train", int(prng.integers(n_train_patients)))
                 pid = _patient_id(_rng(seed, key[0], _LEVEL_PATIENT, key[1]))
                 patients[p_idx] = (pid, key)
-            pid, pkey = patients[p_idx]
             if v_idx not in videos:
-                vrng = _rng(seed, split, _LEVEL_VIDEO, v_idx)
-                cls = _choice(vrng, probs)
-                view = _choice(vrng, {v: view_given_class[cls].get(v, 0.0) for v in views})
-                prefix = "Mmode+2D+Doppler_Echo_color" if vrng.random() < 0.1 else "unnamed"
-                frames = np.sort(
-                    vrng.choice(np.arange(1, 64), size=frames_per_video, replace=False)
-                )
-                videos[v_idx] = {
-                    "class": cls,
-                    "view": view,
-                    "clip": f"{prefix}_{split_no}_{v_idx + 1}.mp4",
-                    "frames": [int(f) for f in frames],
-                }
+                leak_rng = _rng(seed, split, _LEVEL_VIDEO + 20, v_idx)
+                videos[v_idx] = leaked_video(split, v_idx, leak_rng) or own_video(split, v_idx)
             video = videos[v_idx]
+            if "patient_key" in video:
+                pkey = video["patient_key"]
+                pid = _patient_id(_rng(seed, pkey[0], _LEVEL_PATIENT, pkey[1]))
+            else:
+                pid, pkey = patients[p_idx]
             frng = _rng(seed, split, _LEVEL_FRAME, i)
             ambiguous = bool(frng.random() < ambiguous_fraction)
             noisy = bool(frng.random() < view_label_noise) and len(view_names) > 1
@@ -313,6 +364,7 @@ def plan_synthetic_export(
                     patient_id=pid,
                     patient_key=pkey,
                     video_index=v_idx,
+                    video_key=video["key"],
                     video_id=video_id,
                     frame=frame,
                     class_name=video["class"],
@@ -401,8 +453,9 @@ def _doppler_rgb(vel: np.ndarray, variance: np.ndarray | None) -> np.ndarray:
 class _Renderer:
     """Renders one image from its plan; patient and video parameters are cached."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, sector_by_view: float = 0.0) -> None:
         self.seed = seed
+        self.sector_by_view = float(sector_by_view)
         self._patients: dict[tuple[str, int], dict[str, Any]] = {}
         self._videos: dict[tuple[str, int], dict[str, Any]] = {}
 
@@ -423,9 +476,9 @@ class _Renderer:
         return self._patients[key]
 
     def video(self, plan: ImagePlan) -> dict[str, Any]:
-        key = (plan.split, plan.video_index)
+        key = plan.video_key
         if key not in self._videos:
-            rng = _rng(self.seed, plan.split, _LEVEL_VIDEO + 10, plan.video_index)
+            rng = _rng(self.seed, key[0], _LEVEL_VIDEO + 10, key[1])
             chambers = [
                 (
                     u + rng.normal(0, 0.02),
@@ -476,12 +529,14 @@ class _Renderer:
         vid = self.video(plan)
         rng = _rng(self.seed, plan.split, _LEVEL_FRAME + 10, plan.index)
         w, h = plan.width, plan.height
-        radius = pat["radius"] * h
+        d_angle, depth_factor = VIEW_SECTOR.get(plan.true_view, (0.0, 1.0))
+        cue = self.sector_by_view
+        radius = pat["radius"] * (1.0 + cue * (depth_factor - 1.0)) * h
         ax = w / 2 + pat["apex_dx"] * w + rng.normal(0, 0.004) * w
         ay = 0.02 * h + rng.normal(0, 0.003) * h
         # the sector fits the frame (a 430 x 320 frame limits the half-angle to about 45 degrees)
         fit = (min(ax, w - ax) - 3.0) / radius
-        half = min(math.radians(pat["half_angle"]), math.asin(min(fit, 1.0)))
+        half = min(math.radians(pat["half_angle"] + cue * d_angle), math.asin(min(fit, 1.0)))
         # heart motion within the video: a small shift and scale of the whole layout
         shift = rng.normal(0, 0.012, size=2)
         scale = pat["heart_scale"] * (1 + rng.normal(0, 0.02))
@@ -681,6 +736,8 @@ def generate_synthetic_export(
     ambiguous_fraction: float = 0.06,
     view_label_noise: float = 0.02,
     patient_overlap: float = 0.0,
+    video_overlap: float = 0.0,
+    sector_by_view: float = 0.0,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write a synthetic export to ``out_dir`` and return a summary.
@@ -716,12 +773,15 @@ def generate_synthetic_export(
         ambiguous_fraction=ambiguous_fraction,
         view_label_noise=view_label_noise,
         patient_overlap=patient_overlap,
+        video_overlap=video_overlap,
     )
     out.mkdir(parents=True, exist_ok=True)
     for s in splits:
         (out / s / "images").mkdir(parents=True, exist_ok=True)
         (out / s / "labels").mkdir(parents=True, exist_ok=True)
-    renderer = _Renderer(seed)
+    if not 0.0 <= sector_by_view <= 1.0:
+        raise ValueError(f"sector_by_view must be within [0, 1], got {sector_by_view}")
+    renderer = _Renderer(seed, sector_by_view)
     images: list[dict[str, Any]] = []
     for plan in plans:
         pixels, box = renderer.render(plan, view_names)
@@ -806,6 +866,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames-per-video", type=int, default=8)
     p.add_argument("--videos-per-patient", type=int, default=3)
     p.add_argument("--patient-overlap", type=float, default=0.0)
+    p.add_argument("--video-overlap", type=float, default=0.0)
+    p.add_argument("--sector-by-view", type=float, default=0.0)
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     summary = generate_synthetic_export(
@@ -815,6 +877,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames_per_video=a.frames_per_video,
         videos_per_patient=a.videos_per_patient,
         patient_overlap=a.patient_overlap,
+        video_overlap=a.video_overlap,
+        sector_by_view=a.sector_by_view,
         overwrite=a.overwrite,
     )
     summary.pop("images")
