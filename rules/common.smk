@@ -6,6 +6,7 @@ from pathlib import Path
 import shutil
 
 from echomtl.config import load_experiments, validate_config
+from echomtl.data.export_reader import present_splits
 from echomtl.report.context import plan_outputs
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
@@ -14,6 +15,21 @@ R = config["results_dir"]
 DATA = f"{R}/data"
 RUNS = f"{R}/runs"
 EXPERIMENTS = load_experiments(Path(config["experiments"]))
+DEFAULT_SCHEME = config["data"]["split_scheme"]
+# The split axis: a row whose split differs from data.split_scheme is a split variant of the row
+# that is identical but for the split. Variants are evaluated on their own splits and reported in
+# their own table (their evaluation images differ, so no paired comparison with the others).
+EXPERIMENTS["split"] = EXPERIMENTS["split"].fillna(DEFAULT_SCHEME).replace("", DEFAULT_SCHEME)
+EXPERIMENTS["split_variant"] = EXPERIMENTS["split"] != DEFAULT_SCHEME
+STUDY = [n for n in EXPERIMENTS.index if not EXPERIMENTS.loc[n, "split_variant"]]
+_SETTINGS = ["method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split"]
+_same = EXPERIMENTS[EXPERIMENTS.astype(str).duplicated(_SETTINGS, keep=False)]
+if len(_same):
+    raise ValueError(
+        f"{config['experiments']}: experiments {', '.join(_same.index)} have the same settings "
+        f"({', '.join(_SETTINGS)}; an empty split means data.split_scheme {DEFAULT_SCHEME!r}): "
+        "one run would be reported twice"
+    )
 SEEDS = config["seeds"]
 IMGSZ = config["model"]["imgsz"]
 PAPER = f"{R}/paper"
@@ -23,16 +39,16 @@ if REFERENCE not in EXPERIMENTS.index:
         f"config report.reference_method: {REFERENCE!r} is not an experiment of "
         f"{config['experiments']} (known: {', '.join(EXPERIMENTS.index)})"
     )
-MULTITASK = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "model"] == "multitask"]
+if EXPERIMENTS.loc[REFERENCE, "split_variant"]:
+    raise ValueError(
+        f"config report.reference_method: {REFERENCE!r} uses split "
+        f"{EXPERIMENTS.loc[REFERENCE, 'split']!r}, not the study's data.split_scheme "
+        f"{DEFAULT_SCHEME!r}"
+    )
+MULTITASK = [n for n in STUDY if EXPERIMENTS.loc[n, "model"] == "multitask"]
 PLAN = plan_outputs(EXPERIMENTS, REFERENCE)
 # Audits of the study's split scheme(s) and of the export's own splits (leakage as published).
-AUDIT_SCHEMES = sorted(
-    {"original"}
-    | {
-        (EXPERIMENTS.loc[n, "split"] or config["data"]["split_scheme"])
-        for n in EXPERIMENTS.index
-    }
-)
+AUDIT_SCHEMES = sorted({"original", *EXPERIMENTS["split"]})
 LATEXMK = shutil.which("latexmk")
 EVAL_SPLITS = list(config["evaluation"]["splits"])
 for _needed in ("valid", "test"):
@@ -79,7 +95,20 @@ def experiment(name):
 
 
 def split_scheme(name):
-    return experiment(name)["split"] or config["data"]["split_scheme"]
+    return experiment(name)["split"]
+
+
+def scheme_splits(scheme):
+    """Splits a scheme has: all three, except an export's own (original) splits, which may
+    lack one (the development copy of the real export has no test split)."""
+    if scheme == "original" and config["data"]["source"] == "export":
+        return present_splits(export_dir())
+    return ["train", "valid", "test"]
+
+
+def eval_splits(name):
+    """The evaluation splits an experiment's run is evaluated on."""
+    return [s for s in EVAL_SPLITS if s in scheme_splits(split_scheme(name))]
 
 
 def model_scale(name):
@@ -117,6 +146,31 @@ def train_params(wildcards):
     }
 
 
+for _name in EXPERIMENTS.index:
+    _missing = [s for s in ("valid", "test") if s not in eval_splits(_name)]
+    # a split variant may lack the test split (reported on valid); the study's runs may not
+    if "valid" in _missing or (_missing and _name in STUDY):
+        raise ValueError(
+            f"experiment {_name!r}: split scheme {split_scheme(_name)!r} of {export_dir()} has "
+            f"no {' or '.join(_missing)} split (found: {', '.join(scheme_splits(split_scheme(_name)))}); "
+            "use the 'grouped' scheme (config data.split_scheme or the experiment's split column)"
+        )
+FULL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) == EVAL_SPLITS]
+PARTIAL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) != EVAL_SPLITS]
+
+
+def experiment_wildcard(names):
+    """``{experiment,<regex>}``: the wildcard constrained to exactly these experiment names."""
+    pattern = "|".join(n.replace(".", r"\.") for n in names) or "(?!)"
+    return "{experiment," + pattern + "}"
+
+
+FULL_EXPERIMENT = experiment_wildcard(FULL_EVAL)
+PARTIAL_EXPERIMENT = experiment_wildcard(PARTIAL_EVAL)
+# runs of a scheme without a test split are evaluated on the other evaluation splits
+PARTIAL_SPLITS = [s for s in EVAL_SPLITS if s != "test"]
+
+
 def train_priority(wildcards):
     """Longest jobs first (Jacobian aggregators ~1.7x, two backbones ~1.5x a fixed-weight run), so
     that two cores do not end the study with one long job running alone."""
@@ -132,11 +186,21 @@ def run_dir(experiment="{experiment}", seed="{seed}"):
     return f"{RUNS}/{experiment}/seed{seed}"
 
 
-def all_runs(pattern):
+def all_runs(pattern, names=None):
     return [
         pattern.format(run=run_dir(name, seed))
+        for name in (EXPERIMENTS.index if names is None else names)
+        for seed in SEEDS
+    ]
+
+
+def all_metrics():
+    """Every metrics file the runs write (a split variant may lack test)."""
+    return [
+        f"{run_dir(name, seed)}/metrics_{split}.json"
         for name in EXPERIMENTS.index
         for seed in SEEDS
+        for split in eval_splits(name)
     ]
 
 
@@ -158,12 +222,8 @@ def report_inputs(wildcards):
     return {
         "tidy": f"{PAPER}/tidy.csv",
         "selections": [f"{PAPER}/selection/{g}.json" for g in multi_row_groups()],
-        "intervals": [f"{PAPER}/stats/bootstrap/{n}.json" for n in EXPERIMENTS.index],
-        "paired": [
-            f"{PAPER}/stats/paired/{n}.json"
-            for n in EXPERIMENTS.index
-            if n != REFERENCE
-        ],
+        "intervals": [f"{PAPER}/stats/bootstrap/{n}.json" for n in STUDY],
+        "paired": [f"{PAPER}/stats/paired/{n}.json" for n in STUDY if n != REFERENCE],
         "audits": [f"{DATA}/audit/{scheme}/audit.json" for scheme in AUDIT_SCHEMES],
     }
 
@@ -172,10 +232,10 @@ def figure_inputs(wildcards):
     """Run files a figure draws from, by figure name."""
     name = wildcards.name
     gradnorm = [
-        n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "method"] == "gradnorm"
+        n for n in STUDY if EXPERIMENTS.loc[n, "method"] == "gradnorm"
     ]
     if name == "training_curves":
-        return {"epochs": run_files(EXPERIMENTS.index, "epochs.csv")}
+        return {"epochs": run_files(STUDY, "epochs.csv")}
     if name == "gradnorm_weights":
         return {"steps": run_files(gradnorm, "steps.csv")}
     if name == "gradient_diagnostics":

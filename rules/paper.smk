@@ -4,8 +4,7 @@
 
 rule aggregate_metrics:
     input:
-        metrics=all_runs("{run}/metrics_valid.json")
-        + all_runs("{run}/metrics_test.json"),
+        metrics=all_metrics(),
         steps=all_runs("{run}/steps.csv"),
         benchmarks=all_runs("{run}/train.benchmark.tsv"),
     output:

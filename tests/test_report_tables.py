@@ -133,3 +133,23 @@ def test_ablation_tables_fail_clearly_without_their_runs(tmp_path):
     with pytest.raises(ValueError, match="dual-backbone"):
         tables.table_dual_backbone(res, tmp_path / "c.tex")
     assert _rules(tables.table_main(res, tmp_path / "m.tex").read_text())
+
+
+def test_split_table_puts_each_scheme_beside_its_leakage(built):
+    study, res, out = built
+    assert res.split_pairs() == [("gradnorm_a1.5", "gradnorm_a1.5_original")]
+    assert "split_original" not in res.groups()  # not a study group: no main-table row
+    assert "gradnorm_a1.5_original" not in res.reference_variants()[0]
+    text = tables.table_split(res, study.audits, out / "split.tex").read_text()
+    body = [line for line in text.splitlines() if line.endswith("\\\\") and "Scheme" not in line]
+    # the study run on valid and test, the variant on valid only (its export has no test split)
+    assert [(("original" in r), r.split("&")[2].strip()) for r in body] == [
+        (False, "valid"),
+        (False, "test"),
+        (True, "valid"),
+    ]
+    rows = tables.split_rows(res, study.audits)
+    for row, line in zip(rows, body, strict=True):
+        assert f"{row['n_from_train_videos']}/{row['n_images']}" in line
+        assert f"{row['map50']:.3f}" in line
+    assert "_" not in text.replace("\\_", "")

@@ -100,9 +100,18 @@ def test_original_keeps_splits():
     )
 
 
-def test_original_without_test_suggests_grouped():
-    with pytest.raises(ValueError, match=r"no test split.*grouped"):
-        apply_split(make_records(splits=("train", "valid")), "original")
+def test_original_without_test_is_kept_for_validation_only():
+    records = make_records(splits=("train", "valid"))
+    out = apply_split(records, "original")
+    assert {r.split for r in out} == {"train", "valid"}
+    assert len(out) == len(records)
+
+
+@pytest.mark.parametrize("splits", [("train", "test"), ("valid", "test")])
+def test_original_without_train_or_valid_suggests_grouped(splits):
+    missing = ({"train", "valid"} - set(splits)).pop()
+    with pytest.raises(ValueError, match=rf"no {missing} split.*grouped"):
+        apply_split(make_records(splits=splits), "original")
 
 
 @pytest.mark.parametrize(

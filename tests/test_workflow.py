@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 TINY_EXPERIMENTS = """\
-experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\tdescription
+experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\tdescription\tsplit
 det_only\tdet_only\tfixed\tdet_only\t1.0\t0.0\t\tfalse\tdetector alone
 fixed\tfixed\tfixed\tmultitask\t1.0\t0.01\t\tfalse\tfixed weights
 manual_wcls0.1\tmanual\tfixed\tmultitask\t1.0\t0.1\t\tfalse\tgrid point
@@ -26,7 +26,8 @@ gradnorm_a1.0\tgradnorm_a1.0\tgradnorm\tmultitask\t1.0\t0.01\t1.0\tfalse\tGradNo
 gradnorm_a1.5\tgradnorm_a1.5\tgradnorm\tmultitask\t1.0\t0.01\t1.5\tfalse\tGradNorm 1.5
 gradnorm_a1.5_aug\tgradnorm_a1.5_aug\tgradnorm\tmultitask\t1.0\t0.01\t1.5\ttrue\taugmented
 dual_backbone\tdual_backbone\tfixed\tdual_backbone\t1.0\t1.0\t\tfalse\ttwo networks
-pcgrad\tpcgrad\tpcgrad\tmultitask\t1.0\t0.01\t\tfalse\tPCGrad
+pcgrad\tpcgrad\tpcgrad\tmultitask\t1.0\t0.01\t\tfalse\tPCGrad\t
+gradnorm_a1.5_original\tsplit\tgradnorm\tmultitask\t1.0\t0.01\t1.5\tfalse\tleaky split\toriginal
 """
 
 
@@ -48,7 +49,7 @@ def tiny_config(tmp: Path) -> Path:
         "experiments": str(tmp / "experiments.tsv"),
         "synthetic": {
             "seed": 1, "sizes": {"train": 24, "valid": 8, "test": 8},
-            "frames_per_video": 2, "videos_per_patient": 2,
+            "frames_per_video": 2, "videos_per_patient": 2, "video_overlap": 0.5,
         },
         "data": {"grouped_fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}},
         "model": {"imgsz": 64},
@@ -72,7 +73,8 @@ def tiny_study(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_study_produces_metrics_for_every_run(tiny_study):
     results, _ = tiny_study
-    for experiment in ("det_only", "fixed", "gradnorm_a1.5", "dual_backbone", "pcgrad"):
+    experiments = ("det_only", "fixed", "gradnorm_a1.5", "dual_backbone", "pcgrad")
+    for experiment in (*experiments, "gradnorm_a1.5_original"):
         run = results / "runs" / experiment / "seed0"
         for split in ("valid", "test"):
             metrics = json.loads((run / f"metrics_{split}.json").read_text())
@@ -92,6 +94,11 @@ def test_tiny_study_builds_the_paper(tiny_study):
     assert {"experiment", "group", "seed", "split", "metric", "value"} <= set(tidy.columns)
     assert json.loads((paper / "selection" / "manual.json").read_text())
     assert r"\section" in (paper / "main.tex").read_text()
+    # the split axis: the variant is in its own table, not among the study's comparisons
+    split_table = (paper / "tables" / "split.tex").read_text()
+    assert r"\texttt{original}" in split_table and r"\texttt{grouped}" in split_table
+    assert not (paper / "stats" / "paired" / "gradnorm_a1.5_original.json").exists()
+    assert "original" not in (paper / "tables" / "main.tex").read_text()
     assert r"\newcommand" in (paper / "numbers.tex").read_text()
     if shutil.which("latexmk") is None:
         pytest.skip("latexmk not installed: the PDF step is not in the DAG")
@@ -126,16 +133,47 @@ def test_default_config_dag_resolves():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_paper_config_dag_resolves(tmp_path):
-    export = tmp_path / "export"
-    export.mkdir()
+def fake_export(root: Path, splits: tuple[str, ...]) -> Path:
+    """An export's folder layout (no image: the DAG is resolved without reading data)."""
+    for split in splits:
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize("splits", [("train", "valid", "test"), ("train", "valid")])
+def test_paper_config_dag_resolves(tmp_path, splits):
+    export = fake_export(tmp_path / "export", splits)
     result = run_snakemake(
-        "-n", "--quiet", "rules", "--configfile", "config/paper.yaml",
-        env={"REGURG_DATA": str(export)},
+        "-n", "--configfile", "config/paper.yaml", env={"REGURG_DATA": str(export)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ("train", "evaluate", "compile_pdf" if shutil.which("latexmk") else "render_paper"):
         assert rule in result.stdout
+    # the split variant (the export's own split) is evaluated on what that split has
+    variant_rule = "evaluate" if "test" in splits else "evaluate_available"
+    assert f"rule {variant_rule}:" in result.stdout
+    variant = result.stdout.split("runs/gradnorm_a1.5_original/seed0/metrics_valid.json")
+    assert len(variant) > 1
+    assert ("gradnorm_a1.5_original/seed0/metrics_test.json" in result.stdout) == ("test" in splits)
+
+
+def test_study_on_an_export_split_without_test_fails_at_parse_time(tmp_path):
+    export = fake_export(tmp_path / "export", ("train", "valid"))
+    overlay = tmp_path / "original.yaml"
+    table = tmp_path / "experiments.tsv"  # the study without its split variant
+    rows = (ROOT / "config" / "experiments.tsv").read_text().splitlines(keepends=True)
+    table.write_text("".join(r for r in rows if not r.rstrip("\n").endswith("\toriginal")))
+    overlay.write_text(
+        yaml.safe_dump({"experiments": str(table), "data": {"split_scheme": "original"}})
+    )
+    result = run_snakemake(
+        "-n", "--quiet", "rules", "--configfile", "config/paper.yaml", str(overlay),
+        env={"REGURG_DATA": str(export)},
+    )  # fmt: skip
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "has no test split" in output and "'grouped'" in output
 
 
 @pytest.mark.slow

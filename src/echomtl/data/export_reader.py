@@ -111,6 +111,18 @@ def read_export(
     return records, defects
 
 
+def present_splits(
+    root: Path | str, splits: tuple[str, ...] = ("train", "valid", "test")
+) -> list[str]:
+    """Splits that exist under an export root (an ``images`` or ``labels`` folder), in order.
+
+    Cheap (no file is read): the workflow uses it at parse time to know which splits an
+    ``original``-scheme run can be evaluated on.
+    """
+    root = Path(root)
+    return [s for s in splits if (root / s / "images").is_dir() or (root / s / "labels").is_dir()]
+
+
 def check_data_yaml(root: Path, class_names: list[str]) -> None:
     """Refuse an export whose data.yaml ``names`` differ from the configured class names."""
     path = Path(root) / "data.yaml"

@@ -95,6 +95,20 @@ def load_experiments_table(experiments: pd.DataFrame | PathLike) -> pd.DataFrame
     if table.index.duplicated().any():
         raise ValueError(f"duplicate experiments: {sorted(table.index[table.index.duplicated()])}")
     table["augment"] = table["augment"].map(_as_bool)
+    # split axis (see rules/common.smk): the workflow fills both; hand-made tables may omit them
+    if "split" not in table:
+        table["split"] = None
+    table["split_variant"] = (
+        table["split_variant"].map(_as_bool) if "split_variant" in table else False
+    )
+    mixed = [
+        g for g, rows in table.groupby("group", sort=False) if rows["split_variant"].nunique() > 1
+    ]
+    if mixed:
+        raise ValueError(
+            f"experiments table: group(s) {mixed} mix rows on the study's split with split "
+            "variants; give each split variant a group of its own"
+        )
     for col in ("w_det", "w_cls", "alpha"):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
     return table

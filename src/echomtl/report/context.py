@@ -37,7 +37,14 @@ from echomtl.report.aggregate import (
 )
 from echomtl.report.latex import Tex, compare_phrase, format_number, latex_escape, macro_name
 from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
-from echomtl.report.tables import claims_rows, dataset_counts, leakage_rows, load_claims, time_unit
+from echomtl.report.tables import (
+    claims_rows,
+    dataset_counts,
+    leakage_rows,
+    load_claims,
+    split_rows,
+    time_unit,
+)
 
 __all__ = ["build_context", "plan_outputs", "REQUIRED_FILES", "CONDITIONAL_FILES"]
 
@@ -61,6 +68,7 @@ CONDITIONAL_FILES = {
     "manual": (("tables", "selection"),),
     "gradnorm": (("tables", "weight_phases"), ("figures", "gradnorm_weights")),
     "diagnostics": (("figures", "gradient_diagnostics"), ("tables", "diagnostics")),
+    "split": (("tables", "split"),),
 }
 
 
@@ -75,6 +83,8 @@ def plan_outputs(experiments: pd.DataFrame | PathLike, reference: str) -> dict[s
     if reference not in t.index:
         raise ValueError(f"reference experiment {reference!r} is not in the experiments table")
     ref = t.loc[reference]
+    variants = t[t["split_variant"]]
+    t = t[~t["split_variant"]]
     same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
     alphas = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
     alphas = alphas[alphas["w_cls"] == ref["w_cls"]]
@@ -89,6 +99,7 @@ def plan_outputs(experiments: pd.DataFrame | PathLike, reference: str) -> dict[s
         "manual": bool((fixed_mt & (group_size > 1)).any()),
         "gradnorm": ref["method"] == "gradnorm",
         "diagnostics": bool((t["model"] == "multitask").any()),
+        "split": len(variants) > 0,
     }
     out = {kind: list(names) for kind, names in REQUIRED_FILES.items()}
     for flag, needs in CONDITIONAL_FILES.items():
@@ -126,7 +137,7 @@ def _roles(res: Results) -> dict[str, Any]:
     """Which experiment plays which part (from model/method, not from names)."""
     t = res.experiments
     ran = [e for e in t.index if res.ran(e)]
-    chosen = set(res.chosen.values())
+    chosen = {res.chosen[g] for g in res.groups()}
 
     def first(pred: Callable[[pd.Series], bool]) -> str | None:
         for e in ran:
@@ -459,6 +470,37 @@ def build_context(
             phase_rows.append({"phase": r["phase"], "key": base})
     phase_text = _listing([Tex(f"{latex_escape(n)} ({_span(s, e)})") for n, s, e in PHASES])
 
+    # ---- split axis (the study's split vs the export's, per evaluation split) -------------
+    split_info = []
+    for r in split_rows(res, audits) if res.split_pairs() else []:
+        key = f"split/{r['experiment']}/{r['split']}"
+        for m in ("map50", "map50_95", "view_accuracy"):
+            if not math.isnan(r[m]):
+                nums.put(f"{key}/{m}", format_number(r[m]))
+        nums.put(f"{key}/leak_pct", format_number(r["n_from_train_videos"] / r["n_images"], 1,
+                                                  percent=True))  # fmt: skip
+        split_info.append({**r, "key": key, "classifier": res.has_classifier(r["experiment"])})
+    split_pairs = []
+    for study_run, variant in res.split_pairs():
+        both = [s for s in ("valid", "test") if all(res.has(e, "map50", s) for e in
+                                                    (study_run, variant))]  # fmt: skip
+        for s in both:
+            for m in ("map50", "view_accuracy"):
+                a, b = res.get(variant, m, s), res.get(study_run, m, s)
+                if not (math.isnan(a) or math.isnan(b)):
+                    nums.put(f"splitdiff/{variant}/{s}/{m}", format_number(a - b, signed=True))
+        split_pairs.append(
+            {
+                "study": study_run,
+                "variant": variant,
+                "scheme": str(res.row(study_run)["split"]),
+                "variant_scheme": str(res.row(variant)["split"]),
+                "splits": both,
+                "variant_splits": [s for s in ("valid", "test") if res.has(variant, "map50", s)],
+                "classifier": res.has_classifier(variant),
+            }
+        )
+
     # ---- flags ---------------------------------------------------------------------------
     has = {
         "alpha": len(alphas) >= 2,
@@ -479,6 +521,7 @@ def build_context(
         "exact_view_counts": exact_views,
         "original_audit": "original" in audits,
         "ema": bool(config["train"].get("ema", True)),
+        "split": bool(split_pairs),
     }
     has["traditional"] = has["fixed"] or has["manual"]
     comparisons = []
@@ -545,6 +588,8 @@ def build_context(
         "phases": phase_rows,
         "phase_definition": phase_text,
         "leak": leak_info,
+        "split_pairs": split_pairs,
+        "split_rows": split_info,
         "leak_scheme": leak_scheme,
         "leak_main": [d for d in leak_info if d["scheme"] == leak_scheme],
         "scheme": scheme,

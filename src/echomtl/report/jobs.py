@@ -106,6 +106,7 @@ def make_table(snakemake: Any) -> None:
             "dataset": lambda: tables.table_dataset(_audits(snakemake), out),
             "leakage": lambda: tables.table_leakage(_audits(snakemake), out),
             "main": lambda: tables.table_main(_results(snakemake), out),
+            "split": lambda: tables.table_split(_results(snakemake), _audits(snakemake), out),
             "claims": lambda: tables.table_claims(i.claims, _results(snakemake), out),
             "alpha": lambda: tables.table_alpha(_results(snakemake), out),
             "augmentation": lambda: tables.table_augmentation(_results(snakemake), out),

@@ -141,6 +141,29 @@ class Results:
         """Whether the model predicts views."""
         return self.row(experiment)["model"] != "det_only"
 
+    def is_split_variant(self, experiment: str) -> bool:
+        """Whether the run used another split scheme than the study (the split axis)."""
+        return bool(self.row(experiment)["split_variant"])
+
+    def split_pairs(self) -> list[tuple[str, str]]:
+        """``(study run, split variant)`` pairs that both ran: rows equal but for the split."""
+        keys = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale")
+        t = self.experiments
+
+        def same(a: str, b: str) -> bool:
+            return all(
+                (t.at[a, k] == t.at[b, k]) or (pd.isna(t.at[a, k]) and pd.isna(t.at[b, k]))
+                for k in keys
+                if k in t
+            )
+
+        pairs = []
+        for variant in t.index[t["split_variant"]]:
+            match = [e for e in t.index[~t["split_variant"]] if same(e, variant)]
+            if match and self.ran(match[0]) and self.ran(variant):
+                pairs.append((str(match[0]), str(variant)))
+        return pairs
+
     def shares_trunk(self, experiment: str) -> bool:
         """Whether both tasks share parameters (gradient interference is possible)."""
         return self.row(experiment)["model"] == "multitask"
@@ -172,6 +195,8 @@ class Results:
                 extras.append(rf"$w_\mathrm{{det}}$\,=\,{_num(row['w_det'])}")
         if row["augment"]:
             extras.append("augmentation")
+        if row["split_variant"]:
+            extras.append(f"{latex_escape(str(row['split']))} split")
         if extras:
             text = f"{text} ({', '.join(extras)})"
         return Tex(text)
@@ -196,8 +221,8 @@ class Results:
         return label
 
     def groups(self) -> list[str]:
-        """Groups in table order, only those that ran."""
-        return [g for g, e in self.chosen.items() if self.ran(e)]
+        """Groups in table order, only those that ran (split variants are not study groups)."""
+        return [g for g, e in self.chosen.items() if self.ran(e) and not self.is_split_variant(e)]
 
     def reference_variants(self) -> tuple[list[str], str | None]:
         """``(alpha variants, augmentation variant)`` of the reference method.
@@ -210,6 +235,7 @@ class Results:
         same = self.experiments[
             (self.experiments["method"] == ref["method"])
             & (self.experiments["model"] == ref["model"])
+            & ~self.experiments["split_variant"]
         ]
         same = same[[self.ran(e) for e in same.index]]
         alphas = same[same["augment"] == ref["augment"]]

@@ -394,6 +394,71 @@ def table_traditional(res: Results, out_tex: PathLike, groups: Sequence[str] | N
     return _write(pd.DataFrame(rows), out_tex, column_format="lrrccc")
 
 
+def split_rows(res: Results, audits: Mapping[str, PathLike | dict]) -> list[dict[str, Any]]:
+    """Per split pair, run and evaluation split: the scheme, the leakage of that evaluation
+    split (images from training videos, from its scheme's audit) and the metrics (seed means)."""
+    leak = leakage_rows(audits)
+    rows = []
+    for pair in res.split_pairs():
+        for exp in pair:
+            scheme = str(res.row(exp)["split"])
+            for split in ("valid", "test"):
+                if not res.has(exp, "map50", split):
+                    continue
+                found = leak[(leak["scheme"] == scheme) & (leak["split"] == split)]
+                if found.empty:
+                    raise ValueError(f"split table: no {scheme!r} audit of the {split} split")
+                audit = found.iloc[0]
+                rows.append(
+                    {
+                        "experiment": exp,
+                        "pair": pair[0],
+                        "scheme": scheme,
+                        "split": split,
+                        "n_images": int(audit["n_images"]),
+                        "n_from_train_videos": int(audit["n_images_from_train_videos"]),
+                        **{
+                            m: res.get(exp, m, split)
+                            for m in ("map50", "map50_95", "view_accuracy")
+                        },
+                    }
+                )
+    return rows
+
+
+def table_split(res: Results, audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
+    """The split axis: one method on the export's split and on the patient-grouped split, on
+    each evaluation split, beside how many of those images come from training videos."""
+    rows = split_rows(res, audits)
+    if not rows:
+        raise ValueError("table_split: no split variant ran beside its study run")
+    cells = pd.DataFrame(
+        {
+            "Method": [res.label(r["pair"]) for r in rows],
+            "Scheme": [Tex(f"\\texttt{{{latex_escape(r['scheme'])}}}") for r in rows],
+            "Evaluated on": [r["split"] for r in rows],
+            Tex("\\makecell{Images from\\\\train videos}"): [
+                Tex(
+                    f"{r['n_from_train_videos']}/{r['n_images']} "
+                    f"({format_number(100.0 * r['n_from_train_videos'] / r['n_images'], 1)}\\%)"
+                )
+                for r in rows
+            ],
+            **{
+                METRIC_LABELS[m]: [
+                    cell(r[m])
+                    if res.has_classifier(r["experiment"]) or m != "view_accuracy"
+                    else DASH
+                    for r in rows
+                ]
+                for m in ("map50", "map50_95", "view_accuracy")
+            },
+        }
+    )
+    change = [i for i in range(1, len(rows)) if rows[i]["pair"] != rows[i - 1]["pair"]]
+    return _write(cells, out_tex, column_format="lllrccc", midrule_before=change)
+
+
 def table_selection(res: Results, group: str, out_tex: PathLike) -> Path:
     """The grid of a multi-row group and its validation scores (chosen row marked)."""
     sel = res.selections.get(group)
