@@ -217,3 +217,23 @@ def test_refuses_non_empty_dir_and_unknown_names(tmp_path):
         generate_synthetic_export(tmp_path / "x", {"train": 1})
     with pytest.raises(ValueError, match="view"):
         plan_synthetic_export({"train": 1}, view_names=["A4C", "A2C"])
+
+
+def test_sector_by_view_narrows_the_short_axis_sector(tmp_path):
+    def sector_areas(cue):
+        summary = generate_synthetic_export(
+            tmp_path / str(cue), {"train": 24}, seed=5, frames_per_video=1, sector_by_view=cue
+        )
+        return {
+            im["name"]: (
+                im["true_view"],
+                (np.asarray(Image.open(im["image_path"])).max(axis=2) > 20).mean(),
+            )
+            for im in summary["images"]
+        }
+
+    plain, cued = sector_areas(0.0), sector_areas(1.0)
+    psax = [cued[n][1] / plain[n][1] for n in plain if plain[n][0] == "PSAX"]
+    assert psax and max(psax) < 0.95  # shallower and narrower: a smaller fan
+    with pytest.raises(ValueError, match="sector_by_view"):
+        generate_synthetic_export(tmp_path / "bad", {"train": 1}, sector_by_view=2.0)
