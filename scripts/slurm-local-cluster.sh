@@ -44,12 +44,21 @@ need_root() {
   [[ "$(id -u)" -eq 0 ]] || die "run as root (installs packages, writes ${CONF}, starts daemons)"
 }
 
-# pid from a pid file if that process is alive, else nothing.
+# pid from a pid file if that process is alive (not a zombie) and is the daemon `name`, else
+# nothing.
+# The name check matters: a pid file left over from an earlier run (container restart, SIGKILL)
+# may hold a pid that the kernel has since given to an unrelated process (a training job): that
+# must neither count as the daemon running nor be killed by `stop`.
 alive_pid() {
-  local file=$1 pid
+  local file=$1 name=$2 pid comm
   [[ -r "$file" ]] || return 1
   pid=$(tr -dc '0-9' <"$file")
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && printf '%s\n' "$pid"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  comm=$(cat "/proc/${pid}/comm" 2>/dev/null) || return 1
+  [[ "$comm" == "$name" ]] || return 1
+  # A zombie (killed, not yet reaped) passes kill -0 but is not running.
+  [[ "$(sed 's/^.*) //' "/proc/${pid}/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]] || return 1
+  printf '%s\n' "$pid"
 }
 
 # The installed version (sinfo --version would need a configuration already).
@@ -77,8 +86,13 @@ install_packages() {
     chmod 755 "$policy"
     created_policy=1
   fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Keep existing configuration files without asking (dpkg's conffile prompt is not debconf's).
+  local rc=0
+  apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" >/dev/null || rc=$?
   if ((created_policy)); then rm -f "$policy"; fi
+  ((rc == 0)) || die "apt-get install ${missing[*]} failed (exit ${rc})"
   log "installed slurm $(slurm_version)"
 }
 
@@ -97,8 +111,8 @@ setup_munge() {
   fi
   chown munge:munge "$MUNGE_KEY"
   chmod 0400 "$MUNGE_KEY"
-  if alive_pid "$MUNGE_PID" >/dev/null; then
-    log "munged already running (pid $(alive_pid "$MUNGE_PID"))"
+  if alive_pid "$MUNGE_PID" munged >/dev/null; then
+    log "munged already running (pid $(alive_pid "$MUNGE_PID" munged))"
   else
     log "starting munged"
     # munged daemonizes and writes ${MUNGE_PID}; it runs as the key's owner, munge.
@@ -189,7 +203,7 @@ EOF
 
 stop_pidfile() {
   local name=$1 file=$2 pid
-  if ! pid=$(alive_pid "$file"); then
+  if ! pid=$(alive_pid "$file" "$name"); then
     log "${name} not running"
     return 0
   fi
@@ -205,15 +219,15 @@ stop_pidfile() {
 
 start_slurm() {
   install -d -m 0755 "${ROOT_DIR}/state" "${ROOT_DIR}/slurmd" "${ROOT_DIR}/log" "${ROOT_DIR}/run"
-  if alive_pid "$CTLD_PID" >/dev/null; then
-    log "slurmctld already running (pid $(alive_pid "$CTLD_PID"))"
+  if alive_pid "$CTLD_PID" slurmctld >/dev/null; then
+    log "slurmctld already running (pid $(alive_pid "$CTLD_PID" slurmctld))"
   else
     log "starting slurmctld"
     # -c: clear the saved state (jobs and node states of a previous run of this test cluster).
     slurmctld -c
   fi
-  if alive_pid "$SLURMD_PID" >/dev/null; then
-    log "slurmd already running (pid $(alive_pid "$SLURMD_PID"))"
+  if alive_pid "$SLURMD_PID" slurmd >/dev/null; then
+    log "slurmd already running (pid $(alive_pid "$SLURMD_PID" slurmd))"
   else
     log "starting slurmd"
     # -N: this host is the node named ${NODE} whatever its hostname is.
@@ -279,7 +293,7 @@ cmd_status() {
       slurmctld) file=$CTLD_PID ;;
       slurmd) file=$SLURMD_PID ;;
     esac
-    if pid=$(alive_pid "$file"); then
+    if pid=$(alive_pid "$file" "$name"); then
       log "${name} running (pid ${pid})"
     else
       log "${name} not running"
