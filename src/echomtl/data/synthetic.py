@@ -63,7 +63,8 @@ jet direction and velocity: MR comes from the mitral valve into the LA (away fro
 cyan mosaic), TR from the tricuspid valve into the RA (blue, narrower, on the other side), AR from
 the aortic valve into the LVOT/LV (towards the probe or across the beam: red/yellow mosaic; a round
 en-face blob in PSAX), PR from the pulmonary valve back into the RVOT (slow, red flame, little
-aliasing). Origins and directions are jittered per video so that positions overlap between classes.
+aliasing). MR also changes with the view: along the beam into the LA in A4C, a short en-face
+mosaic in PSAX, posteriorly (about 50 degrees off the beam) in PLAX. Origins and directions are jittered per video so that positions overlap between classes.
 
 What makes it *not* trivial (a YOLOv5n at 128 px should reach mAP@0.5 >= 0.5 and view accuracy
 between 0.8 and 0.98): jets are 8-30 % of the image width but with ragged edges, per-video jitter,
@@ -156,9 +157,9 @@ LAYOUTS: dict[str, list[tuple[float, float, float, float, float]]] = {
 # short axis. (sector half-angle offset in degrees, depth factor) at full strength; ranges overlap
 # with the per-patient spread (half-angle 38-46 degrees, depth 0.88-0.95), so the cue is partial.
 VIEW_SECTOR: dict[str, tuple[float, float]] = {
-    "A4C": (3.0, 1.0),
-    "PSAX": (-4.0, 0.9),
-    "PLAX": (0.0, 0.96),
+    "A4C": (4.0, 1.0),
+    "PSAX": (-8.0, 0.8),
+    "PLAX": (-2.0, 0.9),
 }
 # Chamber indices that get a thick bright wall (the PSAX ring).
 RING_CHAMBERS: dict[str, tuple[int, ...]] = {"A4C": (), "PSAX": (0,), "PLAX": ()}
@@ -187,11 +188,11 @@ JETS: dict[tuple[str, str], JetSpec] = {
     ("TR", "A4C"): JetSpec((-0.18, 0.60), -8.0, (0.24, 0.36), (0.045, 0.07), 1.35, 0.45, 0.8),
     ("AR", "A4C"): JetSpec((0.04, 0.58), 165.0, (0.22, 0.34), (0.05, 0.08), 1.25, 0.45, 0.6),
     ("PR", "A4C"): JetSpec((-0.26, 0.45), 200.0, (0.18, 0.26), (0.06, 0.09), 0.85, 0.25, 0.4),
-    ("MR", "PSAX"): JetSpec((0.04, 0.67), 5.0, (0.18, 0.28), (0.06, 0.09), 1.5, 0.55, 0.5),
+    ("MR", "PSAX"): JetSpec((0.04, 0.67), 0.0, (0.09, 0.14), (0.09, 0.12), 1.5, 0.6, 0.3),
     ("TR", "PSAX"): JetSpec((-0.20, 0.56), -35.0, (0.22, 0.34), (0.045, 0.07), 1.35, 0.45, 0.8),
     ("AR", "PSAX"): JetSpec((0.0, 0.58), 180.0, (0.10, 0.16), (0.08, 0.11), 1.25, 0.5, 0.3),
     ("PR", "PSAX"): JetSpec((0.27, 0.33), 230.0, (0.18, 0.30), (0.06, 0.10), 0.85, 0.25, 0.4),
-    ("MR", "PLAX"): JetSpec((0.19, 0.62), 25.0, (0.20, 0.32), (0.06, 0.09), 1.5, 0.55, 0.5),
+    ("MR", "PLAX"): JetSpec((0.19, 0.62), 50.0, (0.20, 0.32), (0.06, 0.09), 1.5, 0.55, 0.5),
     ("TR", "PLAX"): JetSpec((-0.10, 0.36), 10.0, (0.18, 0.28), (0.045, 0.07), 1.35, 0.45, 0.8),
     ("AR", "PLAX"): JetSpec((0.17, 0.47), -105.0, (0.22, 0.40), (0.05, 0.08), 1.25, 0.45, 0.6),
     ("PR", "PLAX"): JetSpec((0.20, 0.28), 200.0, (0.16, 0.24), (0.06, 0.09), 0.85, 0.25, 0.4),
@@ -468,7 +469,7 @@ class _Renderer:
                 "radius": float(rng.uniform(0.88, 0.95)),
                 "apex_dx": float(rng.uniform(-0.03, 0.03)),
                 "heart_scale": float(rng.uniform(0.92, 1.08)),
-                "tissue": float(rng.uniform(0.16, 0.26)),
+                "tissue": float(rng.uniform(0.28, 0.40)),
                 "gain": float(rng.uniform(0.9, 1.1)),
                 "variance_tint": bool(rng.random() < 0.5),
                 "tissue_seed": int(rng.integers(2**31)),
