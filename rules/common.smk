@@ -19,7 +19,9 @@ DEFAULT_SCHEME = config["data"]["split_scheme"]
 # The split axis: a row whose split differs from data.split_scheme is a split variant of the row
 # that is identical but for the split. Variants are evaluated on their own splits and reported in
 # their own table (their evaluation images differ, so no paired comparison with the others).
-EXPERIMENTS["split"] = EXPERIMENTS["split"].fillna(DEFAULT_SCHEME).replace("", DEFAULT_SCHEME)
+EXPERIMENTS["split"] = (
+    EXPERIMENTS["split"].fillna(DEFAULT_SCHEME).replace("", DEFAULT_SCHEME)
+)
 EXPERIMENTS["split_variant"] = EXPERIMENTS["split"] != DEFAULT_SCHEME
 STUDY = [n for n in EXPERIMENTS.index if not EXPERIMENTS.loc[n, "split_variant"]]
 _SETTINGS = ["method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split"]
@@ -162,7 +164,7 @@ PARTIAL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) != EVAL_SPLITS]
 def experiment_wildcard(names):
     """``{experiment,<regex>}``: the wildcard constrained to exactly these experiment names."""
     pattern = "|".join(n.replace(".", r"\.") for n in names) or "(?!)"
-    return "{experiment," + pattern + "}"
+    return f"{{experiment,{pattern}}}"
 
 
 FULL_EXPERIMENT = experiment_wildcard(FULL_EVAL)
@@ -231,9 +233,7 @@ def report_inputs(wildcards):
 def figure_inputs(wildcards):
     """Run files a figure draws from, by figure name."""
     name = wildcards.name
-    gradnorm = [
-        n for n in STUDY if EXPERIMENTS.loc[n, "method"] == "gradnorm"
-    ]
+    gradnorm = [n for n in STUDY if EXPERIMENTS.loc[n, "method"] == "gradnorm"]
     if name == "training_curves":
         return {"epochs": run_files(STUDY, "epochs.csv")}
     if name == "gradnorm_weights":

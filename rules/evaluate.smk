@@ -13,7 +13,9 @@ rule evaluate:
         ],
     output:
         metrics=[f"{run_dir(FULL_EXPERIMENT)}/metrics_{s}.json" for s in EVAL_SPLITS],
-        predictions=[f"{run_dir(FULL_EXPERIMENT)}/predictions_{s}.json" for s in EVAL_SPLITS],
+        predictions=[
+            f"{run_dir(FULL_EXPERIMENT)}/predictions_{s}.json" for s in EVAL_SPLITS
+        ],
     log:
         f"{run_dir()}/evaluate.log",
     benchmark:
@@ -40,7 +42,8 @@ if PARTIAL_EVAL:
     use rule evaluate as evaluate_available with:
         output:
             metrics=[
-                f"{run_dir(PARTIAL_EXPERIMENT)}/metrics_{s}.json" for s in PARTIAL_SPLITS
+                f"{run_dir(PARTIAL_EXPERIMENT)}/metrics_{s}.json"
+                for s in PARTIAL_SPLITS
             ],
             predictions=[
                 f"{run_dir(PARTIAL_EXPERIMENT)}/predictions_{s}.json"

@@ -64,7 +64,8 @@ cyan mosaic), TR from the tricuspid valve into the RA (blue, narrower, on the ot
 the aortic valve into the LVOT/LV (towards the probe or across the beam: red/yellow mosaic; a round
 en-face blob in PSAX), PR from the pulmonary valve back into the RVOT (slow, red flame, little
 aliasing). MR also changes with the view: along the beam into the LA in A4C, a short en-face
-mosaic in PSAX, posteriorly (about 50 degrees off the beam) in PLAX. Origins and directions are jittered per video so that positions overlap between classes.
+mosaic in PSAX, posteriorly (about 50 degrees off the beam) in PLAX. Origins and directions
+are jittered per video so that positions overlap between classes.
 
 What makes it *not* trivial (a YOLOv5n at 128 px should reach mAP@0.5 >= 0.5 and view accuracy
 between 0.8 and 0.98): jets are 8-30 % of the image width but with ragged edges, per-video jitter,
