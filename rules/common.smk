@@ -188,10 +188,10 @@ def run_dir(experiment="{experiment}", seed="{seed}"):
     return f"{RUNS}/{experiment}/seed{seed}"
 
 
-def all_runs(pattern, names=None):
+def all_runs(pattern):
     return [
         pattern.format(run=run_dir(name, seed))
-        for name in (EXPERIMENTS.index if names is None else names)
+        for name in EXPERIMENTS.index
         for seed in SEEDS
     ]
 
