@@ -4,6 +4,7 @@ from pathlib import Path
 
 
 import shutil
+from functools import cache
 
 from echomtl.config import load_experiments, validate_config
 from echomtl.data.export_reader import present_splits
@@ -100,6 +101,7 @@ def split_scheme(name):
     return experiment(name)["split"]
 
 
+@cache
 def scheme_splits(scheme):
     """Splits a scheme has: all three, except an export's own (original) splits, which may
     lack one (the development copy of the real export has no test split)."""

@@ -471,17 +471,16 @@ def build_context(
     phase_text = _listing([Tex(f"{latex_escape(n)} ({_span(s, e)})") for n, s, e in PHASES])
 
     # ---- split axis (the study's split vs the export's, per evaluation split) -------------
-    split_info = []
-    for r in split_rows(res, audits) if res.split_pairs() else []:
+    pairs = res.split_pairs()
+    for r in split_rows(res, audits):
         key = f"split/{r['experiment']}/{r['split']}"
         for m in ("map50", "map50_95", "view_accuracy"):
             if not math.isnan(r[m]):
                 nums.put(f"{key}/{m}", format_number(r[m]))
         nums.put(f"{key}/leak_pct", format_number(r["n_from_train_videos"] / r["n_images"], 1,
                                                   percent=True))  # fmt: skip
-        split_info.append({**r, "key": key, "classifier": res.has_classifier(r["experiment"])})
     split_pairs = []
-    for study_run, variant in res.split_pairs():
+    for study_run, variant in pairs:
         both = [s for s in ("valid", "test") if all(res.has(e, "map50", s) for e in
                                                     (study_run, variant))]  # fmt: skip
         for s in both:
@@ -589,7 +588,6 @@ def build_context(
         "phase_definition": phase_text,
         "leak": leak_info,
         "split_pairs": split_pairs,
-        "split_rows": split_info,
         "leak_scheme": leak_scheme,
         "leak_main": [d for d in leak_info if d["scheme"] == leak_scheme],
         "scheme": scheme,
