@@ -8,6 +8,7 @@ from functools import cache
 
 from echomtl.config import load_experiments, validate_config
 from echomtl.data.export_reader import present_splits
+from echomtl.methods import method as balancing_method
 from echomtl.report.context import plan_outputs
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
@@ -15,7 +16,7 @@ validate_config(config, source="config (config/config.yaml and --configfile/--co
 R = config["results_dir"]
 DATA = f"{R}/data"
 RUNS = f"{R}/runs"
-EXPERIMENTS = load_experiments(Path(config["experiments"]))
+EXPERIMENTS = load_experiments(config["experiments"])
 DEFAULT_SCHEME = config["data"]["split_scheme"]
 # The split axis: a row whose split differs from data.split_scheme is a split variant of the row
 # that is identical but for the split. Variants are evaluated on their own splits and reported in
@@ -60,15 +61,6 @@ for _needed in ("valid", "test"):
             f"config evaluation.splits must include {_needed!r} (manual-grid selection reads "
             f"validation metrics, the paper reports test metrics); got {EVAL_SPLITS}"
         )
-JACOBIAN_METHODS = {
-    "pcgrad",
-    "upgrad",
-    "cagrad",
-    "nashmtl",
-    "alignedmtl",
-    "mgda",
-    "imtl_g",
-}
 
 
 wildcard_constraints:
@@ -176,14 +168,14 @@ PARTIAL_SPLITS = [s for s in EVAL_SPLITS if s != "test"]
 
 
 def train_priority(wildcards):
-    """Longest jobs first (Jacobian aggregators ~1.7x, two backbones ~1.5x a fixed-weight run), so
-    that two cores do not end the study with one long job running alone."""
+    """Longest jobs first (the method's step cost of echomtl.methods, x1.5 for two backbones or
+    augmentation), so that two cores do not end the study with one long job running alone.
+    """
     row = experiment(wildcards.experiment)
-    if row["method"] in JACOBIAN_METHODS:
-        return 3
+    cost = balancing_method(row["method"]).cost
     if row["model"] == "dual_backbone" or row["augment"]:
-        return 2
-    return 1
+        cost *= 1.5
+    return round(10 * cost)
 
 
 def run_dir(experiment="{experiment}", seed="{seed}"):

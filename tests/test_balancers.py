@@ -351,3 +351,20 @@ def test_real_model_pcgrad_runs():
     shared = model.shared_parameters()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in shared)
     assert all(p.grad is not None for p in model.head.parameters())
+
+
+def test_two_task_behaviour_of_the_aggregators():
+    """For two conflicting tasks UPGrad is PCGrad at half the step (so it is not run), while the
+    aggregators the study keeps give updates of their own (docs/methods.md)."""
+    g = torch.Generator().manual_seed(0)
+    g1 = torch.randn(50, generator=g, dtype=torch.float64)
+    g2 = -0.3 * g1 + 0.5 * torch.randn(50, generator=g, dtype=torch.float64)
+    jac = torch.stack([g1, g2])
+    assert F.cosine_similarity(g1, g2, 0) < -0.3
+    pc = agg.PCGrad()(jac)
+    up = agg.UPGrad()(jac)
+    assert ((up - pc / 2).norm() / (pc / 2).norm()).item() < 1e-3
+    for kept in (agg.IMTLG(), agg.MGDA(), agg.AlignedMTL()):
+        v = kept(jac)
+        assert ((v - pc / 2).norm() / (pc / 2).norm()).item() > 0.3, type(kept).__name__
+        assert ((v - pc).norm() / pc.norm()).item() > 0.3, type(kept).__name__

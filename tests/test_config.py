@@ -85,5 +85,63 @@ def test_duplicate_experiment_names(tmp_path):
     row = "a\ta\tfixed\tmultitask\t1\t0.01\t\tfalse\n"
     path = tmp_path / "experiments.tsv"
     path.write_text(header + row + row)
-    with pytest.raises(ConfigError, match="duplicate experiment names: a"):
+    with pytest.raises(
+        ConfigError,
+        match=r"experiments.tsv:3: experiment 'a' is already defined at .*experiments.tsv:2",
+    ):
+        load_experiments(path)
+
+
+def test_full_study_tables_concatenate_and_trace_a_fixed_weight_front():
+    default = load_experiments(ROOT / "config" / "experiments.tsv")
+    full = load_experiments(
+        [ROOT / "config" / "experiments.tsv", ROOT / "config" / "experiments-full.tsv"]
+    )
+    assert set(default.index) < set(full.index)
+
+    def front(table):
+        rows = table[(table["model"] == "multitask") & (table["method"] == "fixed")]
+        return sorted(rows["w_cls"])
+
+    assert len(front(default)) >= 5 and len(front(full)) >= 7
+    assert min(front(full)) <= 0.001 and max(front(full)) >= 10
+    assert {"stopgrad", "rlw", "imtl_g"} <= set(default.index) and "upgrad" not in default.index
+    for name in ("paper.yaml", "real-cpu.yaml"):
+        overlay = yaml.safe_load((ROOT / "config" / name).read_text())
+        assert overlay["experiments"] == ["config/experiments.tsv", "config/experiments-full.tsv"]
+
+
+def test_experiment_defined_in_two_tables_names_both(tmp_path):
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\n"
+    (tmp_path / "a.tsv").write_text(header + "x\tx\tfixed\tmultitask\t1\t0.01\t\tfalse\n")
+    (tmp_path / "b.tsv").write_text(header + "x\tx\tfixed\tmultitask\t1\t0.1\t\tfalse\n")
+    with pytest.raises(
+        ConfigError, match=r"b.tsv:2: experiment 'x' is already defined at .*a.tsv:2"
+    ):
+        load_experiments([tmp_path / "a.tsv", tmp_path / "b.tsv"])
+
+
+def test_unknown_method_and_balancing_a_control_are_refused(tmp_path):
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\n"
+    rows = "a\ta\tupgradx\tmultitask\t1\t0.01\t\tfalse\nb\tb\tpcgrad\tstopgrad\t1\t1\t\tfalse\n"
+    path = tmp_path / "experiments.tsv"
+    path.write_text(header + rows)
+    with pytest.raises(ConfigError) as error:
+        load_experiments(path)
+    message = str(error.value)
+    assert (
+        f"{path}:2: column method: 'upgradx' is not a balancing method (allowed: fixed," in message
+    )
+    assert f"{path}:3: column method: model stopgrad shares no gradient" in message
+
+
+def test_method_needing_a_missing_solver_is_refused_before_any_job(tmp_path):
+    from echomtl.methods import METHODS
+
+    if not METHODS["cagrad"].missing():
+        pytest.skip("cvxpy is installed here")
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\n"
+    path = tmp_path / "experiments.tsv"
+    path.write_text(header + "a\ta\tcagrad\tmultitask\t1\t0.01\t\tfalse\n")
+    with pytest.raises(ConfigError, match=r"tsv:2: column method: 'cagrad' needs cvxpy"):
         load_experiments(path)

@@ -9,6 +9,7 @@ schema dump.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import jsonschema
 import pandas as pd
 import yaml
 from snakemake.utils import validate
+
+from echomtl.methods import METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_SCHEMA = REPO_ROOT / "config" / "schema" / "config.schema.yaml"
@@ -70,11 +73,51 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def load_experiments(path: Path, schema_path: Path = EXPERIMENTS_SCHEMA) -> pd.DataFrame:
-    """Read the experiments table; every row is checked, errors name the row and column."""
+def experiment_tables(value: str | Sequence[str]) -> list[Path]:
+    """Config ``experiments``: one TSV path or a list of them (read in order, concatenated)."""
+    return [Path(value)] if isinstance(value, (str, Path)) else [Path(v) for v in value]
+
+
+def load_experiments(
+    paths: Path | str | Sequence[Path | str], schema_path: Path = EXPERIMENTS_SCHEMA
+) -> pd.DataFrame:
+    """Read the experiments table(s); every row is checked, errors name the file, row and column.
+
+    Several tables are concatenated (the paper-scale study adds rows to the default one); an
+    experiment name may appear once across all of them.
+    """
+    problems: list[str] = []
+    rows = []
+    origin: dict[str, str] = {}
+    for path in experiment_tables(paths):
+        for line, row in _table_rows(path, schema_path, problems):
+            name = row.get("experiment")
+            if name in origin:
+                problems.append(
+                    f"{path}:{line}: experiment {name!r} is already defined at {origin[name]}"
+                )
+            elif name is not None:
+                origin[name] = f"{path}:{line}"
+            rows.append(row)
+    if problems:
+        raise ConfigError("invalid experiments table:\n  " + "\n  ".join(problems))
+    frame = pd.DataFrame(rows).set_index("experiment", drop=False)
+    frame.index.name = None
+    for column in ("split", "scale", "description"):
+        if column not in frame:
+            frame[column] = None
+    return frame
+
+
+def _table_rows(
+    path: Path, schema_path: Path, problems: list[str]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of one TSV with their line numbers; problems are appended, not raised."""
+    if not path.is_file():
+        problems.append(f"{path}: no such experiments table (config key experiments)")
+        return []
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
     numeric = ("w_det", "w_cls", "alpha")
-    problems: list[str] = []
     rows = []
     for line, raw in enumerate(table.to_dict("records"), start=2):
         row: dict[str, Any] = {}
@@ -94,19 +137,24 @@ def load_experiments(path: Path, schema_path: Path = EXPERIMENTS_SCHEMA) -> pd.D
         row = {k: v for k, v in row.items() if v is not None or k in ("alpha",)}
         for problem in _problems(row, schema_path):
             problems.append(f"{path}:{line}: {problem}")
-        if row.get("method") == "gradnorm" and row.get("alpha") is None:
+        method = row.get("method")
+        if method is not None and method not in METHODS:
+            problems.append(
+                f"{path}:{line}: column method: {method!r} is not a balancing method "
+                f"(allowed: {', '.join(METHODS)})"
+            )
+        elif method is not None and METHODS[method].missing():
+            problems.append(
+                f"{path}:{line}: column method: {method!r} needs "
+                f"{', '.join(METHODS[method].missing())}, not installed here (torchjd's optional "
+                "extra for this aggregator)"
+            )
+        if method == "gradnorm" and row.get("alpha") is None:
             problems.append(f"{path}:{line}: column alpha: method gradnorm needs an alpha")
-        if row.get("model") == "det_only" and row.get("method") != "fixed":
-            problems.append(f"{path}:{line}: column method: det_only has one task, use 'fixed'")
-        rows.append(row)
-    names = [r.get("experiment") for r in rows]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        problems.append(f"{path}: duplicate experiment names: {', '.join(duplicated)}")
-    if problems:
-        raise ConfigError(f"invalid experiments table {path}:\n  " + "\n  ".join(problems))
-    frame = pd.DataFrame(rows).set_index("experiment", drop=False)
-    for column in ("split", "scale", "description"):
-        if column not in frame:
-            frame[column] = None
-    return frame
+        if row.get("model") in ("det_only", "dual_backbone", "stopgrad") and method != "fixed":
+            problems.append(
+                f"{path}:{line}: column method: model {row['model']} shares no gradient between "
+                "the tasks, so balancing has nothing to act on; use 'fixed'"
+            )
+        rows.append((line, row))
+    return rows

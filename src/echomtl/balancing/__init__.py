@@ -11,6 +11,7 @@ Other keyword arguments go to the class unchanged:
   min_weight=1e-4)``
 - ``uncertainty``: ``UncertaintyWeighting(initial_weights=None, initial_log_vars=None,
   tasks=("det", "cls"), cheap_diagnostics=False)``
+- ``rlw``: ``RandomLossWeighting(base_weights, seed=0, cheap_diagnostics=False)``
 - torchjd aggregators (``pcgrad``, ``upgrad``, ``cagrad``, ``nashmtl``, ``alignedmtl``, ``mgda``,
   ``imtl_g``, ``dualproj``; see ``available_aggregators()``): ``JacobianAggregation(name,
   task_weights=None, aggregator_kwargs=None, parallel_chunk_size=None)``
@@ -25,21 +26,34 @@ from echomtl.balancing.diagnostics import gradient_similarity, trunk_diagnostics
 from echomtl.balancing.fixed import FixedWeights
 from echomtl.balancing.gradnorm import GradNorm
 from echomtl.balancing.jd import AGGREGATORS, JacobianAggregation, available_aggregators
+from echomtl.balancing.random_weights import RandomLossWeighting
 from echomtl.balancing.uncertainty import UncertaintyWeighting
+from echomtl.methods import METHODS
 
 _WEIGHT_ALIASES = ("weights", "initial_weights", "w", "task_weights")
-_WEIGHT_ARGUMENT = {"fixed": "w", "gradnorm": "initial_weights", "uncertainty": "initial_weights"}
+_WEIGHT_ARGUMENT = {
+    "fixed": "w",
+    "gradnorm": "initial_weights",
+    "uncertainty": "initial_weights",
+    "rlw": "base_weights",
+}
+_OWN_CLASSES = ("fixed", "gradnorm", "uncertainty", "rlw")
+if set(METHODS) != {*_OWN_CLASSES, *AGGREGATORS}:  # the registry and the classes must agree
+    raise ImportError(
+        f"echomtl.methods lists {sorted(METHODS)}, the balancers implement "
+        f"{sorted({*_OWN_CLASSES, *AGGREGATORS})}"
+    )
 
 
 def known_methods() -> list[str]:
     """Every method name ``make_balancer`` knows (torchjd ones may still need extras)."""
-    return ["fixed", "gradnorm", "uncertainty", *AGGREGATORS]
+    return list(METHODS)
 
 
 def make_balancer(method: str, **kwargs: Any) -> Balancer:
     """Build the balancer called ``method`` (see the module docstring for the arguments)."""
     if method not in known_methods():
-        available = ", ".join(["fixed", "gradnorm", "uncertainty", *available_aggregators()])
+        available = ", ".join([*_OWN_CLASSES, *available_aggregators()])
         raise ValueError(
             f"unknown balancing method {method!r}; known: {', '.join(known_methods())} "
             f"(available in this environment: {available})"
@@ -55,6 +69,8 @@ def make_balancer(method: str, **kwargs: Any) -> Balancer:
         return GradNorm(**kwargs)
     if method == "uncertainty":
         return UncertaintyWeighting(**kwargs)
+    if method == "rlw":
+        return RandomLossWeighting(**kwargs)
     return JacobianAggregation(method, **kwargs)
 
 
@@ -65,6 +81,7 @@ __all__ = [
     "FixedWeights",
     "GradNorm",
     "JacobianAggregation",
+    "RandomLossWeighting",
     "StepRecord",
     "UncertaintyWeighting",
     "available_aggregators",

@@ -27,22 +27,35 @@ from echomtl.balancing.diagnostics import diagnostics_row, trunk_diagnostics
 
 TASKS = ("det", "cls")
 #: Columns of a diagnostics row (docs/architecture.md, ``diagnostics.csv`` less epoch/step).
-DIAGNOSTIC_KEYS = ("scope", "norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls")
+DIAGNOSTIC_KEYS = (
+    "scope", "norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls",
+    "eff_weight_det", "eff_weight_cls", "wnorm_det", "wnorm_cls", "share_det", "share_cls",
+    "null_cosine",
+)  # fmt: skip
 
 
 @dataclass
 class StepRecord:
     """What one ``Balancer.step`` reports.
 
-    weights: the task weights the model gradient of this step was computed with.
-    diagnostics: rows ``{scope, norm_det, norm_cls, cosine, gms, weight_det, weight_cls, ...}``
-        (scope ``W``, ``feature`` or ``trunk``); methods may add extra keys (documented per class).
-    info: optional per-step scalars a method wants logged (e.g. an aggregator's weights).
+    weights: the loss weights the model gradient of this step was computed with.
+    diagnostics: rows with ``DIAGNOSTIC_KEYS`` (scope ``W``, ``feature`` or ``trunk``); methods may
+        add extra keys (documented per class).
+    info: per-step scalars a method logs (an aggregator's weights, log-variances, ...); the keys
+        must be columns of ``steps.csv`` (``training.trainer.INFO_COLUMNS``).
+    effective_weights: the weights the shared-trunk update applied to the UNWEIGHTED task
+        gradients (``u = sum_i e_i g_i``); None means the loss weights themselves.
     """
 
     weights: dict[str, float]
     diagnostics: list[dict] = field(default_factory=list)
     info: dict[str, float] = field(default_factory=dict)
+    effective_weights: dict[str, float] | None = None
+
+    @property
+    def effective(self) -> dict[str, float]:
+        """``effective_weights``, or the loss weights when the method applies them as they are."""
+        return dict(self.weights if self.effective_weights is None else self.effective_weights)
 
 
 class Balancer:
@@ -76,12 +89,6 @@ class Balancer:
     def weights(self) -> dict[str, float]:
         """Current task weights (those the next step uses)."""
         raise NotImplementedError
-
-    def to(self, device: torch.device | str) -> Balancer:
-        """Move internal tensors to ``device`` (parameters keep their identity); returns self."""
-        for p in self.extra_parameters():
-            p.data = p.data.to(device)
-        return self
 
 
 def present_tasks(losses: Mapping[str, Tensor], known: tuple[str, ...] = TASKS) -> list[str]:

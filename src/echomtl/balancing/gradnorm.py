@@ -32,8 +32,9 @@ When only ``det`` is present (det_only) or the model has no shared trunk (dual_b
 is a plain backward of ``sum_i w_i L_i`` and the weights do not move.
 
 Diagnostics rows (every step, two tasks and a trunk): scope ``W`` (``g_i`` on W) and scope
-``feature`` (``dL_i/df`` from the hooks), each with ``norm_det, norm_cls, cosine, gms, weight_det,
-weight_cls`` (norms of UNWEIGHTED gradients; weights = those used this step). The ``W`` row adds
+``feature`` (``dL_i/df`` from the hooks), each with the columns of ``DIAGNOSTIC_KEYS`` (norms of
+UNWEIGHTED gradients, the weighted norms and update shares with the weights used this step,
+which are also the effective ones: the trunk receives ``sum_i w_i g_i``). The ``W`` row adds
 ``G_det, G_cls`` (``w_i ||g_i||``), ``target_det, target_cls``, ``r_det, r_cls`` (inverse training
 rates) and ``L_grad`` (NaN for the last five while L(0) is unknown). Plus a ``trunk`` row when
 ``diagnostics_due``. ``StepRecord.info`` carries the same extra keys.
@@ -58,7 +59,12 @@ from echomtl.balancing.base import (
     shared_parameters,
     weighted_sum,
 )
-from echomtl.balancing.diagnostics import diagnostics_row, gradient_similarity, trunk_diagnostics
+from echomtl.balancing.diagnostics import (
+    diagnostics_row,
+    gradient_similarity,
+    similarity_row,
+    trunk_diagnostics,
+)
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -191,16 +197,7 @@ class GradNorm(Balancer):
         feat, on_w = backward_with_task_gradients(losses, used, out.task_features, w_param)
         n_det, n_cls, cosine, gms = gradient_similarity(on_w["det"], on_w["cls"])
         extras = self._update(loss_values, [n_det, n_cls], [used[t] for t in self.tasks])
-        w_row = {
-            "scope": "W",
-            "norm_det": n_det,
-            "norm_cls": n_cls,
-            "cosine": cosine,
-            "gms": gms,
-            "weight_det": used["det"],
-            "weight_cls": used["cls"],
-            **extras,
-        }
+        w_row = {**similarity_row("W", n_det, n_cls, cosine, gms, used), **extras}
         rows = [w_row, diagnostics_row("feature", feat["det"], feat["cls"], used), *rows]
         return StepRecord(weights=used, diagnostics=rows, info=dict(extras))
 

@@ -26,8 +26,11 @@ Decisions:
   the cross-entropy in every row-norm-sensitive rule, and with these weights all methods start
   from the same objective. Scale-invariant rules (PCGrad's projections, IMTL-G, Aligned-MTL's
   balancing) are affected only through the task-specific parameters, which receive ``w_i dL_i``.
-- ``StepRecord.weights`` are those fixed weights; the aggregator's own combination weights of the
-  rows (when it has them) are in ``StepRecord.info`` as ``agg_weight_det``/``agg_weight_cls``.
+- ``StepRecord.weights`` are those fixed weights; the aggregator's own combination weights ``a_i``
+  of the rows are in ``StepRecord.info`` as ``agg_weight_det``/``agg_weight_cls``, and the
+  effective weights on the unweighted task gradients, ``w_i a_i``, in
+  ``StepRecord.effective_weights`` (every aggregator kept here is a weighted one: its update is
+  ``sum_i a_i w_i g_i``; one that returns no weights is refused rather than logged blind).
 - The ``trunk`` diagnostics row (when due) is read from the Jacobian torchjd computes anyway
   (rows divided by ``w_i``): the same quantity as ``trunk_diagnostics``, without two more
   backwards. Its parameters are the leaves torchjd finds under the shared features, which are
@@ -177,6 +180,7 @@ class JacobianAggregation(Balancer):
         features = list(out.shared_features)
         rows: list[dict] = []
         info: dict[str, float] = {}
+        effective: dict[str, float] | None = None
         try:
             if features_are_nested(features):
                 shared = self._full_jacobian(tensors, model)
@@ -188,26 +192,30 @@ class JacobianAggregation(Balancer):
             if not shared:
                 raise RuntimeError("no shared parameter received a Jacobian")
             w_param = getattr(model, "last_shared_weight", None)
+            w_rows = None
             if w_param is not None and hasattr(w_param, "jac"):
                 # GradNorm's W, every step like the other methods: free, the rows are here.
-                rows.append(
-                    diagnostics_row(
-                        "W", w_param.jac[0] / used["det"], w_param.jac[1] / used["cls"], used
-                    )
-                )
+                w_rows = (w_param.jac[0] / used["det"], w_param.jac[1] / used["cls"])
             agg_weights = jac_to_grad(shared, self.aggregator, retain_jac=diagnostics_due)
+            if not isinstance(agg_weights, Tensor):
+                raise RuntimeError(
+                    f"aggregator {self.name!r} returned no combination weights: its effective "
+                    "task weights cannot be logged (use a weighted torchjd aggregator)"
+                )
+            values = agg_weights.detach().to(torch.float64).tolist()
+            info = {f"agg_weight_{t}": v for t, v in zip(TASKS, values, strict=True)}
+            effective = {t: used[t] * v for t, v in zip(TASKS, values, strict=True)}
+            if w_rows is not None:
+                rows.append(diagnostics_row("W", *w_rows, used, effective))
             if diagnostics_due:
                 rows_det = [p.jac[0] / used["det"] for p in shared]
                 rows_cls = [p.jac[1] / used["cls"] for p in shared]
-                rows.append(diagnostics_row("trunk", rows_det, rows_cls, used))
-            if isinstance(agg_weights, Tensor):
-                values = agg_weights.detach().to(torch.float64).tolist()
-                info = {f"agg_weight_{t}": v for t, v in zip(TASKS, values, strict=True)}
+                rows.append(diagnostics_row("trunk", rows_det, rows_cls, used, effective))
         finally:
             for p in model.parameters():
                 if hasattr(p, "jac"):
                     del p.jac
-        return StepRecord(weights=used, diagnostics=rows, info=info)
+        return StepRecord(weights=used, diagnostics=rows, info=info, effective_weights=effective)
 
     def _full_jacobian(self, tensors: list[Tensor], model: nn.Module) -> list[nn.Parameter]:
         """Nested features: Jacobian w.r.t. every parameter; non-shared ones get the row sum.

@@ -7,6 +7,13 @@
 - ``DetOnlyYolo``: the plain detector (no head, nothing shared).
 - ``DualBackboneYolo``: a full detector plus a separate backbone (layers ``0..attach`` of the same
   scale) with the same head; no parameter shared.
+- ``StopGradYolo`` (variant ``stopgrad``): the multi-task model whose head reads the DETACHED
+  attach feature: the trunk is shared in the forward pass, but the classification gradient never
+  reaches it, so the trunk trains exactly as the detector alone does.
+
+``clip_groups()`` says which parameters are clipped together: one group for a network trained as
+one (multitask, det_only), one per network for the controls (dual_backbone, stopgrad), so that a
+control's classifier never shrinks its detector's step through a shared clipping norm.
 
 All return ``ModelOutput`` (see docs/architecture.md, "Model output").
 """
@@ -27,7 +34,7 @@ from echomtl.models.yolo import (
     check_attach,
 )
 
-VARIANTS = ("multitask", "det_only", "dual_backbone")
+VARIANTS = ("multitask", "det_only", "dual_backbone", "stopgrad")
 TASKS = ("det", "cls")
 
 
@@ -124,6 +131,10 @@ class MultiTaskYolo(nn.Module):
             return [p for m in self.detector.model[self.attach + 1 :] for p in m.parameters()]
         return list(self.head.parameters())
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """One network: clipped as one."""
+        return [list(self.parameters())]
+
     def forward(self, x: Tensor) -> ModelOutput:
         """Shared trunk once, then the two branches on distinct aliases of the attach output."""
         g = self.detector
@@ -141,6 +152,41 @@ class MultiTaskYolo(nn.Module):
     def decode(self, det: list[Tensor]) -> Tensor:
         """See ``Detect.decode``."""
         return self.detect.decode(det)
+
+
+class StopGradYolo(MultiTaskYolo):
+    """The multi-task model with a stop-gradient before the head (see the module docstring).
+
+    Exposes no shared trunk to the balancers (nothing receives both gradients), so they do a
+    plain weighted backward; the detector (built first, like ``DetOnlyYolo``'s) and the head are
+    clipped separately.
+    """
+
+    @property
+    def last_shared_weight(self) -> None:
+        """Nothing receives both gradients."""
+        return None
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Nothing receives both gradients."""
+        return []
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """``det``: the whole detector; ``cls``: the head."""
+        _check_task(task)
+        return list(self.detector.parameters()) if task == "det" else list(self.head.parameters())
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """Detector and head clipped apart."""
+        return [list(self.detector.parameters()), list(self.head.parameters())]
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        """The detector as usual; the head on ``f.detach()``."""
+        g = self.detector
+        saved: dict[int, Tensor] = {}
+        f = g.run(x, 0, self.attach + 1, saved)
+        det = g.run(f, self.attach + 1, len(g), saved)
+        return ModelOutput(det, self.head(f.detach()))
 
 
 class _SeparateDetector(nn.Module):
@@ -175,6 +221,10 @@ class DetOnlyYolo(_SeparateDetector):
         self.scale, self.nc = scale, nc
         self.detector = YoloV5(scale, nc)
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """One network: clipped as one."""
+        return [list(self.parameters())]
+
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """``det``: all parameters; ``cls``: none."""
         _check_task(task)
@@ -205,6 +255,13 @@ class DualBackboneYolo(_SeparateDetector):
             return list(self.detector.parameters())
         return [*self.backbone.parameters(), *self.head.parameters()]
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """Detector and classifier apart: the classifier never scales the detector's step."""
+        return [
+            list(self.detector.parameters()),
+            [*self.backbone.parameters(), *self.head.parameters()],
+        ]
+
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of the detector and of the classifier (backbone + head)."""
         return {
@@ -222,13 +279,15 @@ class DualBackboneYolo(_SeparateDetector):
 def build_model(
     variant: str, scale: str, nc: int, n_views: int, attach: int = 9, dropout: float = 0.2
 ) -> nn.Module:
-    """Model factory: ``variant`` in ``multitask``, ``det_only``, ``dual_backbone``."""
+    """Model factory: ``variant`` in ``VARIANTS``."""
     if variant == "multitask":
         return MultiTaskYolo(scale, nc, n_views, attach, dropout)
     if variant == "det_only":
         return DetOnlyYolo(scale, nc)
     if variant == "dual_backbone":
         return DualBackboneYolo(scale, nc, n_views, attach, dropout)
+    if variant == "stopgrad":
+        return StopGradYolo(scale, nc, n_views, attach, dropout)
     raise ValueError(f"unknown model variant {variant!r}; expected one of {VARIANTS}")
 
 
@@ -239,6 +298,7 @@ __all__ = [
     "DualBackboneYolo",
     "ModelOutput",
     "MultiTaskYolo",
+    "StopGradYolo",
     "build_model",
     "count_parameters",
     "output_conv_weight",

@@ -431,13 +431,18 @@ def diagnostics_summary(
     """Per run and scope: how often and how strongly the two task gradients conflict.
 
     Columns: ``experiment, seed, scope, n, median_cosine, mean_cosine, frac_negative,
-    median_log10_norm_ratio`` (log10 of ``norm_det / norm_cls``), ``median_gms``. Runs whose file
-    has no rows (no shared trunk) are left out.
+    median_log10_norm_ratio`` (log10 of the UNWEIGHTED ``norm_det / norm_cls``: how steep each
+    loss is), ``median_log10_wnorm_ratio`` (log10 of ``wnorm_det / wnorm_cls``: who moves the
+    trunk), ``median_share_det`` (detection's share of the applied update), ``median_gms``,
+    ``n_null`` and ``median_null_cosine`` (cosine of two half-batch detection gradients on the
+    same steps: what no conflict looks like). Runs whose file has no rows (no shared trunk) are
+    left out.
     """
     rows = []
     for (exp, seed), path in sorted(_by_run(diagnostics_files).items()):
         diag = pd.read_csv(path)
-        need = {"scope", "norm_det", "norm_cls", "cosine"}
+        need = {"scope", "norm_det", "norm_cls", "cosine", "wnorm_det", "wnorm_cls", "share_det",
+                "null_cosine"}  # fmt: skip
         if not need <= set(diag.columns):
             raise ValueError(f"{path}: diagnostics.csv lacks {sorted(need - set(diag.columns))}")
         for scope, part in diag.groupby("scope", sort=True):
@@ -445,7 +450,13 @@ def diagnostics_summary(
             cos = cos[np.isfinite(cos)]
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.log10(part["norm_det"].astype(float) / part["norm_cls"].astype(float))
+                wratio = np.log10(part["wnorm_det"].astype(float) / part["wnorm_cls"].astype(float))
             ratio = ratio[np.isfinite(ratio)]
+            wratio = wratio[np.isfinite(wratio)]
+            share = part["share_det"].astype(float)
+            share = share[np.isfinite(share)]
+            null = part["null_cosine"].astype(float)
+            null = null[np.isfinite(null)]
             gms = part["gms"].astype(float) if "gms" in part else pd.Series(dtype=float)
             rows.append(
                 {
@@ -457,7 +468,11 @@ def diagnostics_summary(
                     "mean_cosine": float(cos.mean()) if len(cos) else math.nan,
                     "frac_negative": float((cos < 0).mean()) if len(cos) else math.nan,
                     "median_log10_norm_ratio": float(ratio.median()) if len(ratio) else math.nan,
+                    "median_log10_wnorm_ratio": float(wratio.median()) if len(wratio) else math.nan,
+                    "median_share_det": float(share.median()) if len(share) else math.nan,
                     "median_gms": float(gms.median()) if len(gms) else math.nan,
+                    "n_null": int(len(null)),
+                    "median_null_cosine": float(null.median()) if len(null) else math.nan,
                 }
             )
     frame = pd.DataFrame(
@@ -471,7 +486,11 @@ def diagnostics_summary(
             "mean_cosine",
             "frac_negative",
             "median_log10_norm_ratio",
+            "median_log10_wnorm_ratio",
+            "median_share_det",
             "median_gms",
+            "n_null",
+            "median_null_cosine",
         ],
     )
     if out_csv is not None:

@@ -149,6 +149,8 @@ def _roles(res: Results) -> dict[str, Any]:
     return {
         "det_only": first(lambda r: r["model"] == "det_only"),
         "dual": first(lambda r: r["model"] == "dual_backbone"),
+        "stopgrad": first(lambda r: r["model"] == "stopgrad"),
+        "rlw": first(lambda r: r["method"] == "rlw"),
         "fixed": first(
             lambda r: (
                 r["model"] == "multitask" and r["method"] == "fixed" and group_size[r.name] == 1
@@ -366,9 +368,9 @@ def build_context(
     nums.put("cfg/n_resamples", int(_cfg(config, "report.bootstrap_resamples")))
     gn = config.get("balancing", {}).get("gradnorm", {})
     nums.put("cfg/gradnorm_lr", Tex(f"{gn.get('lr', math.nan):g}"))
-    nums.put("cfg/gradnorm_l0", int(gn.get("l0_window", 1)))
+    nums.put("cfg/gradnorm_l0", int(_cfg(config, "balancing.gradnorm.l0_window")))
     nums.put("cfg/gradnorm_min_weight", Tex(f"{gn.get('min_weight', math.nan):g}"))
-    nums.put("cfg/diagnostics_every", int(config.get("balancing", {}).get("diagnostics_every", 1)))
+    nums.put("cfg/diagnostics_every", int(_cfg(config, "balancing.diagnostics_every")))
     hyp = config["train"].get("hyp", {})
     nums.put("cfg/lr0", Tex(f"{hyp.get('lr0', math.nan):g}"))
     nums.put(
@@ -437,12 +439,18 @@ def build_context(
             median_cosine=("median_cosine", "mean"),
             frac_negative=("frac_negative", "mean"),
             ratio=("median_log10_norm_ratio", "mean"),
+            wratio=("median_log10_wnorm_ratio", "mean"),
+            share=("median_share_det", "mean"),
+            null=("median_null_cosine", "mean"),
         )
         for (exp, scope), r in agg.iterrows():
             base = f"diag/{exp}/{scope}"
             nums.put(f"{base}/median_cosine", format_number(r["median_cosine"], 2))
             nums.put(f"{base}/frac_negative", format_number(r["frac_negative"], 0, percent=True))
             nums.put(f"{base}/norm_ratio", format_number(10 ** r["ratio"], 1))
+            nums.put(f"{base}/wnorm_ratio", format_number(10 ** r["wratio"], 1))
+            nums.put(f"{base}/share_det", format_number(r["share"], 0, percent=True))
+            nums.put(f"{base}/null_cosine", format_number(r["null"], 2))
             diag_rows.append(
                 {
                     "exp": exp,
@@ -505,6 +513,7 @@ def build_context(
         "alpha": len(alphas) >= 2,
         "augmentation": aug is not None,
         "dual_backbone": roles["dual"] is not None,
+        "stopgrad": roles["stopgrad"] is not None,
         "det_only": roles["det_only"] is not None,
         "fixed": roles["fixed"] is not None,
         "manual": roles["manual"] is not None

@@ -228,10 +228,13 @@ def fig_gradient_diagnostics(
 ) -> list[Path]:
     """Cosine between task gradients and their norm ratio over training, per scope.
 
-    Rows: cosine similarity, log10(||g_det|| / ||g_cls||); columns: ``scopes`` (``W``: the last
-    shared layer; ``trunk``: all shared parameters). Lines are smoothed with a centred moving
-    average over 1/25 of the logged steps; the first seed of each experiment is drawn. Every file
-    given must have rows for every scope: pass only runs with a shared trunk.
+    Rows: cosine similarity (with the median null-reference cosine of the runs drawn as a dashed
+    grey line: what two halves of one batch give), log10 of the weighted norm ratio
+    ``wnorm_det / wnorm_cls`` (the task gradients as the update applied them); columns:
+    ``scopes`` (``W``: the last shared layer; ``trunk``: all shared parameters). Lines are
+    smoothed with a centred moving average over 1/25 of the logged steps; the first seed of each
+    experiment is drawn. Every file given must have rows for every scope: pass only runs with a
+    shared trunk.
     """
     runs = _group_files(diagnostics_files)
     colors = _colors(list(runs), order)
@@ -239,10 +242,10 @@ def fig_gradient_diagnostics(
         fig, axes = plt.subplots(
             2, len(scopes), figsize=(FULL_WIDTH, 4.6), sharex=True, squeeze=False
         )
+        nulls: dict[str, list[float]] = {}
         for exp in [e for e in (order or runs) if e in runs]:
-            frame = _read_runs(runs[exp][:1], {"step", "scope", "cosine", "norm_det", "norm_cls"})[
-                0
-            ]
+            need = {"step", "scope", "cosine", "wnorm_det", "wnorm_cls", "null_cosine"}
+            frame = _read_runs(runs[exp][:1], need)[0]
             for j, scope in enumerate(scopes):
                 part = frame[frame["scope"] == scope].sort_values("step")
                 if part.empty:
@@ -250,9 +253,10 @@ def fig_gradient_diagnostics(
                         f"{runs[exp][0]}: no '{scope}' rows (is {exp!r} a shared-trunk run, and "
                         "was it trained long enough for a whole-trunk diagnostic?)"
                     )
+                nulls.setdefault(scope, []).extend(part["null_cosine"].dropna().astype(float))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = np.log10(
-                        part["norm_det"].astype(float) / part["norm_cls"].astype(float)
+                        part["wnorm_det"].astype(float) / part["wnorm_cls"].astype(float)
                     )
                 ratio = ratio.replace([np.inf, -np.inf], np.nan)
                 n = len(part)
@@ -273,10 +277,15 @@ def fig_gradient_diagnostics(
                 }.get(scope, scope)
             )
             axes[0, j].axhline(0.0, color="black", lw=0.6)
+            if nulls.get(scope):
+                axes[0, j].axhline(
+                    float(np.median(nulls[scope])), color="grey", lw=1.0, ls="--",
+                    label="null reference (two half-batches)" if j == 0 else None,
+                )  # fmt: skip
             axes[1, j].axhline(0.0, color="black", lw=0.6)
             axes[1, j].set_xlabel("optimizer step")
-        axes[0, 0].set_ylabel("cosine(g_det, g_cls)")
-        axes[1, 0].set_ylabel("log10(‖g_det‖ / ‖g_cls‖)")
+        axes[0, 0].set_ylabel("cosine of the task gradients")
+        axes[1, 0].set_ylabel("log10 weighted norm ratio\n(detection / classification)")
         fig.legend(loc="outside lower center", ncol=min(4, len(runs)), frameon=False)
         return save_figure(fig, out_stem)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from echomtl.methods import METHOD_LABELS, METHODS
 from echomtl.report._io import PathLike
 from echomtl.report.aggregate import load_experiments_table, read_selections, read_tidy
 from echomtl.report.latex import Tex, latex_escape
@@ -21,30 +22,14 @@ from echomtl.report.stats import load_intervals, load_paired, summarise_seeds
 
 __all__ = ["Results", "load_results", "METHOD_LABELS", "METRIC_LABELS"]
 
-METHOD_LABELS = {
-    "fixed": "Fixed weights",
-    "gradnorm": "GradNorm",
-    "uncertainty": "Uncertainty weighting",
-    "pcgrad": "PCGrad",
-    "upgrad": "UPGrad",
-    "cagrad": "CAGrad",
-    "nashmtl": "Nash-MTL",
-    "alignedmtl": "Aligned-MTL",
-    "mgda": "MGDA",
-    "imtl_g": "IMTL-G",
-    "dualproj": "DualProj",
-}
 #: torchjd aggregators (methods that come from the torchjd library).
-TORCHJD_METHODS = (
-    "pcgrad",
-    "upgrad",
-    "cagrad",
-    "nashmtl",
-    "alignedmtl",
-    "mgda",
-    "imtl_g",
-    "dualproj",
-)
+TORCHJD_METHODS = tuple(name for name, m in METHODS.items() if m.kind == "aggregation")
+#: Display names of the models that are not the plain multi-task one (controls).
+MODEL_LABELS = {
+    "det_only": "Detection only",
+    "dual_backbone": "Dual backbone",
+    "stopgrad": "Stop-gradient head",
+}
 METRIC_LABELS = {
     "map50": "mAP@0.5",
     "map50_95": "mAP@0.5:0.95",
@@ -176,10 +161,8 @@ class Results:
         """Display name (LaTeX) built from the experiments table."""
         row = self.row(experiment)
         model, method = row["model"], row["method"]
-        if model == "det_only":
-            text = "Detection only"
-        elif model == "dual_backbone":
-            text = "Dual backbone"
+        if model in MODEL_LABELS:
+            text = MODEL_LABELS[model]
         else:
             text = latex_escape(METHOD_LABELS.get(method, method))
         group_rows = self.experiments[self.experiments["group"] == row["group"]]

@@ -333,12 +333,13 @@ def time_unit(seconds: Iterable[float]) -> tuple[str, float]:
 def table_dual_backbone(
     res: Results, out_tex: PathLike, experiments: Sequence[str] | None = None
 ) -> Path:
-    """Reference vs dual backbone (and detection only when run): size, time, test metrics."""
+    """Reference vs the controls (dual backbone, stop-gradient head, detection only, when run):
+    size, time, test metrics."""
     if experiments is None:
         experiments = [res.reference] + [
             e
             for e in res.experiments.index
-            if res.row(e)["model"] in ("dual_backbone", "det_only") and res.ran(e)
+            if res.row(e)["model"] in ("dual_backbone", "stopgrad", "det_only") and res.ran(e)
         ]
     if len(experiments) < 2:
         raise ValueError("table_dual_backbone: no dual-backbone experiment ran")
@@ -598,14 +599,16 @@ def table_diagnostics(
 ) -> Path:
     """Gradient interference per shared-trunk experiment (``aggregate.diagnostics_summary``).
 
-    Per scope: median cosine between the task gradients, share of logged steps with a negative
-    cosine, and the median norm ratio ``||g_det|| / ||g_cls||`` (means over seeds).
+    Per scope: median cosine between the task gradients, the median null-reference cosine (two
+    half-batch detection gradients), the share of logged steps with a negative cosine, and the
+    median WEIGHTED norm ratio ``e_det ||g_det|| / (e_cls ||g_cls||)`` of the applied update
+    (means over seeds).
     """
     if diagnostics.empty:
         raise ValueError("table_diagnostics: no diagnostics rows (no shared-trunk run?)")
     agg = diagnostics.groupby(["experiment", "scope"], sort=False).agg(
         cos=("median_cosine", "mean"), neg=("frac_negative", "mean"),
-        ratio=("median_log10_norm_ratio", "mean"),
+        null=("median_null_cosine", "mean"), wratio=("median_log10_wnorm_ratio", "mean"),
     )  # fmt: skip
     names = {"W": "$W$", "trunk": "trunk", "feature": "feature"}
     rows = []
@@ -617,9 +620,10 @@ def table_diagnostics(
                 raise ValueError(f"table_diagnostics: no {scope!r} rows for {exp!r}")
             r = agg.loc[(exp, scope)]
             row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = cell(r["cos"], 2)
+            row[Tex(f"\\makecell{{null cos\\\\({s})}}")] = cell(r["null"], 2)
             row[Tex(f"\\makecell{{cos $<0$\\\\({s})}}")] = Tex(
                 format_number(r["neg"], 0, percent=True)
             )
-            row[Tex(f"\\makecell{{norm ratio\\\\({s})}}")] = cell(10 ** r["ratio"], 1)
+            row[Tex(f"\\makecell{{weighted\\\\norm ratio\\\\({s})}}")] = cell(10 ** r["wratio"], 1)
         rows.append(row)
-    return _write(pd.DataFrame(rows), out_tex, column_format="l" + "r" * 3 * len(scopes))
+    return _write(pd.DataFrame(rows), out_tex, column_format="l" + "r" * 4 * len(scopes))

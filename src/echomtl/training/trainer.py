@@ -1,5 +1,9 @@
 """The training loop: YOLOv5 v7.0 recipe, a loss balancer, exact resume.
 
+Every epoch drops its last partial batch: the YOLOv5 loss is multiplied by the batch size, so a
+4-image remainder of a 16-image batch logs a detection loss a quarter of normal and feeds that to
+GradNorm's loss ratios. The order is reshuffled each epoch, so every image is still seen.
+
 Reproducibility rests on three choices: every source of randomness is seeded from (seed, epoch)
 or saved in the checkpoint (the global torch RNG that dropout uses); the batch order of an epoch is
 a function of (seed, epoch) alone, so a run resumed mid-epoch sees the same batches; and pending
@@ -24,6 +28,13 @@ from torch import nn
 
 from echomtl.atomic import atomic_path
 from echomtl.balancing import make_balancer
+from echomtl.balancing.base import (
+    DIAGNOSTIC_KEYS,
+    has_shared_trunk,
+    last_shared_weight,
+    shared_parameters,
+)
+from echomtl.balancing.diagnostics import null_reference
 from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
 from echomtl.losses import YoloLoss, view_loss
@@ -43,19 +54,20 @@ from echomtl.training.runlog import progress, write_csv
 
 LOG = logging.getLogger("echomtl.train")
 
+#: GradNorm's own quantities on W (empty for other methods): G_i, targets, r_i, L_grad.
+GRADNORM_COLUMNS = ["G_det", "G_cls", "target_det", "target_cls", "r_det", "r_cls", "L_grad"]
+#: ``StepRecord.info`` keys a method may log: aggregator weights (torchjd), log-variances
+#: (uncertainty), GradNorm's quantities. Any other key is an error, never silently dropped.
+INFO_COLUMNS = ["agg_weight_det", "agg_weight_cls", "log_var_det", "log_var_cls", *GRADNORM_COLUMNS]
 STEP_COLUMNS = [
     "epoch", "step", "lr", "loss_det", "loss_cls", "loss_box", "loss_obj", "loss_class",
-    "weight_det", "weight_cls",
+    "weight_det", "weight_cls", "eff_weight_det", "eff_weight_cls", *INFO_COLUMNS,
 ]  # fmt: skip
 EPOCH_COLUMNS = [
     "epoch", "lr", "loss_det", "loss_cls", "loss_box", "loss_obj", "loss_class",
-    "weight_det", "weight_cls", "seconds",
+    "weight_det", "weight_cls", "eff_weight_det", "eff_weight_cls", "seconds",
 ]  # fmt: skip
-DIAGNOSTIC_COLUMNS = [
-    "epoch", "step", "scope", "norm_det", "norm_cls", "cosine", "gms", "weight_det", "weight_cls",
-    # GradNorm's own quantities on W (empty for other methods): G_i, targets, r_i, L_grad.
-    "G_det", "G_cls", "target_det", "target_cls", "r_det", "r_cls", "L_grad",
-]  # fmt: skip
+DIAGNOSTIC_COLUMNS = ["epoch", "step", *DIAGNOSTIC_KEYS, *GRADNORM_COLUMNS]
 
 
 @dataclass
@@ -137,20 +149,52 @@ def configure_torch(threads: int, device: str) -> torch.device:
     return torch.device(device)
 
 
-def _batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The full batches of an epoch, a function of (seed, epoch); the remainder is dropped."""
+    if n < batch_size:
+        raise ValueError(
+            f"the training split has {n} images, fewer than one batch (config train.batch_size "
+            f"{batch_size}): lower the batch size"
+        )
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=generator)
-    return list(order.split(batch_size))
+    return list(order[: n - n % batch_size].split(batch_size))
 
 
 def _balancer_kwargs(p: TrainParams) -> dict[str, Any]:
     weights = {"det": p.w_det} if p.model == "det_only" else {"det": p.w_det, "cls": p.w_cls}
+    cheap = p.model == "multitask"  # per-step W/feature rows for every shared-trunk method
     if p.method == "gradnorm":
         return {"initial_weights": weights, "alpha": p.alpha, **p.gradnorm}
     if p.method in ("fixed", "uncertainty"):
-        # Per-step W/feature diagnostics for every shared-trunk method, not only GradNorm.
-        return {"weights": weights, "cheap_diagnostics": p.model == "multitask"}
+        return {"weights": weights, "cheap_diagnostics": cheap}
+    if p.method == "rlw":
+        return {"weights": weights, "seed": p.seed, "cheap_diagnostics": cheap}
     return {"initial_weights": weights}
+
+
+def half_batch_losses(
+    criterion: YoloLoss, det: list[torch.Tensor], targets: torch.Tensor
+) -> list[torch.Tensor]:
+    """Detection losses of the first and second half of a batch (for the null reference)."""
+    half = det[0].shape[0] // 2
+    first = targets[:, 0] < half
+    second = targets[~first].clone()
+    second[:, 0] -= half
+    loss_a, _ = criterion([d[:half] for d in det], targets[first])
+    loss_b, _ = criterion([d[half:] for d in det], second)
+    return [loss_a, loss_b]
+
+
+def _with_null(rows: list[dict], null: dict[str, float]) -> list[dict]:
+    return [{**r, "null_cosine": null[r["scope"]]} if r["scope"] in null else r for r in rows]
+
+
+def _info_values(info: dict[str, float], step: int) -> dict[str, float]:
+    unknown = sorted(set(info) - set(INFO_COLUMNS))
+    if unknown:
+        raise KeyError(f"step {step}: balancer logged {unknown}, not columns of steps.csv")
+    return dict(info)
 
 
 def _pending_grads(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -192,7 +236,7 @@ def train(
     optimizer = build_optimizer(model, p.hyp["lr0"], p.hyp["momentum"], weight_decay, extra)
     lf = lr_lambda(p.epochs, p.hyp["lrf"], p.cos_lr)
     ema = ModelEMA(model) if p.ema else None
-    batches_per_epoch = -(-n_images // p.batch_size)
+    batches_per_epoch = n_images // p.batch_size
     n_warmup = warmup_iterations(p.hyp["warmup_epochs"], batches_per_epoch)
 
     step_rows: list[dict] = []
@@ -245,7 +289,7 @@ def train(
         for epoch in range(start_epoch, p.epochs):
             model.train()
             dataset.set_epoch(epoch)
-            batches = _batch_order(n_images, p.batch_size, p.seed, epoch)
+            batches = batch_order(n_images, p.batch_size, p.seed, epoch)
             first = start_batch if epoch == start_epoch else 0
             started = time.perf_counter()
             bar = progress(len(batches) - first, f"{p.experiment} epoch {epoch + 1}/{p.epochs}")
@@ -268,15 +312,22 @@ def train(
                 if out.view_logits is not None:
                     losses["cls"] = view_loss(out.view_logits, views)
                 due = ni % p.diagnostics_every == 0
+                null: dict[str, float] = {}
+                if due and has_shared_trunk(losses, out) and shared_parameters(model):
+                    null = null_reference(
+                        half_batch_losses(criterion, out.det, targets),
+                        shared_parameters(model), last_shared_weight(model),
+                    )  # fmt: skip
                 record = balancer.step(losses, out, model, diagnostics_due=due)
                 if ni - last_opt_step >= accumulate:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=p.grad_clip)
+                    for group in model.clip_groups():  # per network: controls stay isolated
+                        torch.nn.utils.clip_grad_norm_(group, max_norm=p.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     if ema is not None:
                         ema.update(model)
                     last_opt_step = ni
-                weights = record.weights
+                weights, effective = record.weights, record.effective
                 row = {
                     "epoch": epoch,
                     "step": ni,
@@ -288,11 +339,14 @@ def train(
                     "loss_class": parts["class"],
                     "weight_det": weights.get("det", float("nan")),
                     "weight_cls": weights.get("cls", float("nan")),
+                    "eff_weight_det": effective.get("det", float("nan")),
+                    "eff_weight_cls": effective.get("cls", float("nan")),
+                    **_info_values(record.info, ni),
                 }
                 if not np.isfinite(row["loss_det"]):
                     raise FloatingPointError(f"non-finite detection loss at step {ni}: {row}")
                 step_rows.append(row)
-                for diag in record.diagnostics:
+                for diag in _with_null(record.diagnostics, null):
                     diag_rows.append({"epoch": epoch, "step": ni, **diag})
                 bar.update(1)
                 batches_run += 1
@@ -309,9 +363,10 @@ def train(
                  "seconds": time.perf_counter() - started}
             )  # fmt: skip
             LOG.info(
-                "epoch %d/%d det %.4f cls %.4f w_det %.4f w_cls %.4f (%.1f s)",
+                "epoch %d/%d det %.4f cls %.4f w_det %.4f w_cls %.4f applied %.4f/%.4f (%.1f s)",
                 epoch + 1, p.epochs, summary["loss_det"], summary["loss_cls"],
-                summary["weight_det"], summary["weight_cls"], epoch_rows[-1]["seconds"],
+                summary["weight_det"], summary["weight_cls"], summary["eff_weight_det"],
+                summary["eff_weight_cls"], epoch_rows[-1]["seconds"],
             )  # fmt: skip
             save(epoch + 1, 0)
     finally:
