@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# TeX: installed when missing if this is root on a Debian-family machine, else the command is
+# printed and the study still runs to main.tex.
 paper: $(STAMP)
+	-scripts/install-tex.sh
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
 
 test: $(STAMP)

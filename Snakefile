@@ -1,8 +1,14 @@
 # Regenerates the paper from raw data: data -> training -> evaluation -> report.
 # `snakemake --cores N` runs the whole study of the active config (default: config/config.yaml).
+from snakemake.utils import min_version
+
+min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+report: "paper/captions/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -33,11 +39,16 @@ if os.environ.get("ECHOMTL_SUBMIT_ALL") != "1":
 
 
 onsuccess:
-    if not LATEXMK:
+    # The TeX hint only when this run was asked for the paper (default target or a main.* file).
+    _targets = set(workflow.dag_settings.targets) if workflow.dag_settings else set()
+    _paper_asked = not _targets or any(
+        t == "all" or Path(t).name in ("main.pdf", "main.tex") for t in _targets
+    )
+    if not LATEXMK and _paper_asked:
         print(
-            "results/paper/main.tex rendered; no PDF: latexmk is not installed. Install TeX with "
-            "`apt-get install latexmk texlive-latex-recommended texlive-fonts-recommended "
-            "texlive-latex-extra` and re-run to build results/paper/main.pdf."
+            f"{PAPER}/main.tex rendered; no PDF: latexmk is not installed. Install TeX with "
+            "`scripts/install-tex.sh` (Debian/Ubuntu, as root) and re-run to build "
+            f"{PAPER}/main.pdf."
         )
 
 

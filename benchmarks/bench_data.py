@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_data.py                 # generate 1042/183/306 in a temp dir
     .venv/bin/python benchmarks/bench_data.py --train 320 --valid 0 --test 0
-    .venv/bin/python benchmarks/bench_data.py --export ../shared/data/regurgitation-yolo
+    .venv/bin/python benchmarks/bench_data.py --export "$REGURG_DATA"
 
 Prints the time to generate the export (when generated), to read it, to build the ``train`` cache
 at ``--imgsz`` (default 128), and the DataLoader throughput at batch 16 with and without

@@ -2,7 +2,7 @@
 
 One step = forward + YoloLoss (+ view loss for the multitask model) + backward + SGD step, batch 16
 of random images with a few random boxes each. Prints a table with the reference YOLOv5 v7.0 figures
-measured on this machine (shared/docs/yolov5-v7-reference.md) beside ours.
+measured on this machine (docs/yolov5.md) beside ours.
 
     .venv/bin/python benchmarks/bench_train_step.py                 # n and s at 128/160/320 px
     .venv/bin/python benchmarks/bench_train_step.py --scales n --sizes 128 --variants det_only

@@ -6,7 +6,7 @@ from pathlib import Path
 import shutil
 from functools import cache
 
-from echomtl.config import load_experiments, validate_config
+from echomtl.config import check_study_config, load_experiments, validate_config
 from echomtl.data.export_reader import present_splits
 from echomtl.methods import method as balancing_method
 from echomtl.report.context import plan_outputs
@@ -151,6 +151,11 @@ for _name in EXPERIMENTS.index:
             f"no {' or '.join(_missing)} split (found: {', '.join(scheme_splits(split_scheme(_name)))}); "
             "use the 'grouped' scheme (config data.split_scheme or the experiment's split column)"
         )
+check_study_config(
+    config,
+    set(EXPERIMENTS["split"]),
+    Path(export_dir()) if config["data"]["source"] == "export" else None,
+)
 FULL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) == EVAL_SPLITS]
 PARTIAL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) != EVAL_SPLITS]
 

@@ -42,6 +42,7 @@ rule convert_export:
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
         on_defect=config["data"]["on_defect"],
+        all_boxes_defective=config["data"]["all_boxes_defective"],
         coord_tolerance=config["data"]["coord_tolerance"],
     script:
         "../workflow/scripts/convert_export.py"
@@ -59,6 +60,7 @@ rule split_records:
     params:
         fractions=config["data"]["grouped_fractions"],
         seed=config["data"]["split_seed"],
+        min_patients=config["data"]["min_patients"],
     script:
         "../workflow/scripts/split_records.py"
 

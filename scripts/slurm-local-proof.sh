@@ -85,6 +85,7 @@ synthetic:
   videos_per_patient: 2
 data:
   grouped_fractions: {train: 0.6, valid: 0.2, test: 0.2}
+  min_patients: 2
 model: {imgsz: 64}
 train: {epochs: 1, batch_size: 8, nominal_batch: 8, threads: 1, device: cpu}
 report: {bootstrap_resamples: 20}

@@ -46,8 +46,5 @@ def tiny_caches(tiny_export, tmp_path_factory) -> dict[str, Path]:
 def real_data() -> Path:
     path = os.environ.get("REGURG_DATA")
     if not path:
-        pytest.skip(
-            "REGURG_DATA not set: path to the real Roboflow export "
-            "(e.g. ../shared/data/regurgitation-yolo)"
-        )
+        pytest.skip("REGURG_DATA not set: path to the real Roboflow export (docs/dataset.md)")
     return Path(path)

@@ -121,3 +121,51 @@ def _box(rng):
     x1, y1 = rng.uniform(0, 80, size=2)
     w, h = rng.uniform(5, 40, size=2)
     return [float(x1), float(y1), float(x1 + w), float(y1 + h)]
+
+
+def _clustered_views(n_patients: int, per_patient: int, rho: float, seed: int) -> tuple:
+    """View predictions whose correctness has intra-patient correlation ``rho`` (accuracy 0.7):
+    with probability ``rho`` a patient's images share one coin, otherwise each has its own."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images, groups = [], []
+    for p in range(n_patients):
+        shared = rng.random() < 0.7
+        for i in range(per_patient):
+            correct = shared if rng.random() < rho else rng.random() < 0.7
+            images.append({"name": f"p{p}_{i}", "gt": [], "pred": [], "view_true": 0,
+                           "view_pred": 0 if correct else 1})  # fmt: skip
+            groups.append(f"p{p}")
+    return images, groups
+
+
+def test_cluster_bootstrap_widens_with_intra_patient_correlation():
+    import math
+
+    k, m = 40, 10
+    widths: dict[str, list[float]] = {"image": [], "patient": []}
+    for rho in (0.0, 0.5, 1.0):
+        images, groups = _clustered_views(k, m, rho, seed=1)
+        for unit, g in (("image", None), ("patient", groups)):
+            r = bootstrap_metrics(images, [], 400, seed=0, metrics=["view_accuracy"], groups=g)
+            widths[unit].append(r["view_accuracy"]["se"])
+    # the image bootstrap ignores the clustering: its SE stays near sqrt(p(1-p)/(k m))
+    image_se = math.sqrt(0.7 * 0.3 / (k * m))
+    assert all(0.7 * image_se < w < 1.3 * image_se for w in widths["image"])
+    # the patient bootstrap follows the design effect 1 + (m - 1) rho
+    assert widths["patient"][0] < widths["patient"][1] < widths["patient"][2]
+    assert widths["patient"][2] == pytest.approx(math.sqrt(m) * image_se, rel=0.35)
+    assert widths["patient"][0] == pytest.approx(image_se, rel=0.35)
+
+
+def test_paired_cluster_bootstrap_reports_a_minimum_detectable_difference():
+    a, groups = _clustered_views(30, 5, 1.0, seed=2)
+    b, _ = _clustered_views(30, 5, 1.0, seed=3)
+    for img_b, img_a in zip(b, a, strict=True):
+        img_b["name"] = img_a["name"]
+    r = paired_bootstrap(a, b, [], 300, seed=0, metrics=["view_accuracy"], groups=groups)
+    entry = r["view_accuracy"]
+    assert entry["mdd"] == pytest.approx(2.8 * entry["se"]) and entry["se"] > 0
+    with pytest.raises(ValueError, match="groups has 3 labels for 150 images"):
+        paired_bootstrap(a, b, [], 10, metrics=["view_accuracy"], groups=["x", "y", "z"])

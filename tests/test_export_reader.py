@@ -151,11 +151,28 @@ def test_wrong_token_count_reason_says_what_was_expected(tmp_path):
     assert "4 tokens" in defect.reason and "expected 5" in defect.reason
 
 
-def test_all_box_lines_bad_keeps_image_with_no_box(tmp_path):
-    make_pair(tmp_path, "7 0.5 0.5 0.2 0.2\n\n1 0 0")
+@pytest.mark.parametrize(
+    "label",
+    ["7 0.5 0.5 0.2 0.2\n\n1 0 0", "1 0.5 0.5 0.2\n1 0.2 abc 0.3 0.3\n\n1 0 0",
+     "3 0.5 0.5 0 0.2\n\n1 0 0", "1 0.5 0.5 1.9 0.2\n\n1 0 0"],
+    ids=["unknown_class", "token_count_and_nan", "zero_area", "out_of_range"],
+)  # fmt: skip
+def test_image_whose_every_box_is_defective_is_excluded_not_made_background(tmp_path, label):
+    make_pair(tmp_path, label)
     records, defects = read(tmp_path)
-    assert [d.kind for d in defects] == ["unknown_class"]
-    assert records[0].boxes == [] and records[0].view == "A4C"
+    assert records == []  # default policy: never a silent background image
+    assert defects[-1].kind == "all_boxes_defective" and defects[-1].line == 0
+    assert "excluded" in defects[-1].reason and "data.all_boxes_defective" in defects[-1].reason
+    assert len(defects) >= 2  # the line defects themselves are listed too
+    kept, defects = read_export(tmp_path, CLASSES, VIEWS, all_boxes_defective="background")
+    assert kept[0].boxes == [] and kept[0].view == "A4C"
+    assert defects[-1].kind == "all_boxes_defective" and "background" in defects[-1].reason
+
+
+def test_image_with_no_box_line_is_a_true_background(tmp_path):
+    make_pair(tmp_path, "\n1 0 0")
+    records, defects = read(tmp_path)
+    assert defects == [] and records[0].boxes == []
 
 
 def test_coordinates_within_tolerance_are_clipped(tmp_path):
@@ -164,7 +181,7 @@ def test_coordinates_within_tolerance_are_clipped(tmp_path):
     assert defects == []
     assert records[0].boxes[0] == pytest.approx([0, 0.0, 0.1 * H, W, 0.9 * H])
     _, defects = read(tmp_path, coord_tolerance=0.001)
-    assert [d.kind for d in defects] == ["coordinate_out_of_range"]
+    assert [d.kind for d in defects] == ["coordinate_out_of_range", "all_boxes_defective"]
 
 
 # ----------------------------------------------------------------------------- file defects

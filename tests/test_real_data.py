@@ -26,10 +26,7 @@ KNOWN_MISSING_ONEHOT = {
 def real_export():
     root = os.environ.get("REGURG_DATA")
     if not root:
-        pytest.skip(
-            "REGURG_DATA not set: path to the real Roboflow export "
-            "(e.g. ../shared/data/regurgitation-yolo)"
-        )
+        pytest.skip("REGURG_DATA not set: path to the real Roboflow export (docs/dataset.md)")
     start = time.perf_counter()
     records, defects = read_export(Path(root), CLASSES, VIEWS)
     print(f"\nread_export on the real data: {time.perf_counter() - start:.2f} s")

@@ -161,3 +161,43 @@ def test_render_paper_paths_and_atomicity(tmp_path):
     with pytest.raises(TypeError):
         render_paper(ctx, tdir, out_dir / "main.tex")
     assert tex.read_text() == text  # a failed render leaves the previous file untouched
+
+
+HOSTILE = [
+    r"\input{/etc/passwd}",
+    r"\immediate\write18{touch pwned}",
+    "$(touch pwned) `touch pwned`",
+    "100% of #1 & a_b ~ ^ { }",
+    "Ünïcødé 中文 α",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_escaped_to_plain_text(name):
+    out = latex_escape(name)
+    # take away what the escaper writes; nothing special to TeX may remain
+    rest = re.sub(r"\\ensuremath\{\\[A-Za-z]+\}|\\text[a-z]+\{\}|\\[%#&_${}]", "", out)
+    assert not re.search(r"[\\%#&_$^~{}]", rest), rest
+
+
+def test_latexmk_runs_without_shell_escape(tmp_path):
+    import shutil
+
+    from echomtl.report.pdf import compile_pdf
+
+    if shutil.which("latexmk") is None:
+        pytest.skip("latexmk is not installed")
+    names = " \\\\ ".join(latex_escape(n) for n in HOSTILE)
+    tex = tmp_path / "hostile.tex"
+    tex.write_text(
+        "\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage[utf8]{inputenc}"
+        "\\usepackage{amsmath}\\begin{document}\n"
+        "\\immediate\\write18{touch pwned}\n"  # what full shell escape would run
+        "\\immediate\\write18{kpsewhich article.cls}\n"  # what TeX Live's restricted mode runs
+        f"{names}\n\\end{{document}}\n"
+    )
+    pdf = compile_pdf(tex, tmp_path / "out")
+    assert pdf.is_file()
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "out" / "pwned").exists()
+    log = (tmp_path / "out" / "hostile.log").read_text(encoding="latin-1")
+    assert "runsystem(kpsewhich article.cls)...disabled" in log and "executed" not in log

@@ -164,3 +164,28 @@ def test_minimal_study_renders_without_untested_claims(tmp_path):
     assert "did not run the seed's fixed weights" in abstract
     assert "support the claim" not in abstract
     assert "\\ref{tab:alpha}" not in tex and "Only one value of $\\alpha$" in tex
+
+
+HOSTILE_CLASSES = [r"A\input{/etc/passwd}", "M$(touch pwned)", "P%#_&", "Tü中"]
+HOSTILE_VIEWS = [r"\immediate\write18{touch pwned}", "PS~AX", "PL^AX"]
+
+
+def test_hostile_names_reach_the_paper_escaped_and_never_execute(tmp_path, monkeypatch):
+    """Class and view names with TeX and shell metacharacters: escaped in every rendered file,
+    and the PDF (when TeX is installed) builds without running anything."""
+    monkeypatch.setattr(rf, "CLASS_NAMES", HOSTILE_CLASSES)
+    monkeypatch.setattr(rf, "VIEW_NAMES", HOSTILE_VIEWS)
+    study = rf.make_study(tmp_path / "study", n_images=16)
+    built = rf.build_report(study, tmp_path / "out", n_resamples=5, figures=False)
+    out = built["tex"].parent
+    rendered = "".join(p.read_text() for p in out.rglob("*.tex"))
+    for raw in ("\\input{/etc/passwd}", "\\write18", "\\immediate"):
+        assert raw not in rendered, raw
+    assert not re.search(r"(?<!\\)\$\(touch", rendered)  # only as the escaped text \$(touch
+    assert "A\\textbackslash{}input\\{/etc/passwd\\}" in rendered
+    if shutil.which("latexmk") is not None:
+        try:
+            compile_pdf(built["tex"], tmp_path / "pdf")
+        except LatexError as exc:  # figures=False leaves \includegraphics targets missing
+            assert "figures/" in str(exc), exc
+        assert not any(p.name == "pwned" for p in tmp_path.rglob("*"))

@@ -135,3 +135,13 @@ def test_unknown_scheme():
 def test_too_few_patients_for_the_splits():
     with pytest.raises(ValueError, match="patient"):
         apply_split(make_records(n_patients=2), "grouped", FRACTIONS)
+
+
+def test_grouped_holdout_with_too_few_patients_names_the_config_keys():
+    records = make_records(12)
+    with pytest.raises(ValueError) as error:
+        apply_split(records, "grouped", FRACTIONS, seed=0, min_patients=5)
+    message = str(error.value)
+    assert "config data.min_patients is 5" in message and "data.grouped_fractions" in message
+    assert "too few patients (test 3, valid 4;" in message
+    assert apply_split(records, "grouped", FRACTIONS, seed=0, min_patients=2)

@@ -51,7 +51,10 @@ def tiny_config(tmp: Path) -> Path:
             "seed": 1, "sizes": {"train": 24, "valid": 8, "test": 8},
             "frames_per_video": 2, "videos_per_patient": 2, "video_overlap": 0.5,
         },
-        "data": {"grouped_fractions": {"train": 0.6, "valid": 0.2, "test": 0.2}},
+        "data": {
+            "grouped_fractions": {"train": 0.6, "valid": 0.2, "test": 0.2},
+            "min_patients": 2,  # 10 patients in all: a tiny study, not a protocol
+        },
         "model": {"imgsz": 64},
         "train": {"epochs": 1, "batch_size": 8, "nominal_batch": 8},
         "report": {"bootstrap_resamples": 20},
@@ -184,3 +187,31 @@ def test_snakemake_report_bundles_figures(tiny_study):
     result = run_snakemake("--configfile", str(config), "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     assert report.stat().st_size > 100_000
+
+
+@pytest.mark.parametrize(
+    "overlay,expected",
+    [
+        ({"data": {"grouped_fractions": {"train": 0.7, "valid": 0.2, "test": 0.2}}},
+         "data.grouped_fractions: split fractions must sum to 1"),
+        ({"data": {"grouped_fractions": {"train": 0.8, "valid": 0.0, "test": 0.2}}},
+         "data.grouped_fractions.valid: must be > 0"),
+    ],
+)  # fmt: skip
+def test_bad_split_fractions_fail_before_any_job(tmp_path, overlay, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(overlay))
+    result = run_snakemake("-n", "--quiet", "rules", "--configfile", str(bad))
+    assert result.returncode != 0 and expected in result.stdout + result.stderr
+
+
+def test_class_names_in_another_order_than_the_export_fail_before_any_job(tmp_path):
+    export = fake_export(tmp_path / "export", ("train", "valid", "test"))
+    (export / "data.yaml").write_text(yaml.safe_dump({"names": ["MR", "AR", "PR", "TR"]}))
+    result = run_snakemake(
+        "-n", "--quiet", "rules", "--configfile", "config/paper.yaml",
+        env={"REGURG_DATA": str(export)},
+    )  # fmt: skip
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "data.class_names:" in output and "order matters" in output

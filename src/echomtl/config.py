@@ -158,3 +158,40 @@ def _table_rows(
             )
         rows.append((line, row))
     return rows
+
+
+def check_study_config(config: dict, schemes: set[str], export_root: Path | None) -> None:
+    """What the schema cannot say, checked at parse time (before any job); names the config key.
+
+    ``schemes``: the split schemes the study's experiments use; ``export_root``: the export when
+    ``data.source`` is ``export``.
+    """
+    from echomtl.data.export_reader import check_data_yaml
+    from echomtl.data.splits import check_fractions
+
+    problems = []
+    data = config["data"]
+    if "grouped" in schemes:
+        fractions = dict(data["grouped_fractions"])
+        try:
+            check_fractions(fractions)
+        except ValueError as exc:
+            problems.append(f"data.grouped_fractions: {exc}")
+        for split in ("train", "valid", "test"):
+            if not float(fractions.get(split, 0.0)) > 0:
+                needed = {
+                    "train": "training",
+                    "valid": "model selection (manual grid) and validation metrics",
+                    "test": "the test metrics the paper reports",
+                }[split]
+                problems.append(
+                    f"data.grouped_fractions.{split}: must be > 0 (the {split} split is needed "
+                    f"for {needed}), got {fractions.get(split, 0.0)}"
+                )
+    if export_root is not None:
+        try:
+            check_data_yaml(export_root, list(data["class_names"]))
+        except ValueError as exc:
+            problems.append(f"data.class_names: {exc}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from echomtl.atomic import write_json
+from echomtl.console import say
 from echomtl.training.runlog import setup_logging
 
 LOG = logging.getLogger("echomtl.jobs")
@@ -90,6 +91,7 @@ def convert_export(snakemake: Any) -> None:
             list(p.view_names),
             on_defect=p.on_defect,
             coord_tolerance=p.coord_tolerance,
+            all_boxes_defective=p.all_boxes_defective,
         )
         if not records:
             raise ValueError(f"{snakemake.input[0]}: no image with a label was read")
@@ -99,6 +101,15 @@ def convert_export(snakemake: Any) -> None:
         for record in records:
             by_split[record.split] = by_split.get(record.split, 0) + 1
         LOG.info("records per split: %s; defects: %d", by_split, len(defects))
+        kinds: dict[str, int] = {}
+        for defect in defects:
+            kinds[defect.kind] = kinds.get(defect.kind, 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
+        say(
+            "data",
+            f"{len(records)} images read ({', '.join(f'{s} {n}' for s, n in by_split.items())}); "
+            f"defects: {summary}" + (f" (see {snakemake.output.defects})" if defects else ""),
+        )
         for defect in defects:
             LOG.warning(
                 "defect %s:%d: %s: %s", defect.file, defect.line, defect.kind, defect.reason
@@ -113,8 +124,9 @@ def split_records(snakemake: Any) -> None:
         records = read_records(snakemake.input[0])
         scheme = snakemake.wildcards.scheme
         out = apply_split(
-            records, scheme, dict(snakemake.params.fractions), seed=snakemake.params.seed
-        )
+            records, scheme, dict(snakemake.params.fractions), seed=snakemake.params.seed,
+            min_patients=snakemake.params.min_patients,
+        )  # fmt: skip
         write_records(out, snakemake.output[0])
         LOG.info("%s split: %d records", scheme, len(out))
 

@@ -1,6 +1,6 @@
 """YOLOv5 v7.0 detection loss (ComputeLoss) and the view-classification loss.
 
-``YoloLoss`` follows ``shared/docs/yolov5-v7-reference.md`` ("Loss"):
+``YoloLoss`` follows the YOLOv5 v7.0 ``ComputeLoss`` (docs/yolov5.md, "Loss"):
 
 - assignment (``build_targets``): every target is tried against the 3 anchors of every level and
   kept where max(r, 1/r) < anchor_t (4.0) for width and height (r = gt wh / anchor wh, grid units);

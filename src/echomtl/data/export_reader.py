@@ -25,8 +25,11 @@ clipped, further out is a defect. A class id must be an integral number (``2`` o
 Defects (kinds in docs/architecture.md) and what ``on_defect="report"`` keeps:
 
 * a bad box line (wrong token count, non-numeric, unknown class, out-of-range coordinate,
-  zero-area box) is dropped and the file's other lines are kept; an image whose every box line was
-  bad is therefore kept with fewer (possibly zero) boxes: look at ``defects.csv``;
+  zero-area box) is dropped and the file's other lines are kept;
+* an image whose every box line was bad (at least one box line, none valid) gets one more defect,
+  ``all_boxes_defective``, and, under the default policy ``all_boxes_defective="exclude"``, no
+  record: kept, it would be a background image, i.e. a wrong label for training and evaluation.
+  ``"background"`` keeps it with zero boxes (config ``data.all_boxes_defective``);
 * a repeated identical line (same tokens) keeps the first occurrence; each repeat is reported;
 * a missing or bad view line keeps the image and its boxes with view ``missing`` / -1; a second,
   different view line is reported as ``bad_onehot`` and ignored;
@@ -58,6 +61,7 @@ from echomtl.data.records import MISSING_VIEW, DatasetDefectError, Defect, Recor
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 ON_DEFECT_CHOICES: tuple[str, ...] = ("report", "fail")
+ALL_BOXES_DEFECTIVE_CHOICES: tuple[str, ...] = ("exclude", "background")
 
 _ROBOFLOW_SUFFIX = re.compile(r"_(?:png|jpe?g|bmp)\.rf\.[0-9A-Za-z]+$", re.IGNORECASE)
 _FRAME = re.compile(r"^(\d+)(?:\s*\(\d+\))?$")
@@ -85,10 +89,16 @@ def read_export(
     on_defect: str = "report",
     coord_tolerance: float = 0.01,
     splits: tuple[str, ...] = ("train", "valid", "test"),
+    all_boxes_defective: str = "exclude",
 ) -> tuple[list[Record], list[Defect]]:
     """Read every split present under ``root``; return records sorted by (split, name) + defects."""
     if on_defect not in ON_DEFECT_CHOICES:
         raise ValueError(f"on_defect must be one of {ON_DEFECT_CHOICES}, got {on_defect!r}")
+    if all_boxes_defective not in ALL_BOXES_DEFECTIVE_CHOICES:
+        raise ValueError(
+            f"all_boxes_defective must be one of {ALL_BOXES_DEFECTIVE_CHOICES}, "
+            f"got {all_boxes_defective!r}"
+        )
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a directory")
@@ -104,7 +114,15 @@ def read_export(
     records: list[Record] = []
     for split in splits:
         records.extend(
-            _read_split(root / split, split, class_names, view_names, coord_tolerance, report)
+            _read_split(
+                root / split,
+                split,
+                class_names,
+                view_names,
+                coord_tolerance,
+                report,
+                all_boxes_defective,
+            )  # fmt: skip
         )
     order = {s: i for i, s in enumerate(splits)}
     records.sort(key=lambda r: (order[r.split], r.name))
@@ -171,8 +189,13 @@ def parse_label(
     view_names: list[str],
     coord_tolerance: float,
     report: Report,
-) -> tuple[list[NormBox], int]:
-    """Parse one label file into normalised boxes and a view index (-1 when missing or bad)."""
+    count_box_lines: bool = False,
+) -> tuple[list[NormBox], int] | tuple[list[NormBox], int, int]:
+    """Parse one label file into normalised boxes and a view index (-1 when missing or bad).
+
+    ``count_box_lines``: also return the number of (distinct) lines read as box lines, valid or
+    not, so that a caller can tell "no box" from "every box defective".
+    """
     text = path.read_bytes().decode("utf-8-sig", errors="replace")
     lines = [(no, line.split()) for no, line in enumerate(text.splitlines(), start=1)]
     lines = [(no, tokens) for no, tokens in lines if tokens]
@@ -181,6 +204,7 @@ def parse_label(
     seen: dict[tuple[str, ...], int] = {}
     boxes: list[NormBox] = []
     view_index, view_line = -1, 0
+    n_box_lines = 0
     for no, tokens in lines:
         key = tuple(tokens)
         if key in seen:
@@ -197,6 +221,7 @@ def parse_label(
                 view_line = no
                 view_index = _parse_onehot(tokens, view_names)
             else:
+                n_box_lines += 1
                 boxes.append(_parse_box(tokens, n_classes, n_views, coord_tolerance))
         except _LineProblem as problem:
             _report(report, path, no, problem.kind, problem.reason)
@@ -209,6 +234,8 @@ def parse_label(
             f"no one-hot view line; expected a line of {n_views} values 0/1 "
             f"({' '.join(view_names)})",
         )
+    if count_box_lines:
+        return boxes, view_index, n_box_lines
     return boxes, view_index
 
 
@@ -222,6 +249,7 @@ def _read_split(
     view_names: list[str],
     tol: float,
     report: Report,
+    all_boxes_defective: str = "exclude",
 ) -> list[Record]:
     images_dir, labels_dir = split_dir / "images", split_dir / "labels"
     if not images_dir.is_dir() and not labels_dir.is_dir():
@@ -253,7 +281,9 @@ def _read_split(
                 f"expected label file {labels_dir / (image.stem + '.txt')}",
             )
             continue
-        rec = _read_pair(image, label, split, class_names, view_names, tol, report)
+        rec = _read_pair(
+            image, label, split, class_names, view_names, tol, report, all_boxes_defective
+        )
         if rec is not None:
             records.append(rec)
     for label in labels:
@@ -277,13 +307,29 @@ def _read_pair(
     view_names: list[str],
     tol: float,
     report: Report,
+    all_boxes_defective: str = "exclude",
 ) -> Record | None:
     size: tuple[int, int] | None = None
     try:
         size = image_size(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         _report(report, image, 0, "unreadable_image", f"expected a readable image; PIL says: {exc}")
-    boxes, view_index = parse_label(label, len(class_names), view_names, tol, report)
+    boxes, view_index, n_box_lines = parse_label(
+        label, len(class_names), view_names, tol, report, count_box_lines=True
+    )
+    if n_box_lines and not boxes:
+        action = (
+            "the image is excluded from training and evaluation"
+            if all_boxes_defective == "exclude"
+            else "the image is kept as a background image"
+        )
+        _report(
+            report, label, 0, "all_boxes_defective",
+            f"every box line ({n_box_lines}) is defective; {action} (config "
+            f"data.all_boxes_defective: {all_boxes_defective})",
+        )  # fmt: skip
+        if all_boxes_defective == "exclude":
+            return None
     if size is None:
         return None
     width, height = size

@@ -46,6 +46,7 @@ DEFECT_KINDS: tuple[str, ...] = (
     "duplicate_line",
     "degenerate_box",
     "not_a_number",
+    "all_boxes_defective",
 )
 MISSING_VIEW = "missing"
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")

@@ -19,7 +19,9 @@ Grouped assignment (deterministic for a seed):
    ``target_sc > 0``; ties go to the earlier split in train, valid, test order.
 
 Classes stay as balanced as whole patients allow; with few large patients the fractions are only
-approximate (every patient is indivisible).
+approximate (every patient is indivisible). A grouped holdout must give every non-empty split at
+least ``min_patients`` patients (config ``data.min_patients``): with fewer, selection and
+evaluation rest on a handful of people and no patient-level statement can be made.
 """
 
 from __future__ import annotations
@@ -40,15 +42,32 @@ def apply_split(
     scheme: str,
     fractions: dict[str, float] | None = None,
     seed: int = 0,
+    min_patients: int = 1,
 ) -> list[Record]:
     """Return copies of ``records`` with ``split`` set by ``scheme``, sorted by (split, name)."""
     if scheme == "original":
         out = _original(records)
     elif scheme == "grouped":
         out = _grouped(records, check_fractions(fractions or DEFAULT_FRACTIONS), seed)
+        check_min_patients(out, min_patients)
     else:
         raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
     return sort_records(out)
+
+
+def check_min_patients(records: list[Record], min_patients: int) -> None:
+    """Every split present must hold at least ``min_patients`` patients (names the config keys)."""
+    patients: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        patients[r.split].add(r.patient_id)
+    short = {s: len(p) for s, p in sorted(patients.items()) if len(p) < min_patients}
+    if short:
+        counts = ", ".join(f"{s} {n}" for s, n in short.items())
+        raise ValueError(
+            f"grouped split: too few patients ({counts}; config data.min_patients is "
+            f"{min_patients}) from {len({r.patient_id for r in records})} patients: change "
+            "data.grouped_fractions or lower data.min_patients"
+        )
 
 
 def sort_records(records: list[Record]) -> list[Record]:

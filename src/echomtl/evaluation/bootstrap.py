@@ -1,6 +1,10 @@
 """Bootstrap confidence intervals over test images (single run and paired comparison).
 
-Resampling unit: the test image (with replacement, ``n`` draws from ``n`` images). Every resample
+Resampling unit: the test image (with replacement, ``n`` draws from ``n`` images), or, when
+``groups`` is given, the cluster (patient): ``k`` draws with replacement from the ``k`` patients,
+each drawn patient bringing all its images. Images of one patient (and one video) are strongly
+correlated, so only the cluster bootstrap gives intervals for patient-level claims; the image
+bootstrap's are too narrow whenever the correlation is positive. Every resample
 is scored with the same code as the point estimate; a resampled image that appears twice is
 evaluated as two distinct images (the detection metrics identify images by list position).
 Intervals are percentile intervals (2.5th and 97.5th percentiles for 95%). A resample on which a
@@ -23,7 +27,7 @@ from echomtl.evaluation.detection_metrics import (
     prepare_images,
 )
 
-__all__ = ["bootstrap_metrics", "paired_bootstrap", "SUPPORTED_METRICS"]
+__all__ = ["MDD_FACTOR", "bootstrap_metrics", "paired_bootstrap", "SUPPORTED_METRICS"]
 
 _COCO = ("map50", "map50_95")
 _PRF = ("precision", "recall", "f1")
@@ -82,24 +86,44 @@ def _make_scorer(
     return score
 
 
-def _resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """``[n_resamples, n]`` image indices drawn with replacement."""
+#: Minimum detectable difference of a paired comparison, in bootstrap standard errors: a true
+#: difference of this size is found with 80% power by a two-sided test at 5% (1.96 + 0.84).
+MDD_FACTOR = 2.8
+
+
+def _resample_indices(
+    n: int, n_resamples: int, seed: int, groups: Sequence | None = None
+) -> list[np.ndarray]:
+    """Image indices of each resample: ``n`` images with replacement, or whole clusters.
+
+    With ``groups`` (one label per image), each resample draws as many clusters as there are,
+    with replacement, and takes every image of each drawn cluster (so resamples vary in size).
+    """
     if n_resamples < 1:
         raise ValueError("n_resamples must be >= 1")
-    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return list(rng.integers(0, n, size=(n_resamples, n)))
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} labels for {n} images")
+    _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    members = [np.flatnonzero(codes == c) for c in range(int(codes.max()) + 1)]
+    draws = rng.integers(0, len(members), size=(n_resamples, len(members)))
+    return [np.concatenate([members[c] for c in row]) for row in draws]
 
 
 def _summary(values: np.ndarray, confidence: float) -> dict:
     """Mean and percentile interval over the finite values."""
     ok = values[~np.isnan(values)]
     if ok.size == 0:
-        return {"mean": math.nan, "low": math.nan, "high": math.nan, "n_valid": 0}
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "se": math.nan, "n_valid": 0}
     alpha = (1.0 - confidence) / 2.0
     low, high = np.percentile(ok, [100 * alpha, 100 * (1 - alpha)])
     return {
         "mean": float(ok.mean()),
         "low": float(low),
         "high": float(high),
+        "se": float(ok.std(ddof=1)) if ok.size > 1 else math.nan,
         "n_valid": int(ok.size),
     }
 
@@ -112,6 +136,7 @@ def bootstrap_metrics(
     metrics: Sequence[str] = DEFAULT_METRICS,
     confidence: float = 0.95,
     keep_values: bool = False,
+    groups: Sequence | None = None,
 ) -> dict[str, dict]:
     """Percentile bootstrap interval of each metric over resampled test images.
 
@@ -121,13 +146,15 @@ def bootstrap_metrics(
             ``precision``, ``recall``, ``f1`` (as ``precision_recall_f1``, threshold re-chosen
             on every resample), ``view_accuracy``, ``view_macro_f1``.
         keep_values: also return the per-resample values (list, NaN where undefined).
+        groups: one cluster label per image (patient): resample clusters, not images.
 
     Returns:
-        ``{metric: {"point", "mean", "low", "high", "n_valid"[, "values"]}}``: ``point`` is the
-        metric on the original image set, ``mean`` the mean over resamples.
+        ``{metric: {"point", "mean", "low", "high", "se", "n_valid"[, "values"]}}``: ``point``
+        is the metric on the original image set, ``mean`` and ``se`` the mean and standard
+        deviation over resamples.
     """
     score = _make_scorer(images, class_names, metrics)
-    idx = _resample_indices(len(images), n_resamples, seed)
+    idx = _resample_indices(len(images), n_resamples, seed, groups)
     point = score(np.arange(len(images)))
     rows = [score(r) for r in idx]
     out: dict[str, dict] = {}
@@ -166,6 +193,7 @@ def paired_bootstrap(
     seed: int = 0,
     metrics: Sequence[str] = DEFAULT_METRICS,
     confidence: float = 0.95,
+    groups: Sequence | None = None,
 ) -> dict[str, dict]:
     """Bootstrap interval of the difference ``a - b`` of each metric, paired by image.
 
@@ -173,14 +201,20 @@ def paired_bootstrap(
     is reordered to ``images_a``'s order, and differing image sets raise ValueError), so the
     interval reflects the model difference, not the test-set sampling twice.
 
+    ``groups`` (one cluster label per image of ``images_a``): resample clusters, the same ones
+    for both runs.
+
     Returns:
-        ``{metric: {"diff", "mean", "low", "high", "n_valid"}}``: ``diff`` = metric(a) - metric(b)
-        on the original set, ``mean``/``low``/``high`` over the resampled differences.
+        ``{metric: {"diff", "mean", "low", "high", "se", "mdd", "n_valid"}}``: ``diff`` =
+        metric(a) - metric(b) on the original set, ``mean``/``low``/``high``/``se`` over the
+        resampled differences, ``mdd`` = ``MDD_FACTOR * se``, the smallest true difference this
+        comparison would detect with 80% power (so "not distinguishable" says what could have
+        been seen).
     """
     images_b = _align(images_a, images_b)
     score_a = _make_scorer(images_a, class_names, metrics)
     score_b = _make_scorer(images_b, class_names, metrics)
-    idx = _resample_indices(len(images_a), n_resamples, seed)
+    idx = _resample_indices(len(images_a), n_resamples, seed, groups)
     full = np.arange(len(images_a))
     pa, pb = score_a(full), score_b(full)
     diffs = []
@@ -190,5 +224,6 @@ def paired_bootstrap(
     out: dict[str, dict] = {}
     for m in metrics:
         v = np.array([d[m] for d in diffs], dtype=np.float64)
-        out[m] = {"diff": pa[m] - pb[m], **_summary(v, confidence)}
+        summary = _summary(v, confidence)
+        out[m] = {"diff": pa[m] - pb[m], **summary, "mdd": MDD_FACTOR * summary["se"]}
     return out

@@ -1,6 +1,6 @@
 """YOLOv5 v7.0 building blocks (Conv, Bottleneck, C3, SPPF, Concat).
 
-Written from the facts in ``shared/docs/yolov5-v7-reference.md``; the layer shapes must match the
+Written from the YOLOv5 v7.0 recipe (docs/yolov5.md); the layer shapes must match the
 reference exactly so that parameter counts (and hence the paper's model sizes) agree.
 """
 

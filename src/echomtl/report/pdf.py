@@ -7,6 +7,7 @@ raise :class:`LatexError` listing every such problem.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -75,13 +76,17 @@ def compile_pdf(tex_path: PathLike, out_dir: PathLike | None = None, timeout_s: 
         )
     out = Path(out_dir).resolve() if out_dir is not None else tex.parent
     out.mkdir(parents=True, exist_ok=True)
+    # No shell escape at all (TeX Live's default allows a restricted list): a name in the data
+    # that reached the source as \write18 must never run anything.
     cmd = [
-        exe, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
-        f"-output-directory={out}", tex.name,
+        exe, "-pdf", "-pdflatex=pdflatex -no-shell-escape %O %S", "-interaction=nonstopmode",
+        "-halt-on-error", "-file-line-error", f"-output-directory={out}", tex.name,
     ]  # fmt: skip
+    env = {**os.environ, "shell_escape": "f"}
     proc = subprocess.run(
-        cmd, cwd=tex.parent, capture_output=True, text=True, timeout=timeout_s, check=False
-    )
+        cmd, cwd=tex.parent, capture_output=True, text=True, timeout=timeout_s, check=False,
+        env=env,
+    )  # fmt: skip
     log = out / (tex.stem + ".log")
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])

@@ -146,8 +146,10 @@ def _default_paired() -> Callable:
 
 
 _VIEW_METRICS = ("view_accuracy", "view_macro_f1")
-_UNDEFINED = {"point": None, "mean": None, "low": None, "high": None, "n_valid": 0}
-_UNDEFINED_DIFF = {"diff": None, "mean": None, "low": None, "high": None, "n_valid": 0}
+_UNDEFINED = {"point": None, "mean": None, "low": None, "high": None, "se": None, "n_valid": 0}
+_UNDEFINED_DIFF = {
+    "diff": None, "mean": None, "low": None, "high": None, "se": None, "mdd": None, "n_valid": 0,
+}  # fmt: skip
 
 
 def _applicable(metrics: Sequence[str], images: Sequence[dict]) -> list[str]:

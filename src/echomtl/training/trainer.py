@@ -35,6 +35,7 @@ from echomtl.balancing.base import (
     shared_parameters,
 )
 from echomtl.balancing.diagnostics import null_reference
+from echomtl.console import duration, say
 from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
 from echomtl.losses import YoloLoss, view_loss
@@ -285,6 +286,7 @@ def train(
     stop = _StopRequest()
     previous_handler = signal.signal(signal.SIGTERM, stop)
     batches_run = 0
+    run_started = time.perf_counter()
     try:
         for epoch in range(start_epoch, p.epochs):
             model.train()
@@ -368,6 +370,14 @@ def train(
                 summary["weight_det"], summary["weight_cls"], summary["eff_weight_det"],
                 summary["eff_weight_cls"], epoch_rows[-1]["seconds"],
             )  # fmt: skip
+            done = epoch + 1 - start_epoch
+            eta = (time.perf_counter() - run_started) / done * (p.epochs - epoch - 1)
+            say(
+                "train",
+                f"{p.experiment} seed {p.seed}: epoch {epoch + 1}/{p.epochs} "
+                f"det {summary['loss_det']:.3f} cls {summary['loss_cls']:.3f} "
+                f"({duration(epoch_rows[-1]['seconds'])}, ETA {duration(eta)})",
+            )
             save(epoch + 1, 0)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
