@@ -40,7 +40,9 @@ if os.environ.get("ECHOMTL_SUBMIT_ALL") != "1":
 
 onsuccess:
     # The TeX hint only when this run was asked for the paper (default target or a main.* file).
-    _targets = set(workflow.dag_settings.targets) if workflow.dag_settings else set()
+    _targets = (
+        set(workflow.dag_settings.targets) if workflow.dag_settings else set()
+    )
     _paper_asked = not _targets or any(
         t == "all" or Path(t).name in ("main.pdf", "main.tex") for t in _targets
     )
