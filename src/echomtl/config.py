@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,14 @@ from snakemake.utils import validate
 
 from echomtl.methods import METHODS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_SCHEMA = REPO_ROOT / "config" / "schema" / "config.schema.yaml"
-EXPERIMENTS_SCHEMA = REPO_ROOT / "config" / "schema" / "experiments.schema.yaml"
+
+def _schema(name: str) -> Path:
+    """A schema shipped as package data (found the same way in a wheel and in a checkout)."""
+    return Path(str(files("echomtl") / "schema" / name))
+
+
+CONFIG_SCHEMA = _schema("config.schema.yaml")
+EXPERIMENTS_SCHEMA = _schema("experiments.schema.yaml")
 
 
 class ConfigError(ValueError):
