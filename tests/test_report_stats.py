@@ -14,6 +14,7 @@ from echomtl.report.stats import (
     load_paired,
     load_predictions,
     paired_experiment,
+    patient_of,
     summarise_seeds,
     verdict,
 )
@@ -93,7 +94,7 @@ def test_bootstrap_experiment_skips_view_metrics_without_head(tmp_path):
     path = _write_run(tmp_path, "det_only", 0, _images(4, 4, view_head=False))
     seen = {}
 
-    def fake(images, class_names, n_resamples, seed, metrics):
+    def fake(images, class_names, n_resamples, seed, metrics, groups=None, strata=None):
         seen["metrics"] = metrics
         return {
             m: {"point": 0.5, "mean": 0.5, "low": 0.4, "high": 0.6, "n_valid": n_resamples}
@@ -115,7 +116,8 @@ def test_paired_experiment_matches_seeds_and_words_the_result(tmp_path):
     other = [_write_run(tmp_path, "other", s, _images(4, 1)) for s in (1, 2)]
     calls = {}
 
-    def fake(a, b, class_names, n_resamples, seed, metrics):
+    def fake(a, b, class_names, n_resamples, seed, metrics, groups=None, strata=None):
+        calls["groups"] = groups
         calls["names"] = [im["name"] for im in a]
         return {
             m: {"diff": 0.3, "mean": 0.3, "low": 0.1, "high": 0.5, "n_valid": 5} for m in metrics
@@ -126,6 +128,9 @@ def test_paired_experiment_matches_seeds_and_words_the_result(tmp_path):
     )
     assert out["seeds"] == [1] and out["seeds_left_out"] == [0, 2]
     assert calls["names"][0] == "img0.png"
+    # patients are the clusters (the reader's file-name identity rule)
+    assert calls["groups"] == [patient_of(n) for n in calls["names"]]
+    assert out["unit"] == "patient" and out["n_patients"] == len(set(calls["groups"]))
     assert out["metrics"]["map50"]["verdict"] == "higher"
     assert load_paired([tmp_path / "p.json"], "ref")["other"]["map50"]["verdict"] == "higher"
     with pytest.raises(ValueError, match="reference"):
@@ -148,3 +153,8 @@ def test_real_bootstrap_small(tmp_path):
     p = paired_experiment("good", "det", [good], [det], None, n_resamples=10, seed=0)
     assert p["metrics"]["view_accuracy"]["verdict"] is None
     assert p["metrics"]["map50"]["diff"] == pytest.approx(0.0)
+
+
+def test_patient_of_follows_the_identity_rule_and_ignores_the_seed_prefix():
+    assert patient_of("ZmNl=-unnamed_1_1.mp4-31.png") == "ZmNl="
+    assert patient_of("s2/ZmNl=-unnamed_1_1.mp4-31.png") == "ZmNl="

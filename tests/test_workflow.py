@@ -26,6 +26,7 @@ gradnorm_a1.0\tgradnorm_a1.0\tgradnorm\tmultitask\t1.0\t0.01\t1.0\tfalse\tGradNo
 gradnorm_a1.5\tgradnorm_a1.5\tgradnorm\tmultitask\t1.0\t0.01\t1.5\tfalse\tGradNorm 1.5
 gradnorm_a1.5_aug\tgradnorm_a1.5_aug\tgradnorm\tmultitask\t1.0\t0.01\t1.5\ttrue\taugmented
 dual_backbone\tdual_backbone\tfixed\tdual_backbone\t1.0\t1.0\t\tfalse\ttwo networks
+stopgrad\tstopgrad\tfixed\tstopgrad\t1.0\t1.0\t\tfalse\tdetached head
 pcgrad\tpcgrad\tpcgrad\tmultitask\t1.0\t0.01\t\tfalse\tPCGrad\t
 gradnorm_a1.5_original\tsplit\tgradnorm\tmultitask\t1.0\t0.01\t1.5\tfalse\tleaky split\toriginal
 """
@@ -76,7 +77,7 @@ def tiny_study(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_study_produces_metrics_for_every_run(tiny_study):
     results, _ = tiny_study
-    experiments = ("det_only", "fixed", "gradnorm_a1.5", "dual_backbone", "pcgrad")
+    experiments = ("det_only", "fixed", "gradnorm_a1.5", "dual_backbone", "stopgrad", "pcgrad")
     for experiment in (*experiments, "gradnorm_a1.5_original"):
         run = results / "runs" / experiment / "seed0"
         for split in ("valid", "test"):
@@ -87,6 +88,17 @@ def test_tiny_study_produces_metrics_for_every_run(tiny_study):
             assert metrics["versions"]["torch"].startswith("2.14.1")
         assert (run / "train.benchmark.tsv").exists()
         assert "epoch 1/1" in (run / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_tiny_study_console_shows_defects_and_epochs(tiny_study):
+    _, result = tiny_study
+    console = result.stdout + result.stderr
+    assert "[echomtl data] 40 images read (train " in console and "defects: none" in console
+    for experiment in ("fixed", "stopgrad", "pcgrad"):
+        line = f"[echomtl train] {experiment} seed 0: epoch 1/1 det "
+        assert line in console, experiment
+    assert "ETA" in console
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def backward_with_task_gradients(
     UNWEIGHTED gradient ``dL_i/df`` at the shared feature ``f`` and ``g_i = dL_i/dW`` on the
     last shared weight ``W``. Nothing but the gradient of the root reaches ``.grad``.
 
-    How (docs loss-balancing.md, "Efficient implementation"): the model hands each branch its own
+    How (docs/methods.md, "One backward for GradNorm"): the model hands each branch its own
     alias ``a = f.view_as(f)`` (det) and ``b = f.view_as(f)`` (cls). A tensor hook on each alias
     captures ``w_i dL_i/df`` (the branch reads only its alias, so the hooked gradient is exactly
     that task's, scaled by its weight). A hook on ``f`` itself (the aliases' common base) fires

@@ -1,4 +1,4 @@
-"""GradNorm (Chen, Badrinarayanan, Lee, Rabinovich, ICML 2018), as fixed by docs loss-balancing.md.
+"""GradNorm (Chen, Badrinarayanan, Lee, Rabinovich, ICML 2018), as specified in docs/methods.md.
 
 Per step t with weights w_i(t) > 0 (tasks ``det`` and ``cls``):
 

@@ -91,6 +91,27 @@ def _make_scorer(
 MDD_FACTOR = 2.8
 
 
+def _per_stratum(
+    score: Callable[[np.ndarray], dict[str, float]], strata: Sequence | None, metrics: Sequence[str]
+) -> Callable[[np.ndarray], dict[str, float]]:
+    """With ``strata`` (one label per image, e.g. the seed), score each stratum's share of the
+    resample on its own and average the metrics over strata (seeds averaged inside a resample)."""
+    if strata is None:
+        return score
+    labels = np.asarray(strata)
+    values = list(dict.fromkeys(labels.tolist()))
+
+    def averaged(idx: np.ndarray) -> dict[str, float]:
+        drawn = labels[idx]
+        rows = [score(idx[drawn == v]) for v in values if np.any(drawn == v)]
+        if not rows:
+            return dict.fromkeys(metrics, math.nan)
+        with np.errstate(all="ignore"):
+            return {m: float(np.nanmean([r[m] for r in rows])) for m in metrics}
+
+    return averaged
+
+
 def _resample_indices(
     n: int, n_resamples: int, seed: int, groups: Sequence | None = None
 ) -> list[np.ndarray]:
@@ -137,6 +158,7 @@ def bootstrap_metrics(
     confidence: float = 0.95,
     keep_values: bool = False,
     groups: Sequence | None = None,
+    strata: Sequence | None = None,
 ) -> dict[str, dict]:
     """Percentile bootstrap interval of each metric over resampled test images.
 
@@ -147,13 +169,14 @@ def bootstrap_metrics(
             on every resample), ``view_accuracy``, ``view_macro_f1``.
         keep_values: also return the per-resample values (list, NaN where undefined).
         groups: one cluster label per image (patient): resample clusters, not images.
+        strata: one label per image (seed): each resample is scored per stratum and averaged.
 
     Returns:
         ``{metric: {"point", "mean", "low", "high", "se", "n_valid"[, "values"]}}``: ``point``
         is the metric on the original image set, ``mean`` and ``se`` the mean and standard
         deviation over resamples.
     """
-    score = _make_scorer(images, class_names, metrics)
+    score = _per_stratum(_make_scorer(images, class_names, metrics), strata, metrics)
     idx = _resample_indices(len(images), n_resamples, seed, groups)
     point = score(np.arange(len(images)))
     rows = [score(r) for r in idx]
@@ -194,6 +217,7 @@ def paired_bootstrap(
     metrics: Sequence[str] = DEFAULT_METRICS,
     confidence: float = 0.95,
     groups: Sequence | None = None,
+    strata: Sequence | None = None,
 ) -> dict[str, dict]:
     """Bootstrap interval of the difference ``a - b`` of each metric, paired by image.
 
@@ -202,7 +226,8 @@ def paired_bootstrap(
     interval reflects the model difference, not the test-set sampling twice.
 
     ``groups`` (one cluster label per image of ``images_a``): resample clusters, the same ones
-    for both runs.
+    for both runs; ``strata`` (one label per image of ``images_a``, e.g. the seed): metrics are
+    averaged over strata inside each resample.
 
     Returns:
         ``{metric: {"diff", "mean", "low", "high", "se", "mdd", "n_valid"}}``: ``diff`` =
@@ -212,8 +237,8 @@ def paired_bootstrap(
         been seen).
     """
     images_b = _align(images_a, images_b)
-    score_a = _make_scorer(images_a, class_names, metrics)
-    score_b = _make_scorer(images_b, class_names, metrics)
+    score_a = _per_stratum(_make_scorer(images_a, class_names, metrics), strata, metrics)
+    score_b = _per_stratum(_make_scorer(images_b, class_names, metrics), strata, metrics)
     idx = _resample_indices(len(images_a), n_resamples, seed, groups)
     full = np.arange(len(images_a))
     pa, pb = score_a(full), score_b(full)

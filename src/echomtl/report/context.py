@@ -260,6 +260,9 @@ def build_context(
                 nums.put(f"diff/{exp}/{m}", format_number(pair["diff"], signed=True))
                 nums.put(f"diff/{exp}/{m}/low", format_number(pair["low"], signed=True))
                 nums.put(f"diff/{exp}/{m}/high", format_number(pair["high"], signed=True))
+                mdd = pair.get("mdd")
+                if mdd is not None and not math.isnan(float(mdd)):
+                    nums.put(f"diff/{exp}/{m}/mdd", format_number(float(mdd), 2))
         for m in train_metrics:
             if res.has(exp, m, "train"):
                 pct = m.endswith("_pct")
@@ -294,8 +297,13 @@ def build_context(
         return Tex(f"[{nums.ref(f'ci/{exp}/{metric}/low')}, {nums.ref(f'ci/{exp}/{metric}/high')}]")
 
     def diff(exp: str, metric: str) -> Tex:
+        """``d [low, high]``; for a difference not distinguishable at 95%, also the minimum
+        detectable difference (what the comparison could have seen; never read as equality)."""
         k = f"diff/{exp}/{metric}"
-        return Tex(f"{nums.ref(k)} [{nums.ref(k + '/low')}, {nums.ref(k + '/high')}]")
+        text = f"{nums.ref(k)} [{nums.ref(k + '/low')}, {nums.ref(k + '/high')}]"
+        if verdict_of(exp, metric) == "not distinguishable at 95%" and k + "/mdd" in nums:
+            text += f"; minimum detectable difference {nums.ref(k + '/mdd')}"
+        return Tex(text)
 
     def verdict_of(exp: str, metric: str) -> str:
         pair = res.pair(exp, metric)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -133,6 +134,35 @@ def load_predictions(
     return images, class_names, by_seed
 
 
+def patient_of(name: str) -> str:
+    """The patient of a predicted image, from its file name (the reader's identity rule).
+
+    A ``s<seed>/`` prefix (seeds pooled by ``load_predictions``) is ignored: the same patient in
+    several seeds is one cluster.
+    """
+    from echomtl.data.export_reader import parse_identity
+
+    return parse_identity(Path(name.split("/", 1)[-1]).stem)[0]
+
+
+def _clusters(images: Sequence[dict], unit: str) -> dict[str, list]:
+    """Resampling keywords: patients as clusters and seeds as strata (``unit="patient"``), or
+    plain images (``unit="image"``, the secondary image-level interval)."""
+    if unit == "image":
+        return {}
+    if unit != "patient":
+        raise ValueError(f"bootstrap unit must be 'patient' or 'image', got {unit!r}")
+    names = [img["name"] for img in images]
+    strata = [n.split("/", 1)[0] if "/" in n else "s" for n in names]
+    return {"groups": [patient_of(n) for n in names], "strata": strata}
+
+
+UNITS = {
+    "patient": "patients resampled with all their images; metrics averaged over seeds per resample",
+    "image": "test images resampled (seeds concatenated): too narrow for patient-level claims",
+}
+
+
 def _default_bootstrap() -> Callable:
     from echomtl.evaluation.bootstrap import bootstrap_metrics
 
@@ -174,8 +204,12 @@ def bootstrap_experiment(
     seed: int = 0,
     metrics: Sequence[str] = DEFAULT_METRICS,
     bootstrap_fn: Callable | None = None,
+    unit: str = "patient",
 ) -> dict:
-    """95% bootstrap intervals of one experiment's test metrics (seeds pooled); writes JSON.
+    """95% bootstrap intervals of one experiment's test metrics; writes JSON.
+
+    ``unit``: ``patient`` (default: a cluster bootstrap over patients, seeds averaged inside each
+    resample) or ``image``.
 
     Output: ``{"experiment", "seeds", "n_images", "n_resamples", "seed", "pooling",
     "metrics": {metric: {"point", "mean", "low", "high", "n_valid"}}}``; a metric undefined for
@@ -184,16 +218,21 @@ def bootstrap_experiment(
     images, class_names, by_seed = load_predictions(prediction_files)
     fn = bootstrap_fn or _default_bootstrap()
     asked = _applicable(metrics, images)
-    result = fn(images, class_names, n_resamples=n_resamples, seed=seed, metrics=asked)
+    result = fn(
+        images, class_names, n_resamples=n_resamples, seed=seed, metrics=asked,
+        **_clusters(images, unit),
+    )  # fmt: skip
     result = {**{m: _UNDEFINED for m in metrics if m not in asked}, **result}
     out = {
         "experiment": experiment,
         "seeds": sorted(by_seed),
         "n_images": len(images),
+        "n_patients": len({patient_of(img["name"]) for img in images}),
         "n_resamples": n_resamples,
         "seed": seed,
         "confidence": 0.95,
-        "pooling": "seeds concatenated; resampling unit = one (seed, test image) prediction",
+        "unit": unit,
+        "pooling": UNITS[unit],
         "metrics": {m: _clean_metric(v) for m, v in result.items()},
     }
     if out_json is not None:
@@ -211,8 +250,13 @@ def paired_experiment(
     seed: int = 0,
     metrics: Sequence[str] = DEFAULT_METRICS,
     paired_fn: Callable | None = None,
+    unit: str = "patient",
 ) -> dict:
     """Paired bootstrap of ``reference - other`` on the same test images; writes JSON.
+
+    ``unit``: ``patient`` (default: the same resampled patients for both runs, seeds averaged
+    inside each resample) or ``image``. Each metric also gets ``mdd``, the minimum detectable
+    difference (80% power at 5%).
 
     Seeds are matched (seed k with seed k); seeds present in only one run are left out (and
     listed). Output: ``{"reference", "other", "seeds", "n_images", "n_resamples", "seed",
@@ -240,7 +284,10 @@ def paired_experiment(
     fn = paired_fn or _default_paired()
     images_a, images_b = pooled(seeds_a), pooled(seeds_b)
     asked = [m for m in _applicable(metrics, images_a) if m in _applicable(metrics, images_b)]
-    result = fn(images_a, images_b, class_a, n_resamples=n_resamples, seed=seed, metrics=asked)
+    result = fn(
+        images_a, images_b, class_a, n_resamples=n_resamples, seed=seed, metrics=asked,
+        **_clusters(images_a, unit),
+    )  # fmt: skip
     result = {**{m: _UNDEFINED_DIFF for m in metrics if m not in asked}, **result}
     out_metrics = {}
     for m, entry in result.items():
@@ -255,9 +302,12 @@ def paired_experiment(
         "seeds": common,
         "seeds_left_out": sorted(set(seeds_a) ^ set(seeds_b)),
         "n_images": len(images_a),
+        "n_patients": len({patient_of(img["name"]) for img in images_a}),
         "n_resamples": n_resamples,
         "seed": seed,
         "confidence": 0.95,
+        "unit": unit,
+        "pooling": UNITS[unit],
         "difference": "reference - other",
         "metrics": out_metrics,
     }

@@ -84,6 +84,10 @@ def diff_cell(res: Results, other: str, metric: str, digits: int = 3) -> Tex:
     low = format_number(pair["low"], digits, signed=True)
     high = format_number(pair["high"], digits, signed=True)
     word = VERDICT_SHORT[pair["verdict"]]
+    mdd = pair.get("mdd")
+    if word == "n.d." and mdd is not None and not _isnan(float(mdd)):
+        # "not distinguishable" says what could have been seen, never "equal"
+        word = f"n.d., MDD {format_number(float(mdd), 2)}"
     return Tex(f"\\makecell{{{d} ({word})\\\\{{\\scriptsize [{low}, {high}]}}}}")
 
 
