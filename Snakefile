@@ -1,14 +1,19 @@
 # Regenerates the paper from raw data: data -> training -> evaluation -> report.
 # `snakemake --cores N` runs the whole study of the active config (default: config/config.yaml).
+from importlib.resources import files
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+# The paper's sources (template, bibliography, claims, captions) are package data of echomtl.
+PAPER_SOURCES = Path(str(files("echomtl.paper")))
 
 
 configfile: "config/config.yaml"
 
 
-report: "paper/captions/workflow.rst"
+report: str(PAPER_SOURCES / "captions" / "workflow.rst")
 
 
 include: "rules/common.smk"

@@ -72,7 +72,7 @@ rule paired_bootstrap:
 rule table:
     input:
         unpack(report_inputs),
-        claims="paper/claims.yaml",
+        claims=str(PAPER_SOURCES / "claims.yaml"),
         steps=seed_files(REFERENCE, "steps.csv"),
         diagnostics=run_files(MULTITASK, "diagnostics.csv"),
     output:
@@ -97,7 +97,7 @@ rule figure:
         pdf=f"{PAPER}/figures/{{name}}.pdf",
         png=report(
             f"{PAPER}/figures/{{name}}.png",
-            caption="../paper/captions/figure.rst",
+            caption=str(PAPER_SOURCES / "captions" / "figure.rst"),
             category="Figures",
             labels={"figure": "{name}"},
         ),
@@ -118,9 +118,9 @@ rule render_paper:
         unpack(report_inputs),
         tables=[f"{PAPER}/tables/{name}.tex" for name in PLAN["tables"]],
         figures=[f"{PAPER}/figures/{name}.pdf" for name in PLAN["figures"]],
-        claims="paper/claims.yaml",
-        bibliography="paper/references.bib",
-        template="paper/main.tex.j2",
+        claims=str(PAPER_SOURCES / "claims.yaml"),
+        bibliography=str(PAPER_SOURCES / "references.bib"),
+        template=str(PAPER_SOURCES / "main.tex.j2"),
         steps=seed_files(REFERENCE, "steps.csv"),
         diagnostics=run_files(MULTITASK, "diagnostics.csv"),
     output:
@@ -148,7 +148,7 @@ rule compile_pdf:
     output:
         report(
             f"{PAPER}/main.pdf",
-            caption="../paper/captions/paper.rst",
+            caption=str(PAPER_SOURCES / "captions" / "paper.rst"),
             category="Paper",
         ),
     log:

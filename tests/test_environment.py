@@ -35,8 +35,9 @@ def test_torch_pins_are_the_local_wheels():
 
 
 def test_a_built_wheel_validates_configs_and_dry_runs_the_workflow(tmp_path):
-    """A plain (non-editable) install finds its schemas as package data: build the wheel, install
-    it alone into a fresh virtual environment, validate the shipped configs and dry-run."""
+    """A plain (non-editable) install finds its schemas, template and captions as package data:
+    build the wheel, install it alone into a fresh virtual environment, validate the shipped
+    configs, find the paper's sources and dry-run."""
     import os
     import subprocess
     import sys
@@ -66,7 +67,12 @@ def test_a_built_wheel_validates_configs_and_dry_runs_the_workflow(tmp_path):
         f"assert echomtl.__file__.startswith({str(env_dir)!r}), echomtl.__file__;"
         f"validate_config(yaml.safe_load(open({str(ROOT / 'config' / 'config.yaml')!r})));"
         f"load_experiments([{str(ROOT / 'config' / 'experiments.tsv')!r}, "
-        f"{str(ROOT / 'config' / 'experiments-full.tsv')!r}]); print('ok')"
+        f"{str(ROOT / 'config' / 'experiments-full.tsv')!r}]);"
+        "from importlib.resources import files; paper = files('echomtl.paper');"
+        f"assert str(paper).startswith({str(env_dir)!r}), str(paper);"
+        "assert all((paper / n).is_file() for n in ('main.tex.j2', 'references.bib', "
+        "'claims.yaml', 'captions/figure.rst', 'captions/paper.rst', 'captions/workflow.rst'));"
+        "print('ok')"
     )
     out = subprocess.run([str(python), "-c", check], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
