@@ -62,15 +62,6 @@ def validate_config(
     return config
 
 
-def load_config(path: Path) -> dict:
-    """Read and validate a YAML config file."""
-    with open(path) as handle:
-        config = yaml.safe_load(handle)
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
-    return validate_config(config, source=str(path))
-
-
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -41,8 +40,3 @@ def run_id_from_path(path: PathLike) -> tuple[str, int]:
         f"{path}: expected a run path of the form <...>/<experiment>/seed<k>/<file>; "
         "pass an explicit {(experiment, seed): path} mapping instead"
     )
-
-
-def none_to_nan(value: Any) -> float:
-    """JSON null -> NaN, numbers -> float."""
-    return math.nan if value is None else float(value)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -630,15 +629,4 @@ def build_context(
         "lname": lname,
         "compare_list": compare_list,
         "listing_labels": lambda exps: _listing([lname(e) for e in exps]),
-    }
-
-
-def context_files(
-    out_dir: PathLike, names: Mapping[str, Sequence[str]]
-) -> dict[str, dict[str, Path]]:
-    """Convenience: ``{"tables": {name: out_dir/tables/name.tex}, "figures": {...pdf}}``."""
-    out = Path(out_dir)
-    return {
-        "tables": {n: out / "tables" / f"{n}.tex" for n in names.get("tables", ())},
-        "figures": {n: out / "figures" / f"{n}.pdf" for n in names.get("figures", ())},
     }

@@ -149,10 +149,6 @@ class Results:
                 pairs.append((str(match[0]), str(variant)))
         return pairs
 
-    def shares_trunk(self, experiment: str) -> bool:
-        """Whether both tasks share parameters (gradient interference is possible)."""
-        return self.row(experiment)["model"] == "multitask"
-
     def ran(self, experiment: str) -> bool:
         """Whether results exist for the experiment."""
         return experiment in set(self.tidy["experiment"])
