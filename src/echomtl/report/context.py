@@ -34,6 +34,7 @@ from echomtl.report.aggregate import (
     load_audit,
     load_experiments_table,
 )
+from echomtl.report.front import split_by_front
 from echomtl.report.latex import Tex, compare_phrase, format_number, latex_escape, macro_name
 from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
 from echomtl.report.tables import (
@@ -64,6 +65,7 @@ CONDITIONAL_FILES = {
     "augmentation": (("tables", "augmentation"), ("figures", "augmentation")),
     "dual_backbone": (("tables", "dual_backbone"),),
     "traditional": (("tables", "traditional"),),
+    "front": (("figures", "front"),),
     "manual": (("tables", "selection"),),
     "gradnorm": (("tables", "weight_phases"), ("figures", "gradnorm_weights")),
     "diagnostics": (("figures", "gradient_diagnostics"), ("tables", "diagnostics")),
@@ -95,6 +97,7 @@ def plan_outputs(experiments: pd.DataFrame | PathLike, reference: str) -> dict[s
         "augmentation": len(aug) > 0,
         "dual_backbone": bool((t["model"] == "dual_backbone").any()),
         "traditional": bool(fixed_mt.any()),
+        "front": int(fixed_mt.sum()) >= 2,
         "manual": bool((fixed_mt & (group_size > 1)).any()),
         "gradnorm": ref["method"] == "gradnorm",
         "diagnostics": bool((t["model"] == "multitask").any()),
@@ -178,6 +181,22 @@ def _cfg(config: Mapping, path: str) -> Any:
             raise KeyError(f"config key {path!r} missing (needed by the paper)")
         node = node[part]
     return node
+
+
+def _front(res: Results, nums: _Numbers) -> dict[str, list[str]] | None:
+    """The configurations a fixed-weight run dominates, and those beyond the front
+    (``report.front``, on test point estimates); None with fewer than two front runs."""
+    front = res.front_runs()
+    if len(front) < 2:
+        return None
+    point = {e: (res.get(e, "map50"), res.get(e, "view_accuracy")) for e in front}
+    rivals = {e: (res.get(e, "map50"), res.get(e, "view_accuracy")) for e in res.front_rivals()}
+    split = split_by_front(rivals, point)
+    nums.put("count/front_runs", len(front))
+    nums.put("count/front_rivals", len(rivals))
+    nums.put("count/front_dominated", len(split["dominated"]))
+    nums.put("count/front_beyond", len(split["beyond"]))
+    return split
 
 
 def _check_files(files: Mapping, has: Mapping[str, bool]) -> None:
@@ -539,6 +558,8 @@ def build_context(
         "split": bool(split_pairs),
     }
     has["traditional"] = has["fixed"] or has["manual"]
+    front = _front(res, nums)
+    has["front"] = front is not None
     comparisons = []
     if has["fixed"] or has["manual"]:
         both = has["fixed"] and has["manual"]
@@ -567,6 +588,7 @@ def build_context(
         "numbers": dict(nums),
         "files": dict(files),
         "has": has,
+        "front": front,
         "ref": ref,
         "ref_label": labels[ref],
         "roles": roles,

@@ -32,6 +32,7 @@ __all__ = [
     "fig_gradnorm_weights",
     "fig_gradient_diagnostics",
     "fig_main_comparison",
+    "fig_front",
     "fig_alpha_sensitivity",
     "fig_augmentation",
     "fig_detection_examples",
@@ -360,6 +361,44 @@ def _errorbar_series(
     ax.errorbar(
         xs, vals, yerr=[lows, highs], fmt="o-", color=color, capsize=3, ms=4, lw=1.1, label=label
     )
+
+
+def fig_front(res: Results, out_stem: PathLike) -> list[Path]:
+    """Test mAP@0.5 against view accuracy: the fixed-weight front (line, labelled with w_cls)
+    and every other configuration of the main table (points; hollow when a fixed-weight run
+    dominates it, ``report.front``)."""
+    from echomtl.report.front import dominated_by
+
+    front = res.front_runs()
+    if len(front) < 2:
+        raise ValueError("fig_front: fewer than two fixed-weight runs with a view head ran")
+    rivals = res.front_rivals()
+    point = {e: (res.get(e, "map50"), res.get(e, "view_accuracy")) for e in front + rivals}
+    colors = _colors(rivals, list(res.experiments.index))
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(FULL_WIDTH * 0.72, 3.6))
+        fx = [point[e][1] for e in front]
+        fy = [point[e][0] for e in front]
+        ax.plot(fx, fy, "-", color="0.35", lw=1.2, zorder=1, label="fixed weights (front)")
+        ax.scatter(fx, fy, color="0.35", s=22, zorder=2)
+        for e in front:
+            w = float(res.row(e)["w_cls"])
+            ax.annotate(
+                f"{w:g}", (point[e][1], point[e][0]), textcoords="offset points",
+                xytext=(4, 4), fontsize=7, color="0.3",
+            )  # fmt: skip
+        fixed_points = {e: point[e] for e in front}
+        for e in rivals:
+            dominated = bool(dominated_by(point[e], fixed_points))
+            ax.scatter(
+                point[e][1], point[e][0], s=36, zorder=3, marker="D",
+                facecolors="none" if dominated else colors[e], edgecolors=colors[e],
+                linewidths=1.3, label=res.plain_label(e) + (" (dominated)" if dominated else ""),
+            )  # fmt: skip
+        ax.set_xlabel("test view accuracy")
+        ax.set_ylabel("test mAP@0.5")
+        ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        return save_figure(fig, out_stem)
 
 
 def fig_alpha_sensitivity(res: Results, out_stem: PathLike) -> list[Path]:

@@ -144,6 +144,7 @@ def make_figure(snakemake: Any) -> None:
                 _run_files(list(i.diagnostics)), stem, labels, order
             ),
             "main_comparison": lambda: fig.fig_main_comparison(res, stem),
+            "front": lambda: fig.fig_front(res, stem),
             "alpha_sensitivity": lambda: fig.fig_alpha_sensitivity(res, stem),
             "augmentation": lambda: fig.fig_augmentation(res, stem),
             "per_class_ap": lambda: fig.fig_per_class_ap(res, stem),

@@ -231,6 +231,23 @@ class Results:
         variants = {a for a in alphas if a != self.reference} | ({aug} if aug else set())
         return [g for g in self.groups() if self.chosen[g] not in variants]
 
+    def front_runs(self) -> list[str]:
+        """Fixed-weight multi-task runs of the study (the fixed-weight front), by ``w_cls``."""
+        t = self.experiments
+        rows = t[(t["model"] == "multitask") & (t["method"] == "fixed") & ~t["split_variant"]]
+        names = [e for e in rows.index if self.has(e, "map50") and self.has(e, "view_accuracy")]
+        return sorted(names, key=lambda e: (float(t.loc[e, "w_cls"]), float(t.loc[e, "w_det"])))
+
+    def front_rivals(self) -> list[str]:
+        """The main table's other configurations with both metrics (placed against the front)."""
+        front = set(self.front_runs())
+        exps = [self.chosen[g] for g in self.main_groups()]
+        return [
+            e
+            for e in exps
+            if e not in front and self.has(e, "map50") and self.has(e, "view_accuracy")
+        ]
+
     def class_names(self) -> list[str]:
         """Detection class names, in the order the metrics JSON gave them."""
         names = [m.split("/", 1)[1] for m in self.tidy["metric"].unique() if m.startswith("ap50/")]
