@@ -89,6 +89,18 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, tiny_caches, stop
     assert_same_run(tmp_path / "full", tmp_path / "resumed")
 
 
+@pytest.mark.parametrize("method", ["rlw", "imtl_g", "uncertainty"])
+def test_new_methods_resume_to_identical_result(tmp_path, tiny_caches, method):
+    """Random weighting's generator, the aggregators and the log-variances survive a resume."""
+    p = params(method=method, augment=False)
+    train(p, paths(tmp_path / "full", tiny_caches["train"]))
+    resumed = paths(tmp_path / "resumed", tiny_caches["train"])
+    with pytest.raises(TrainingInterrupted):
+        train(p, resumed, stop_after_batches=3)
+    train(p, resumed)
+    assert_same_run(tmp_path / "full", tmp_path / "resumed")
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny_caches, caplog):
     run = paths(tmp_path / "run", tiny_caches["train"])
     with pytest.raises(TrainingInterrupted):

@@ -315,10 +315,11 @@ def train(
                     losses["cls"] = view_loss(out.view_logits, views)
                 due = ni % p.diagnostics_every == 0
                 null: dict[str, float] = {}
-                if due and has_shared_trunk(losses, out) and shared_parameters(model):
+                shared = shared_parameters(model) if has_shared_trunk(losses, out) else []
+                if due and shared and images.shape[0] >= 2:  # two halves to compare
                     null = null_reference(
-                        half_batch_losses(criterion, out.det, targets),
-                        shared_parameters(model), last_shared_weight(model),
+                        half_batch_losses(criterion, out.det, targets), shared,
+                        last_shared_weight(model),
                     )  # fmt: skip
                 record = balancer.step(losses, out, model, diagnostics_due=due)
                 if ni - last_opt_step >= accumulate:
