@@ -201,3 +201,13 @@ def test_latexmk_runs_without_shell_escape(tmp_path):
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "out" / "pwned").exists()
     log = (tmp_path / "out" / "hostile.log").read_text(encoding="latin-1")
     assert "runsystem(kpsewhich article.cls)...disabled" in log and "executed" not in log
+
+
+def test_format_small_never_prints_a_nonzero_value_as_zero():
+    from echomtl.report.latex import format_small
+
+    assert format_small(-0.0045) == "$-$0.0045"
+    assert format_small(0.0012) == "0.0012"
+    assert format_small(-0.0057) == "$-$0.01"
+    assert format_small(0.085) == "0.09"
+    assert format_small(0.0) == "0.00" and format_small(float("nan")) == "n/a"

@@ -35,7 +35,14 @@ from echomtl.report.aggregate import (
     load_experiments_table,
 )
 from echomtl.report.front import split_by_front
-from echomtl.report.latex import Tex, compare_phrase, format_number, latex_escape, macro_name
+from echomtl.report.latex import (
+    Tex,
+    compare_phrase,
+    format_number,
+    format_small,
+    latex_escape,
+    macro_name,
+)
 from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
 from echomtl.report.tables import (
     claims_rows,
@@ -471,12 +478,12 @@ def build_context(
         )
         for (exp, scope), r in agg.iterrows():
             base = f"diag/{exp}/{scope}"
-            nums.put(f"{base}/median_cosine", format_number(r["median_cosine"], 2))
+            nums.put(f"{base}/median_cosine", format_small(r["median_cosine"]))
             nums.put(f"{base}/frac_negative", format_number(r["frac_negative"], 0, percent=True))
             nums.put(f"{base}/norm_ratio", format_number(10 ** r["ratio"], 1))
             nums.put(f"{base}/wnorm_ratio", format_number(10 ** r["wratio"], 1))
             nums.put(f"{base}/share_det", format_number(r["share"], 0, percent=True))
-            nums.put(f"{base}/null_cosine", format_number(r["null"], 2))
+            nums.put(f"{base}/null_cosine", format_small(r["null"]))
             diag_rows.append(
                 {
                     "exp": exp,

@@ -286,7 +286,7 @@ def fig_gradient_diagnostics(
             axes[1, j].axhline(0.0, color="black", lw=0.6)
             axes[1, j].set_xlabel("optimizer step")
         axes[0, 0].set_ylabel("cosine of the task gradients")
-        axes[1, 0].set_ylabel("log10 weighted norm ratio\n(detection / classification)")
+        axes[1, 0].set_ylabel("log$_{10}$ weighted norm ratio\n(detection / classification)")
         fig.legend(loc="outside lower center", ncol=min(4, len(runs)), frameon=False)
         return save_figure(fig, out_stem)
 

@@ -14,6 +14,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import unicodedata
@@ -170,6 +171,18 @@ def format_number(value: Any, digits: int = 3, percent: bool = False, signed: bo
     if text.startswith("-"):
         text = "$-$" + text[1:]  # a typographic minus, not a hyphen
     return Tex(text + (r"\%" if percent else ""))
+
+
+def format_small(value: Any, digits: int = 2) -> Tex:
+    """A value that may be close to 0 (a median cosine): ``digits`` decimals, or two significant
+    digits when those decimals would print 0, so that -0.0045 is never shown as 0.00."""
+    if value is None or (isinstance(value, float) and value != value):
+        return Tex("n/a")
+    value = float(value)
+    if value != 0 and abs(value) < 10 ** (-digits) / 2:
+        decimals = max(digits, 1 - math.floor(math.log10(abs(value))))
+        return format_number(value, decimals)
+    return format_number(value, digits)
 
 
 #: comparative phrases by verdict (stats.verdict); "A is <phrase> B".

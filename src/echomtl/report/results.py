@@ -181,12 +181,11 @@ class Results:
         return Tex(text)
 
     def plain_label(self, experiment: str) -> str:
-        """Display name for figures (plain text with unicode, no LaTeX)."""
+        """Display name for figures: unicode, and matplotlib mathtext for the task weights (never a
+        raw ``w_cls``)."""
         text = str(self.label(experiment))
         for a, b in (
             ("$\\alpha$", "α"),
-            ("$w_\\mathrm{cls}$", "w_cls"),
-            ("$w_\\mathrm{det}$", "w_det"),
             ("\\,", ""),
         ):
             text = text.replace(a, b)

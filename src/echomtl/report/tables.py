@@ -19,7 +19,7 @@ import yaml
 
 from echomtl.report._io import PathLike, write_text
 from echomtl.report.aggregate import PHASES, load_audit, weight_phases
-from echomtl.report.latex import Tex, format_number, latex_escape
+from echomtl.report.latex import Tex, format_number, format_small, latex_escape
 from echomtl.report.results import METRIC_LABELS, Results
 
 __all__ = [
@@ -623,8 +623,8 @@ def table_diagnostics(
             if (exp, scope) not in agg.index:
                 raise ValueError(f"table_diagnostics: no {scope!r} rows for {exp!r}")
             r = agg.loc[(exp, scope)]
-            row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = cell(r["cos"], 2)
-            row[Tex(f"\\makecell{{null cos\\\\({s})}}")] = cell(r["null"], 2)
+            row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = format_small(r["cos"])
+            row[Tex(f"\\makecell{{null cos\\\\({s})}}")] = format_small(r["null"])
             row[Tex(f"\\makecell{{cos $<0$\\\\({s})}}")] = Tex(
                 format_number(r["neg"], 0, percent=True)
             )
