@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -9,32 +10,20 @@ import pytest
 from echomtl.data.folds import assign_folds, fold_split, stratum
 from echomtl.data.records import Record
 
+from .test_splits import make_records
+
 VIEWS = ("A4C", "PSAX", "PLAX")
 
 
 def cohort(n_patients: int = 45) -> list[Record]:
-    """Patients of uneven size (2..9 frames), one view and one main class each, some background."""
-    records = []
-    for p in range(n_patients):
-        view = VIEWS[p % 3]
-        cls = (p // 3) % 4
-        for f in range(2 + (p * 5) % 8):
-            boxes = [] if (p + f) % 6 == 0 else [[cls, 1.0, 1.0, 5.0, 5.0]]
-            records.append(
-                Record(
-                    image_path=f"/d/p{p:02d}-v{f % 2}.mp4-{f}.png",
-                    split="train",
-                    patient_id=f"p{p:02d}",
-                    video_id=f"p{p:02d}-v{f % 2}.mp4",
-                    frame=f,
-                    width=32,
-                    height=24,
-                    boxes=boxes,
-                    view=view,
-                    view_index=VIEWS.index(view),
-                )  # fmt: skip
-            )
-    return records
+    """The split tests' patients (uneven sizes, one main class each, some background), each
+    also given one of the three views."""
+    records = make_records(n_patients)
+    return [
+        dataclasses.replace(r, view=VIEWS[int(r.patient_id[1:]) % 3],
+                            view_index=int(r.patient_id[1:]) % 3)
+        for r in records
+    ]  # fmt: skip
 
 
 def test_folds_are_patient_disjoint_and_cover_every_image_once():
@@ -80,7 +69,10 @@ def test_folds_are_deterministic_for_a_seed_and_vary_with_it():
     records = cohort()
     assert assign_folds(records, 3, 0) == assign_folds(list(reversed(records)), 3, 0)
     assert assign_folds(records, 3, 0) != assign_folds(records, 3, 1)
-    assert stratum(records[1]) == "A4C|c0" and stratum(records[0]) == "A4C|background"
+    boxed = next(r for r in records if r.boxes)
+    empty = next(r for r in records if not r.boxes)
+    assert stratum(boxed) == f"{boxed.view}|c{int(boxed.boxes[0][0])}"
+    assert stratum(empty) == f"{empty.view}|background"
 
 
 def test_fold_errors_name_the_config_keys():
