@@ -110,3 +110,15 @@ def test_job_scripts_find_the_package_in_an_environment_without_it(tmp_path):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(ROOT / "src" / "echomtl" / "__init__.py")
+
+
+def test_every_subpackage_is_listed_for_setuptools():
+    """pyproject lists the packages by hand (paper/ is mapped to echomtl.paper): a new
+    subpackage missing there would be left out of every wheel."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT / "src").parts)
+        for init in (ROOT / "src" / "echomtl").rglob("__init__.py")
+    }
+    assert found | {"echomtl.paper"} == listed
