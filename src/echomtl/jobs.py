@@ -80,6 +80,7 @@ def generate_synthetic(snakemake: Any) -> None:
 
 
 def convert_export(snakemake: Any) -> None:
+    from echomtl.data.audit import defect_counts
     from echomtl.data.export_reader import read_export
     from echomtl.data.records import write_defects, write_records
 
@@ -101,9 +102,7 @@ def convert_export(snakemake: Any) -> None:
         for record in records:
             by_split[record.split] = by_split.get(record.split, 0) + 1
         LOG.info("records per split: %s; defects: %d", by_split, len(defects))
-        kinds: dict[str, int] = {}
-        for defect in defects:
-            kinds[defect.kind] = kinds.get(defect.kind, 0) + 1
+        kinds = {k: n for k, n in defect_counts(defects).items() if n}
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
         say(
             "data",

@@ -12,6 +12,9 @@ For outer fold ``f``: test = the patients of fold ``f``; validation (model selec
 fold of a second ``StratifiedGroupKFold`` over the remaining patients, with about
 ``valid_fraction`` of them; train = the rest. So fold ``f``'s test patients are never in its
 training or validation part, and its validation patients never in its training part.
+
+Not yet a split scheme of the workflow (issue 11): the config keys its errors name,
+``data.cv_folds`` and ``data.cv_valid_fraction``, are those the scheme will read.
 """
 
 from __future__ import annotations

@@ -235,6 +235,8 @@ def train(
     for q in extra:
         q.data = q.data.to(dev)
     optimizer = build_optimizer(model, p.hyp["lr0"], p.hyp["momentum"], weight_decay, extra)
+    clip_groups = model.clip_groups()  # per network: the controls stay isolated
+    trunk = shared_parameters(model)  # for the null reference
     lf = lr_lambda(p.epochs, p.hyp["lrf"], p.cos_lr)
     ema = ModelEMA(model) if p.ema else None
     batches_per_epoch = n_images // p.batch_size
@@ -315,15 +317,15 @@ def train(
                     losses["cls"] = view_loss(out.view_logits, views)
                 due = ni % p.diagnostics_every == 0
                 null: dict[str, float] = {}
-                shared = shared_parameters(model) if has_shared_trunk(losses, out) else []
-                if due and shared and images.shape[0] >= 2:  # two halves to compare
+                two_halves = images.shape[0] >= 2
+                if due and trunk and two_halves and has_shared_trunk(losses, out):
                     null = null_reference(
-                        half_batch_losses(criterion, out.det, targets), shared,
+                        half_batch_losses(criterion, out.det, targets), trunk,
                         last_shared_weight(model),
                     )  # fmt: skip
                 record = balancer.step(losses, out, model, diagnostics_due=due)
                 if ni - last_opt_step >= accumulate:
-                    for group in model.clip_groups():  # per network: controls stay isolated
+                    for group in clip_groups:
                         torch.nn.utils.clip_grad_norm_(group, max_norm=p.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
