@@ -343,7 +343,8 @@ def build_context(
         """Label for use inside a sentence (first letter lower-cased unless an acronym)."""
         text = str(labels[exp])
         first = text.split(" ", 1)[0]
-        if len(first) > 1 and first[0].isupper() and first[1:].isalpha() and first[1:].islower():
+        rest = first[1:].replace("-", "")  # "Stop-gradient" is a word too, "IMTL-G" an acronym
+        if len(first) > 1 and first[0].isupper() and rest.isalpha() and rest.islower():
             text = text[0].lower() + text[1:]
         return Tex(text)
 
