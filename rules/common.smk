@@ -8,6 +8,7 @@ from functools import cache
 
 from echomtl.config import check_study_config, load_experiments, validate_config
 from echomtl.data.export_reader import present_splits
+from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
 from echomtl.report.context import plan_outputs
 
@@ -49,10 +50,40 @@ if EXPERIMENTS.loc[REFERENCE, "split_variant"]:
         f"{EXPERIMENTS.loc[REFERENCE, 'split']!r}, not the study's data.split_scheme "
         f"{DEFAULT_SCHEME!r}"
     )
-MULTITASK = [n for n in STUDY if EXPERIMENTS.loc[n, "model"] == "multitask"]
+CV_FOLDS = config["data"]["cv_folds"]
+# Cross-validated experiments train one run per outer fold and are evaluated on the pooled
+# out-of-fold predictions; the others (holdout schemes) train and evaluate one run.
+CV = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "split"] == "cv"]
+HOLDOUT = [n for n in EXPERIMENTS.index if n not in CV]
+# Under cv a multi-row group (the manual grid) is selected per fold on that fold's validation
+# part: its pooled predictions are a composite experiment, one row added to the table, that is
+# never trained (each fold's test images are predicted by that fold's chosen configuration).
+TRAINED = list(EXPERIMENTS.index)
+EXPERIMENTS["per_fold_selection"] = False
+for _group, _n in EXPERIMENTS.loc[STUDY, "group"].value_counts().items():
+    _members = [m for m in STUDY if EXPERIMENTS.loc[m, "group"] == _group]
+    if _n > 1 and all(m in CV for m in _members):
+        _name = f"{_group}_per_fold"
+        if _name in EXPERIMENTS.index:
+            raise ValueError(
+                f"{config['experiments']}: experiment name {_name!r} is reserved for the "
+                f"per-fold selection of group {_group!r}"
+            )
+        _row = EXPERIMENTS.loc[_members[0]].copy()
+        for _col in ("w_det", "w_cls", "alpha", "augment", "method", "model"):
+            if EXPERIMENTS.loc[_members, _col].astype(str).nunique() > 1:
+                _row[_col] = None if _col != "augment" else _row[_col]
+        _row["experiment"] = _name
+        _row["description"] = f"{_group}: configuration chosen per fold on validation"
+        _row["per_fold_selection"] = True
+        EXPERIMENTS.loc[_name] = _row
+        STUDY.append(_name)
+        CV.append(_name)
+COMPOSITE = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "per_fold_selection"]]
+MULTITASK = [
+    n for n in STUDY if n in TRAINED and EXPERIMENTS.loc[n, "model"] == "multitask"
+]
 PLAN = plan_outputs(EXPERIMENTS, REFERENCE)
-# Audits of the study's split scheme(s) and of the export's own splits (leakage as published).
-AUDIT_SCHEMES = sorted({"original", *EXPERIMENTS["split"]})
 LATEXMK = shutil.which("latexmk")
 EVAL_SPLITS = list(config["evaluation"]["splits"])
 for _needed in ("valid", "test"):
@@ -67,7 +98,8 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS.index.map(lambda n: n.replace(".", r"\."))),
     seed=r"\d+",
     split="train|valid|test",
-    scheme="original|grouped",
+    scheme="original|grouped|" + CV_PARTITION.format(fold=r"\d+"),
+    fold=r"\d+",
     imgsz=r"\d+",
 
 
@@ -103,8 +135,30 @@ def scheme_splits(scheme):
 
 
 def eval_splits(name):
-    """The evaluation splits an experiment's run is evaluated on."""
+    """The evaluation splits a run is evaluated on (under cv: each fold's run)."""
     return [s for s in EVAL_SPLITS if s in scheme_splits(split_scheme(name))]
+
+
+def partition(name, fold=None):
+    """Splits file and cache folder of a run: the scheme, or ``cv-fold<f>`` under cv."""
+    if name in CV:
+        return CV_PARTITION.format(fold=fold)
+    return split_scheme(name)
+
+
+def partitions(name):
+    """Every partition an experiment trains on (one per outer fold under cv)."""
+    if name in CV:
+        return [partition(name, f) for f in range(CV_FOLDS)]
+    return [split_scheme(name)]
+
+
+# Audits of the study's partitions (each cv fold's too) and of the export's own splits
+# (leakage as published).
+AUDIT_SCHEMES = sorted(
+    {"original", *(p for n in TRAINED for p in partitions(n))},
+    key=lambda p: (p.startswith("cv-"), len(p), p),
+)
 
 
 def model_scale(name):
@@ -156,8 +210,8 @@ check_study_config(
     set(EXPERIMENTS["split"]),
     Path(export_dir()) if config["data"]["source"] == "export" else None,
 )
-FULL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) == EVAL_SPLITS]
-PARTIAL_EVAL = [n for n in EXPERIMENTS.index if eval_splits(n) != EVAL_SPLITS]
+FULL_EVAL = [n for n in HOLDOUT if eval_splits(n) == EVAL_SPLITS]
+PARTIAL_EVAL = [n for n in HOLDOUT if eval_splits(n) != EVAL_SPLITS]
 
 
 def experiment_wildcard(names):
@@ -168,6 +222,9 @@ def experiment_wildcard(names):
 
 FULL_EXPERIMENT = experiment_wildcard(FULL_EVAL)
 PARTIAL_EXPERIMENT = experiment_wildcard(PARTIAL_EVAL)
+HOLDOUT_EXPERIMENT = experiment_wildcard(HOLDOUT)
+CV_TRAINED_EXPERIMENT = experiment_wildcard([n for n in CV if n in TRAINED])
+COMPOSITE_EXPERIMENT = experiment_wildcard(COMPOSITE)
 # runs of a scheme without a test split are evaluated on the other evaluation splits
 PARTIAL_SPLITS = [s for s in EVAL_SPLITS if s != "test"]
 
@@ -184,37 +241,78 @@ def train_priority(wildcards):
 
 
 def run_dir(experiment="{experiment}", seed="{seed}"):
+    """An experiment's evaluation folder per seed: its holdout run, or under cv the pooled
+    out-of-fold evaluation (the fold runs are its subfolders)."""
     return f"{RUNS}/{experiment}/seed{seed}"
 
 
+def fold_dir(experiment="{experiment}", seed="{seed}", fold="{fold}"):
+    """The run of one outer fold of a cross-validated experiment."""
+    return f"{run_dir(experiment, seed)}/fold{fold}"
+
+
+def record_dir(name, seed):
+    """The run whose training record (steps, epochs, diagnostics, timing) the report reads:
+    the holdout run, or under cv the run of the first fold (every fold's record is kept)."""
+    return fold_dir(name, seed, 0) if name in CV else run_dir(name, seed)
+
+
 def all_runs(pattern):
+    """Training records of every trained experiment and seed (see record_dir)."""
     return [
-        pattern.format(run=run_dir(name, seed))
-        for name in EXPERIMENTS.index
-        for seed in SEEDS
+        pattern.format(run=record_dir(name, seed)) for name in TRAINED for seed in SEEDS
     ]
 
 
+def evaluated_splits(name):
+    """Splits of an experiment's evaluation folder (under cv only the pooled test split:
+    the folds' validation parts overlap and are read per fold, for selection)."""
+    return ["test"] if name in CV else eval_splits(name)
+
+
 def all_metrics():
-    """Every metrics file the runs write (a split variant may lack test)."""
+    """Every evaluation-level metrics file (a split variant may lack test)."""
     return [
         f"{run_dir(name, seed)}/metrics_{split}.json"
         for name in EXPERIMENTS.index
         for seed in SEEDS
-        for split in eval_splits(name)
+        for split in evaluated_splits(name)
     ]
 
 
 def seed_files(name, filename):
+    """A file of an experiment's evaluation folder, per seed."""
     return [f"{run_dir(name, seed)}/{filename}" for seed in SEEDS]
 
 
+def fold_files(name, filename):
+    """A file of every fold run of a cross-validated experiment, per seed and fold."""
+    return [
+        f"{fold_dir(name, seed, fold)}/{filename}"
+        for seed in SEEDS
+        for fold in range(CV_FOLDS)
+    ]
+
+
 def run_files(names, filename):
-    return [f for name in names for f in seed_files(name, filename)]
+    """A training-record file (see record_dir) of the experiments, per seed."""
+    return [f"{record_dir(name, seed)}/{filename}" for name in names for seed in SEEDS]
+
+
+def selection_inputs(wildcards):
+    """Validation metrics a group's selection reads: per fold under cv."""
+    members = [
+        n
+        for n in TRAINED
+        if EXPERIMENTS.loc[n, "group"] == wildcards.group
+    ]
+    if all(n in CV for n in members):
+        return [f for n in members for f in fold_files(n, "metrics_valid.json")]
+    return [f for n in members for f in seed_files(n, "metrics_valid.json")]
 
 
 def multi_row_groups():
-    counts = EXPERIMENTS["group"].value_counts()
+    counts = EXPERIMENTS.loc[TRAINED, "group"].value_counts()
     return sorted(g for g, n in counts.items() if n > 1)
 
 
@@ -232,9 +330,10 @@ def report_inputs(wildcards):
 def figure_inputs(wildcards):
     """Run files a figure draws from, by figure name."""
     name = wildcards.name
-    gradnorm = [n for n in STUDY if EXPERIMENTS.loc[n, "method"] == "gradnorm"]
+    trained = [n for n in STUDY if n in TRAINED]
+    gradnorm = [n for n in trained if EXPERIMENTS.loc[n, "method"] == "gradnorm"]
     if name == "training_curves":
-        return {"epochs": run_files(STUDY, "epochs.csv")}
+        return {"epochs": run_files(trained, "epochs.csv")}
     if name == "gradnorm_weights":
         return {"steps": run_files(gradnorm, "steps.csv")}
     if name == "gradient_diagnostics":
@@ -246,7 +345,12 @@ def figure_inputs(wildcards):
         return {
             "predictions": f"{run_dir(REFERENCE, SEEDS[0])}/predictions_test.json",
             "metrics": [f"{run_dir(REFERENCE, SEEDS[0])}/metrics_test.json"],
-            "records": f"{DATA}/splits/{scheme}.csv",
+            # under cv every image is a test image of one fold
+            "records": (
+                f"{DATA}/records.csv"
+                if REFERENCE in CV
+                else f"{DATA}/splits/{scheme}.csv"
+            ),
         }
     return {}
 

@@ -61,6 +61,8 @@ rule split_records:
         fractions=config["data"]["grouped_fractions"],
         seed=config["data"]["split_seed"],
         min_patients=config["data"]["min_patients"],
+        cv_folds=CV_FOLDS,
+        cv_valid_fraction=config["data"]["cv_valid_fraction"],
     script:
         "../workflow/scripts/split_records.py"
 

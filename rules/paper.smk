@@ -21,7 +21,7 @@ rule aggregate_metrics:
 
 rule select_group:
     input:
-        f"{PAPER}/tidy.csv",
+        selection_inputs,
     output:
         f"{PAPER}/selection/{{group}}.json",
     log:
@@ -73,7 +73,7 @@ rule table:
     input:
         unpack(report_inputs),
         claims=str(PAPER_SOURCES / "claims.yaml"),
-        steps=seed_files(REFERENCE, "steps.csv"),
+        steps=run_files([REFERENCE], "steps.csv"),
         diagnostics=run_files(MULTITASK, "diagnostics.csv"),
     output:
         f"{PAPER}/tables/{{name}}.tex",
@@ -121,7 +121,7 @@ rule render_paper:
         claims=str(PAPER_SOURCES / "claims.yaml"),
         bibliography=str(PAPER_SOURCES / "references.bib"),
         template=str(PAPER_SOURCES / "main.tex.j2"),
-        steps=seed_files(REFERENCE, "steps.csv"),
+        steps=run_files([REFERENCE], "steps.csv"),
         diagnostics=run_files(MULTITASK, "diagnostics.csv"),
     output:
         tex=f"{PAPER}/main.tex",

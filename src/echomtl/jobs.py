@@ -124,7 +124,8 @@ def split_records(snakemake: Any) -> None:
         scheme = snakemake.wildcards.scheme
         out = apply_split(
             records, scheme, dict(snakemake.params.fractions), seed=snakemake.params.seed,
-            min_patients=snakemake.params.min_patients,
+            min_patients=snakemake.params.min_patients, cv_folds=snakemake.params.cv_folds,
+            cv_valid_fraction=snakemake.params.cv_valid_fraction,
         )  # fmt: skip
         write_records(out, snakemake.output[0])
         LOG.info("%s split: %d records", scheme, len(out))
@@ -198,9 +199,11 @@ def evaluate(snakemake: Any) -> None:
             cache = load_cache(Path(cache_path))
             loader = make_loader(CachedDataset(cache), batch_size=p.batch_size, shuffle=False)
             images = predict(model, loader, cache, p.conf_thres, p.iou_thres, p.max_det, device)
+            fold = snakemake.wildcards.get("fold")
             metrics = {
                 "experiment": snakemake.wildcards.experiment,
                 "seed": int(snakemake.wildcards.seed),
+                **({} if fold is None else {"fold": int(fold)}),
                 "split": split,
                 "n_images": len(images),
                 **evaluate_predictions(images, class_names, view_names),
@@ -224,3 +227,82 @@ def evaluate(snakemake: Any) -> None:
                 "%s: mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
                 split, det["map50"], det["map50_95"], cls.get("accuracy"),
             )  # fmt: skip
+
+
+def _fold_run(path: str) -> tuple[str, int, int]:
+    """``(experiment, seed, fold)`` of a file in ``<experiment>/seed<k>/fold<f>/``."""
+    fold_dir = Path(path).parent
+    seed_dir = fold_dir.parent
+    if not (fold_dir.name.startswith("fold") and seed_dir.name.startswith("seed")):
+        raise ValueError(f"{path}: not inside a fold run <experiment>/seed<k>/fold<f>/")
+    return seed_dir.parent.name, int(seed_dir.name[4:]), int(fold_dir.name[4:])
+
+
+def pool_folds(snakemake: Any) -> None:
+    """Pooled out-of-fold evaluation of one experiment and seed (rules pool_folds and
+    pool_selected: the latter takes, per fold, the configuration its selection chose)."""
+    from echomtl.data.records import read_records
+    from echomtl.evaluation.inference import evaluate_predictions
+    from echomtl.evaluation.pooling import check_folds_cover, fold_summary, pool_fold_predictions
+    from echomtl.report._io import read_json
+
+    with job_logging(snakemake):
+        experiment, seed = snakemake.wildcards.experiment, int(snakemake.wildcards.seed)
+        test_images: dict[int, set[str]] = {}
+        patients: dict[int, int] = {}
+        cohort: list[str] = []
+        for fold, path in enumerate(snakemake.input.splits):
+            records = read_records(path)
+            cohort = [r.name for r in records]
+            test = [r for r in records if r.split == "test"]
+            test_images[fold] = {r.name for r in test}
+            patients[fold] = len({r.patient_id for r in test})
+        check_folds_cover(test_images, cohort)
+        chosen = {fold: experiment for fold in test_images}
+        selection = None
+        if "selection" in snakemake.input.keys():
+            selection = read_json(snakemake.input.selection)
+            chosen = {int(e["fold"]): str(e["chosen"]) for e in selection["per_fold"]}
+
+        def pick(paths: list[str]) -> dict[int, str]:
+            out = {}
+            for path in paths:
+                exp, k, fold = _fold_run(path)
+                if k == seed and chosen.get(fold) == exp:
+                    out[fold] = path
+            if set(out) != set(test_images):
+                raise ValueError(
+                    f"pooling {experiment} seed {seed}: no run for folds "
+                    f"{sorted(set(test_images) - set(out))} among the inputs"
+                )
+            return out
+
+        predictions = {f: read_json(p) for f, p in pick(list(snakemake.input.predictions)).items()}
+        fold_metrics = {f: read_json(p) for f, p in pick(list(snakemake.input.metrics)).items()}
+        pooled = pool_fold_predictions(predictions, test_images)
+        class_names, view_names = pooled["class_names"], pooled["view_names"]
+        first = fold_metrics[min(fold_metrics)]
+        metrics = {
+            "experiment": experiment,
+            "seed": seed,
+            "fold": "pooled",
+            "split": "test",
+            "n_images": len(pooled["images"]),
+            **evaluate_predictions(pooled["images"], class_names, view_names),
+            "folds": [
+                fold_summary(f, chosen[f], fold_metrics[f], patients[f]) for f in sorted(chosen)
+            ],
+            "n_parameters": first.get("n_parameters"),
+            "evaluator": first.get("evaluator"),
+            "evaluation": first.get("evaluation"),
+            "versions": versions(),
+        }
+        if selection is None:
+            metrics["config"] = first.get("config")
+        write_json(Path(snakemake.output.predictions), pooled)
+        write_json(Path(snakemake.output.metrics), metrics)
+        det, cls = metrics["detection"], metrics.get("classification") or {}
+        LOG.info(
+            "pooled over %d folds (%d images): mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
+            len(chosen), metrics["n_images"], det["map50"], det["map50_95"], cls.get("accuracy"),
+        )  # fmt: skip

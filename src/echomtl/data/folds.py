@@ -13,8 +13,8 @@ fold of a second ``StratifiedGroupKFold`` over the remaining patients, with abou
 ``valid_fraction`` of them; train = the rest. So fold ``f``'s test patients are never in its
 training or validation part, and its validation patients never in its training part.
 
-Not yet a split scheme of the workflow (issue 11): the config keys its errors name,
-``data.cv_folds`` and ``data.cv_valid_fraction``, are those the scheme will read.
+The workflow runs it as split scheme ``cv`` (partitions ``cv-fold<f>``, see
+:func:`echomtl.data.splits.apply_split`), configured by ``data.cv_folds`` and ``data.cv_valid_fraction``.
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ from collections import defaultdict
 
 from echomtl.data.records import SPLIT_NAMES, Record
 
-SCHEMES: tuple[str, ...] = ("original", "grouped")
+SCHEMES: tuple[str, ...] = ("original", "grouped", "cv")
+#: partition name of outer fold ``f`` of the ``cv`` scheme (its own splits file and caches)
+CV_PARTITION = "cv-fold{fold}"
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "valid": 0.15, "test": 0.15}
 
 
@@ -43,19 +45,51 @@ def apply_split(
     fractions: dict[str, float] | None = None,
     seed: int = 0,
     min_patients: int = 1,
+    cv_folds: int = 5,
+    cv_valid_fraction: float = 0.2,
 ) -> list[Record]:
-    """Return copies of ``records`` with ``split`` set by ``scheme``, sorted by (split, name)."""
+    """Return copies of ``records`` with ``split`` set by ``scheme``, sorted by (split, name).
+
+    ``scheme`` is a partition: ``original``, ``grouped`` or ``cv-fold<f>`` (outer fold ``f`` of
+    the ``cv`` scheme: test = fold ``f``, see :mod:`echomtl.data.folds`).
+    """
+    fold = cv_fold_of(scheme)
     if scheme == "original":
         out = _original(records)
     elif scheme == "grouped":
         out = _grouped(records, check_fractions(fractions or DEFAULT_FRACTIONS), seed)
         check_min_patients(out, min_patients)
+    elif fold is not None:
+        from echomtl.data.folds import fold_split
+
+        out = fold_split(records, fold, cv_folds, cv_valid_fraction, seed)
+        check_min_patients(
+            out,
+            min_patients,
+            f"cross-validation fold {fold}",
+            "data.cv_folds or data.cv_valid_fraction",
+        )
     else:
-        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+        raise ValueError(
+            f"unknown split scheme {scheme!r}; expected original, grouped or "
+            f"{CV_PARTITION.format(fold='<f>')}"
+        )
     return sort_records(out)
 
 
-def check_min_patients(records: list[Record], min_patients: int) -> None:
+def cv_fold_of(partition: str) -> int | None:
+    """The outer fold of a ``cv-fold<f>`` partition name, None for any other name."""
+    prefix = CV_PARTITION.format(fold="")
+    rest = partition.removeprefix(prefix)
+    return int(rest) if rest != partition and rest.isdigit() else None
+
+
+def check_min_patients(
+    records: list[Record],
+    min_patients: int,
+    what: str = "grouped split",
+    fix: str = "data.grouped_fractions",
+) -> None:
     """Every split present must hold at least ``min_patients`` patients (names the config keys)."""
     patients: dict[str, set[str]] = defaultdict(set)
     for r in records:
@@ -64,9 +98,9 @@ def check_min_patients(records: list[Record], min_patients: int) -> None:
     if short:
         counts = ", ".join(f"{s} {n}" for s, n in short.items())
         raise ValueError(
-            f"grouped split: too few patients ({counts}; config data.min_patients is "
+            f"{what}: too few patients ({counts}; config data.min_patients is "
             f"{min_patients}) from {len({r.patient_id for r in records})} patients: change "
-            "data.grouped_fractions or lower data.min_patients"
+            f"{fix} or lower data.min_patients"
         )
 
 

@@ -15,6 +15,7 @@ __all__ = ["atomic_path", "write_json", "write_text", "read_json", "run_id_from_
 PathLike = str | os.PathLike
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
+_FOLD_DIR = re.compile(r"^fold(\d+)$")
 
 
 def read_json(path: PathLike) -> Any:
@@ -29,12 +30,14 @@ def read_json(path: PathLike) -> Any:
 def run_id_from_path(path: PathLike) -> tuple[str, int]:
     """``(experiment, seed)`` from a path inside ``.../<experiment>/seed<k>/`` (the run contract).
 
-    The path may be the run folder itself or any file directly inside it.
+    The path may be the run folder itself, any file directly inside it, or a file of one of its
+    cross-validation fold runs (``.../seed<k>/fold<f>/<file>``: the report reads one fold's
+    training record per experiment and seed).
     """
     p = Path(path)
-    for folder in (p, p.parent):
+    for folder in (p, p.parent, p.parent.parent):
         m = _SEED_DIR.match(folder.name)
-        if m:
+        if m and (folder in (p, p.parent) or _FOLD_DIR.match(p.parent.name)):
             return folder.parent.name, int(m.group(1))
     raise ValueError(
         f"{path}: expected a run path of the form <...>/<experiment>/seed<k>/<file>; "

@@ -15,6 +15,10 @@ value`` (CSV: :data:`TIDY_COLUMNS`). Metric names:
   its rows when Snakemake repeated the job);
 - ``split`` = ``model``: ``n_parameters``.
 
+Under cross-validation the test rows are the pooled out-of-fold evaluation, with per-fold values
+as ``fold<f>/<metric>`` (``map50``, ..., ``view_accuracy``, ``view_macro_f1``, ``n_images``,
+``n_patients``); the train rows come from each experiment's first fold run.
+
 The selection score (:func:`validation_score`) is documented there and written into every
 ``selection.json`` so the paper can state it.
 """
@@ -41,6 +45,7 @@ __all__ = [
     "write_tidy",
     "validation_score",
     "select_group",
+    "select_group_per_fold",
     "read_selections",
     "diagnostics_summary",
     "load_audit",
@@ -95,6 +100,10 @@ def load_experiments_table(experiments: pd.DataFrame | PathLike) -> pd.DataFrame
     if table.index.duplicated().any():
         raise ValueError(f"duplicate experiments: {sorted(table.index[table.index.duplicated()])}")
     table["augment"] = table["augment"].map(_as_bool)
+    # rows the workflow adds under cv: a grid group's per-fold selection (never trained)
+    table["per_fold_selection"] = (
+        table["per_fold_selection"].map(_as_bool) if "per_fold_selection" in table else False
+    )
     # split axis (see rules/common.smk): the workflow fills both; hand-made tables may omit them
     if "split" not in table:
         table["split"] = None
@@ -150,6 +159,13 @@ def _metric_rows(data: dict, path: PathLike) -> list[tuple[str, float]]:
         for key, name in CLASSIFICATION_KEYS.items():
             if key in cls_part:
                 rows.append((name, _float(cls_part[key])))
+    for entry in data.get("folds") or ():  # pooled cross-validation: per-fold values
+        fold = int(entry["fold"])
+        rows += [
+            (f"fold{fold}/{key}", _float(value))
+            for key, value in entry.items()
+            if key not in ("fold", "experiment")
+        ]
     return rows
 
 
@@ -347,7 +363,7 @@ def select_group(
     candidate's validation values and the chosen experiment. Test values are never read here.
     """
     table = load_experiments_table(experiments)
-    rows = table[table["group"] == group]
+    rows = table[(table["group"] == group) & ~table["per_fold_selection"]]
     if rows.empty:
         raise ValueError(f"group {group!r} is not in the experiments table")
     varying = [
@@ -377,6 +393,53 @@ def select_group(
         "candidates": candidates,
         "chosen": best["experiment"],
         "tie_rule": "first row of the experiments table among equal scores",
+    }
+    if out_json is not None:
+        write_json(out_json, result)
+    return result
+
+
+def select_group_per_fold(
+    fold_tidies: Mapping[int, pd.DataFrame],
+    experiments: pd.DataFrame | PathLike,
+    group: str,
+    out_json: PathLike | None = None,
+    score: str = "mean_map50_accuracy",
+) -> dict:
+    """Cross-validated selection: :func:`select_group` on each fold's validation part.
+
+    The group's pooled result is then the composite row of the table (``per_fold_selection``):
+    fold ``f``'s test images predicted by the configuration fold ``f``'s validation chose. Each
+    candidate also gets its validation values averaged over folds and the number of folds that
+    chose it.
+    """
+    table = load_experiments_table(experiments)
+    composite = table[(table["group"] == group) & table["per_fold_selection"]]
+    if len(composite) != 1:
+        raise ValueError(
+            f"group {group!r}: expected one per-fold selection row in the experiments table, "
+            f"found {len(composite)}"
+        )
+    per_fold = []
+    for fold, tidy in sorted(fold_tidies.items()):
+        sel = select_group(tidy, table, group, score=score)
+        per_fold.append({"fold": fold, "chosen": sel["chosen"], "candidates": sel["candidates"]})
+    if not per_fold:
+        raise ValueError(f"group {group!r}: no fold to select on")
+    candidates = []
+    for i, cand in enumerate(per_fold[0]["candidates"]):
+        values = [f["candidates"][i] for f in per_fold]
+        merged = dict(cand)
+        for key in ("map50", "view_accuracy", "score"):
+            merged[key] = float(np.mean([v[key] for v in values]))
+        merged["n_folds_chosen"] = sum(f["chosen"] == cand["experiment"] for f in per_fold)
+        candidates.append(merged)
+    result = {
+        **{k: v for k, v in sel.items() if k not in ("candidates", "chosen")},
+        "protocol": "cv",
+        "per_fold": per_fold,
+        "candidates": candidates,
+        "chosen": str(composite.index[0]),
     }
     if out_json is not None:
         write_json(out_json, result)

@@ -54,17 +54,25 @@ def aggregate_metrics(snakemake: Any) -> None:
 
 
 def select_group(snakemake: Any) -> None:
-    from echomtl.report.aggregate import read_tidy
+    """Validation selection of a grid group: on its validation metrics, per fold under cv."""
+    from echomtl.report._io import read_json
+    from echomtl.report.aggregate import collect_metrics, select_group_per_fold
     from echomtl.report.aggregate import select_group as select
 
     with job_logging(snakemake):
-        select(
-            read_tidy(snakemake.input[0]),
-            snakemake.params.experiments,
-            snakemake.wildcards.group,
-            snakemake.output[0],
-            score=snakemake.params.score,
-        )
+        p, files = snakemake.params, list(snakemake.input)
+        by_fold: dict[int | None, list[str]] = {}
+        for path in files:
+            by_fold.setdefault(read_json(path).get("fold"), []).append(path)
+        tidies = {f: collect_metrics(paths, p.experiments) for f, paths in by_fold.items()}
+        if list(tidies) == [None]:
+            select(tidies[None], p.experiments, snakemake.wildcards.group, snakemake.output[0],
+                   score=p.score)  # fmt: skip
+        elif None in tidies:
+            raise ValueError(f"selection of {snakemake.wildcards.group}: fold and holdout runs mixed")
+        else:
+            select_group_per_fold(tidies, p.experiments, snakemake.wildcards.group,
+                                  snakemake.output[0], score=p.score)  # fmt: skip
 
 
 def bootstrap_experiment(snakemake: Any) -> None:
