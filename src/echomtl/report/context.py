@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from echomtl.data.splits import cv_fold_of
 from echomtl.report._io import PathLike
 from echomtl.report.aggregate import (
     LOSS_WINDOW,
@@ -223,6 +224,17 @@ def _check_files(files: Mapping, has: Mapping[str, bool]) -> None:
         raise ValueError("build_context: context files missing: " + ", ".join(missing))
 
 
+def _pooled_fold_audit(fold_audits: list[dict]) -> dict:
+    """The cross-validated study's view of the data: the folds' test parts, pooled (each image
+    once), with the totals the paper cites under ``data/cv/test``."""
+    first = fold_audits[0]
+    total = {"n_images": 0, "n_patients": 0, "n_videos": 0}
+    for audit in fold_audits:
+        for key in total:
+            total[key] += int(audit["totals"]["test"][key])
+    return {**first, "splits": ["test"], "totals": {"test": total}, "leakage": [], "counts": []}
+
+
 def build_context(
     res: Results,
     config: Mapping[str, Any],
@@ -255,7 +267,11 @@ def build_context(
     main_groups = res.main_groups()
     audits = {k: (v if isinstance(v, dict) else load_audit(v)) for k, v in audits.items()}
     scheme = str(_cfg(config, "data.split_scheme"))
-    if scheme not in audits:
+    fold_audits = [k for k in audits if cv_fold_of(k) is not None]
+    study_audit = audits.get(scheme)
+    if scheme == "cv" and fold_audits:
+        study_audit = _pooled_fold_audit([audits[k] for k in fold_audits])
+    if study_audit is None:
         raise ValueError(
             f"no audit for the split scheme the study used ({scheme!r}); got {list(audits)}"
         )
@@ -448,7 +464,10 @@ def build_context(
                 "identical": int(r["n_images_identical_to_train"]) > 0,
             }
         )
-    used_splits = list(audits[scheme]["splits"])
+    used_splits = ["train", "valid", "test"] if scheme == "cv" else list(study_audit["splits"])
+    for key, value in study_audit["totals"].get("test", {}).items():
+        if scheme == "cv":
+            nums.put(f"data/cv/test/{key.removeprefix('n_')}", int(value))
     leak_scheme = "original" if "original" in audits else scheme
     source_audit = audits[leak_scheme]
     nums.put("data/n_defects", int(source_audit.get("n_defects", 0)))

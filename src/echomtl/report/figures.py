@@ -505,8 +505,8 @@ def fig_detection_examples(
     """Test images with ground-truth (dashed) and predicted boxes, class, score and views.
 
     Images are read from their original files: ``records_csv`` (the records or splits table of
-    the scheme the runs used) maps each predictions-JSON ``name`` to ``image_path`` (by file
-    name, among the ``test`` rows). Predictions above the confidence threshold
+    the scheme the runs used, or all records under cross-validation) maps each predictions-JSON
+    ``name`` to ``image_path`` (by file name). Predictions above the confidence threshold
     are drawn (at most ``max_boxes`` per image, highest score first); the threshold is
     ``conf_threshold``, else the best-F1 confidence of ``metrics_json``, else 0.25.
     """
@@ -515,8 +515,8 @@ def fig_detection_examples(
     preds = read_json(predictions_json)
     class_names, view_names = preds["class_names"], preds.get("view_names") or []
     records = pd.read_csv(records_csv)
-    if "split" in records.columns and (records["split"] == "test").any():
-        records = records[records["split"] == "test"]
+    predicted = {im["name"] for im in preds["images"]}
+    records = records[records["image_path"].map(lambda p: Path(p).name in predicted)]
     names = records["image_path"].map(lambda p: Path(p).name)
     dup = sorted(set(names[names.duplicated()]))
     if dup:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from echomtl.data.splits import cv_fold_of
 from echomtl.report._io import PathLike, write_text
 from echomtl.report.aggregate import PHASES, load_audit, weight_phases
 from echomtl.report.latex import Tex, format_number, format_small, latex_escape
@@ -163,10 +164,25 @@ def dataset_counts(audits: Mapping[str, PathLike | dict]) -> tuple[pd.DataFrame,
     return pd.DataFrame(rows), exact
 
 
+#: how the tables name split schemes and partitions (never the config value)
+SCHEME_LABELS = {
+    "original": "export's split",
+    "grouped": "grouped holdout",
+    "cv": "cross-validation (pooled)",
+}
+
+
+def scheme_label(name: str) -> str:
+    """Display name of a split scheme or partition: ``cv-fold0`` is "CV fold 1"."""
+    fold = cv_fold_of(name)
+    return f"CV fold {fold + 1}" if fold is not None else SCHEME_LABELS.get(name, name)
+
+
 def table_dataset(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
     """Dataset table: per split scheme and split, images/patients/videos, boxes per class and
     images per view (``audits``: ``{scheme label: audit.json path or dict}``)."""
     frame, _ = dataset_counts(audits)
+    frame["Scheme"] = frame["Scheme"].map(scheme_label)
     frame = frame.rename(columns=lambda c: c.removeprefix("view:"))
     cells = frame.astype(object).map(lambda v: Tex(str(v)) if isinstance(v, int) else v)
     scheme_change = [
@@ -189,7 +205,16 @@ def leakage_rows(audits: Mapping[str, PathLike | dict]) -> pd.DataFrame:
             split = leak["split"]
             n_dup = sum(1 for d in dups if {d["split_a"], d["split_b"]} == {"train", split})
             rows.append({"scheme": scheme, **leak, "n_images_identical_to_train": n_dup})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    folds = frame[frame["scheme"].map(lambda n: cv_fold_of(n) is not None)] if rows else frame
+    test = folds[folds["split"] == "test"] if len(folds) else folds
+    if len(test):  # the pooled cross-validation test set: the folds' test parts together
+        pooled = test.drop(columns=["scheme", "split"]).sum(numeric_only=True)
+        frame = pd.concat(
+            [frame, pd.DataFrame([{"scheme": "cv", "split": "test", **pooled.to_dict()}])],
+            ignore_index=True,
+        )
+    return frame
 
 
 def table_leakage(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
@@ -214,7 +239,7 @@ def table_leakage(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> P
     }
     cells = pd.DataFrame(
         {
-            "Scheme": frame["scheme"],
+            "Scheme": frame["scheme"].map(scheme_label),
             "Split": frame["split"],
             head["videos"]: pairs("n_videos_in_train", "n_videos"),
             head["patients"]: pairs("n_patients_in_train", "n_patients"),
