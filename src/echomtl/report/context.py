@@ -432,6 +432,18 @@ def build_context(
     nums.put("cfg/iou_thres", Tex(f"{conf.get('iou_thres', 0.6):g}"))
     nums.put("cfg/conf_thres", Tex(f"{conf.get('conf_thres', 0.001):g}"))
     selection_metric = config["report"].get("selection_metric", "mean_map50_accuracy")
+    if scheme == "cv":
+        n_folds = int(_cfg(config, "data.cv_folds"))
+        nums.put("cfg/cv_folds", n_folds)
+        nums.put(
+            "cfg/cv_valid_pct",
+            format_number(float(_cfg(config, "data.cv_valid_fraction")), 0, percent=True),
+        )
+        trained = [e for e in ran if not bool(res.row(e).get("per_fold_selection", False))]
+        nums.put(
+            "count/cv_trainings",
+            n_folds * len(seeds) * sum(not res.is_split_variant(e) for e in trained),
+        )
 
     # ---- data --------------------------------------------------------------------------
     counts, exact_views = dataset_counts(audits)
@@ -583,6 +595,7 @@ def build_context(
         "original_audit": "original" in audits,
         "ema": bool(config["train"].get("ema", True)),
         "split": bool(split_pairs),
+        "cv": scheme == "cv",
     }
     has["traditional"] = has["fixed"] or has["manual"]
     front = _front(res, nums)

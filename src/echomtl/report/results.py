@@ -117,6 +117,25 @@ class Results:
             return None
         return entry
 
+    def fold_values(self, experiment: str, metric: str) -> list[float]:
+        """Per-fold test values of a cross-validated experiment (seed means), fold order;
+        empty for a holdout run."""
+        prefix = "fold"
+        names = sorted(
+            {
+                m
+                for m in self.tidy.loc[self.tidy["experiment"] == experiment, "metric"]
+                if m.startswith(prefix) and m.endswith(f"/{metric}")
+                and m[len(prefix) : -len(metric) - 1].isdigit()
+            },
+            key=lambda m: int(m[len(prefix) : -len(metric) - 1]),
+        )
+        return [self.get(experiment, m) for m in names]
+
+    def n_folds(self) -> int:
+        """Outer folds of the cross-validated study (0 for a holdout study)."""
+        return len(self.fold_values(self.reference, "map50"))
+
     # ---- experiments --------------------------------------------------------------------
     def row(self, experiment: str) -> pd.Series:
         """The experiments-table row."""
@@ -165,6 +184,8 @@ class Results:
         if model == "multitask" and method == "fixed" and len(group_rows) > 1:
             text = "Manual weights"
         extras = []
+        if bool(row.get("per_fold_selection", False)):
+            return Tex(f"{text} (chosen per fold)")
         if method == "gradnorm" and not math.isnan(row["alpha"]):
             extras.append(rf"$\alpha$\,=\,{_num(row['alpha'])}")
         if with_group_value and len(group_rows) > 1:
@@ -233,7 +254,12 @@ class Results:
     def front_runs(self) -> list[str]:
         """Fixed-weight multi-task runs of the study (the fixed-weight front), by ``w_cls``."""
         t = self.experiments
-        rows = t[(t["model"] == "multitask") & (t["method"] == "fixed") & ~t["split_variant"]]
+        rows = t[
+            (t["model"] == "multitask")
+            & (t["method"] == "fixed")
+            & ~t["split_variant"]
+            & ~t["per_fold_selection"]
+        ]
         names = [e for e in rows.index if self.has(e, "map50") and self.has(e, "view_accuracy")]
         return sorted(names, key=lambda e: (float(t.loc[e, "w_cls"]), float(t.loc[e, "w_det"])))
 

@@ -262,22 +262,41 @@ def table_main(res: Results, out_tex: PathLike, groups: Sequence[str] | None = N
     if not groups:
         raise ValueError("table_main: no group has results")
     ref_label = res.label(res.reference)
+    folds = res.n_folds()
     rows = []
     for g in groups:
         exp = res.chosen[g]
-        rows.append(
-            {
-                "Method": res.group_label(g),
-                "Seeds": _seeds_cell(res, exp),
-                METRIC_LABELS["map50"]: ci_cell(res, exp, "map50"),
-                METRIC_LABELS["map50_95"]: ci_cell(res, exp, "map50_95"),
-                METRIC_LABELS["view_accuracy"]: ci_cell(res, exp, "view_accuracy"),
-                Tex(f"\\makecell{{$\\Delta$ mAP@0.5\\\\{ref_label} $-$ row}}"): diff_cell(
-                    res, exp, "map50"
-                ),
-            }
+        row = {
+            "Method": res.group_label(g),
+            "Seeds": _seeds_cell(res, exp),
+            METRIC_LABELS["map50"]: ci_cell(res, exp, "map50"),
+        }
+        if folds:
+            row[Tex("\\makecell{mAP@0.5\\\\per fold}")] = fold_range_cell(res, exp, "map50")
+        row[METRIC_LABELS["map50_95"]] = ci_cell(res, exp, "map50_95")
+        row[METRIC_LABELS["view_accuracy"]] = ci_cell(res, exp, "view_accuracy")
+        if folds:
+            row[Tex("\\makecell{View acc.\\\\per fold}")] = fold_range_cell(
+                res, exp, "view_accuracy"
+            )
+        row[Tex(f"\\makecell{{$\\Delta$ mAP@0.5\\\\{ref_label} $-$ row}}")] = diff_cell(
+            res, exp, "map50"
         )
-    return _write(pd.DataFrame(rows), out_tex, column_format="lc" + "c" * 4)
+        rows.append(row)
+    return _write(pd.DataFrame(rows), out_tex, column_format="lc" + "c" * (len(rows[0]) - 2))
+
+
+def fold_range_cell(res: Results, experiment: str, metric: str) -> Tex:
+    """Per-fold spread of a pooled cross-validated value: lowest--highest fold, and the
+    standard deviation over folds (a dash when not measured)."""
+    values = [v for v in res.fold_values(experiment, metric) if not math.isnan(v)]
+    if not values:
+        return DASH
+    sd = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else math.nan
+    spread = f"{cell(min(values))}--{cell(max(values))}"
+    if math.isnan(sd):
+        return Tex(spread)
+    return Tex(f"\\makecell{{{spread}\\\\{{\\scriptsize SD {cell(sd)}}}}}")
 
 
 def table_weight_phases(
@@ -495,6 +514,7 @@ def table_selection(res: Results, group: str, out_tex: PathLike) -> Path:
     if sel is None:
         raise ValueError(f"table_selection: no selection.json for group {group!r}")
     varying = [c for c in sel["varying"]] or ["w_cls"]
+    per_fold = sel.get("per_fold")
     names = {"w_cls": "$w_\\mathrm{cls}$", "w_det": "$w_\\mathrm{det}$", "alpha": "$\\alpha$"}
     rows = []
     for cand in sel["candidates"]:
@@ -509,7 +529,15 @@ def table_selection(res: Results, group: str, out_tex: PathLike) -> Path:
         row["Val. mAP@0.5"] = cell(cand["map50"])
         row["Val. view accuracy"] = cell(cand["view_accuracy"])
         row["Score"] = cell(cand["score"])
-        row["Chosen"] = Tex("$\\checkmark$") if cand["experiment"] == sel["chosen"] else Tex("")
+        if per_fold:  # cross-validation: means over folds, and the folds that chose the row
+            row["Chosen in folds"] = Tex(
+                ", ".join(str(f["fold"] + 1) for f in per_fold if f["chosen"] == cand["experiment"])
+                or DASH
+            )
+        else:
+            row["Chosen"] = (
+                Tex("$\\checkmark$") if cand["experiment"] == sel["chosen"] else Tex("")
+            )
         rows.append(row)
     return _write(pd.DataFrame(rows), out_tex, column_format="r" * len(varying) + "rrrc")
 
