@@ -253,7 +253,8 @@ def fold_dir(experiment="{experiment}", seed="{seed}", fold="{fold}"):
 
 def record_dir(name, seed):
     """The run whose training record (steps, epochs, diagnostics, timing) the report reads:
-    the holdout run, or under cv the run of the first fold (every fold's record is kept)."""
+    the holdout run, or under cv the run of the first fold (every fold's record is kept).
+    """
     return fold_dir(name, seed, 0) if name in CV else run_dir(name, seed)
 
 
@@ -301,11 +302,7 @@ def run_files(names, filename):
 
 def selection_inputs(wildcards):
     """Validation metrics a group's selection reads: per fold under cv."""
-    members = [
-        n
-        for n in TRAINED
-        if EXPERIMENTS.loc[n, "group"] == wildcards.group
-    ]
+    members = [n for n in TRAINED if EXPERIMENTS.loc[n, "group"] == wildcards.group]
     if all(n in CV for n in members):
         return [f for n in members for f in fold_files(n, "metrics_valid.json")]
     return [f for n in members for f in seed_files(n, "metrics_valid.json")]

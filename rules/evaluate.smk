@@ -66,7 +66,8 @@ use rule evaluate as evaluate_fold with:
             f"{fold_dir(CV_TRAINED_EXPERIMENT)}/metrics_{s}.json" for s in EVAL_SPLITS
         ],
         predictions=[
-            f"{fold_dir(CV_TRAINED_EXPERIMENT)}/predictions_{s}.json" for s in EVAL_SPLITS
+            f"{fold_dir(CV_TRAINED_EXPERIMENT)}/predictions_{s}.json"
+            for s in EVAL_SPLITS
         ],
     log:
         f"{fold_dir()}/evaluate.log",
@@ -91,7 +92,9 @@ rule pool_folds:
             f"{fold_dir(w.experiment, w.seed, f)}/metrics_test.json"
             for f in range(CV_FOLDS)
         ],
-        splits=[f"{DATA}/splits/{CV_PARTITION.format(fold=f)}.csv" for f in range(CV_FOLDS)],
+        splits=[
+            f"{DATA}/splits/{CV_PARTITION.format(fold=f)}.csv" for f in range(CV_FOLDS)
+        ],
     output:
         metrics=f"{run_dir(CV_TRAINED_EXPERIMENT)}/metrics_test.json",
         predictions=f"{run_dir(CV_TRAINED_EXPERIMENT)}/predictions_test.json",
@@ -118,7 +121,9 @@ rule pool_selected:
             if EXPERIMENTS.loc[n, "group"] == EXPERIMENTS.loc[w.experiment, "group"]
             for f in fold_files(n, "metrics_test.json")
         ],
-        splits=[f"{DATA}/splits/{CV_PARTITION.format(fold=f)}.csv" for f in range(CV_FOLDS)],
+        splits=[
+            f"{DATA}/splits/{CV_PARTITION.format(fold=f)}.csv" for f in range(CV_FOLDS)
+        ],
     output:
         metrics=f"{run_dir(COMPOSITE_EXPERIMENT)}/metrics_test.json",
         predictions=f"{run_dir(COMPOSITE_EXPERIMENT)}/predictions_test.json",

@@ -106,7 +106,7 @@ def test_full_study_tables_concatenate_and_trace_a_fixed_weight_front():
     assert len(front(default)) >= 5 and len(front(full)) >= 7
     assert min(front(full)) <= 0.001 and max(front(full)) >= 10
     assert {"stopgrad", "rlw", "imtl_g"} <= set(default.index) and "upgrad" not in default.index
-    for name in ("paper.yaml", "real-cpu.yaml"):
+    for name in ("paper.yaml",):  # real-cpu.yaml runs the default table (its 2-hour budget)
         overlay = yaml.safe_load((ROOT / "config" / name).read_text())
         assert overlay["experiments"] == ["config/experiments.tsv", "config/experiments-full.tsv"]
 
@@ -145,3 +145,41 @@ def test_method_needing_a_missing_solver_is_refused_before_any_job(tmp_path):
     path.write_text(header + "a\ta\tcagrad\tmultitask\t1\t0.01\t\tfalse\n")
     with pytest.raises(ConfigError, match=r"tsv:2: column method: 'cagrad' needs cvxpy"):
         load_experiments(path)
+
+
+def _study(**data):
+    base = {"min_patients": 5, "grouped_fractions": {"train": 0.7, "valid": 0.15, "test": 0.15},
+            "cv_folds": 5, "cv_valid_fraction": 0.2}  # fmt: skip
+    return {"data": {**base, **data}}
+
+
+def test_patient_counts_that_cannot_fill_the_splits_are_named_before_any_job():
+    from echomtl.config import patient_count_problems
+
+    patients = {f"p{i}" for i in range(40)}
+    assert patient_count_problems(_study(), {"grouped", "cv"}, patients) == []
+    (grouped,) = patient_count_problems(
+        _study(grouped_fractions={"train": 0.85, "valid": 0.05, "test": 0.1}), {"grouped"},
+        {f"p{i}" for i in range(60)},
+    )  # fmt: skip
+    assert grouped.startswith("data.grouped_fractions.valid: 0.05 of 60 patients is 3.0")
+    (folds,) = patient_count_problems(_study(cv_folds=10), {"cv"}, patients)
+    assert (
+        folds.startswith("data.cv_folds: 10 folds of 40 patients") and "min_patients (5)" in folds
+    )
+    (valid,) = patient_count_problems(_study(cv_valid_fraction=0.1), {"cv"}, patients)
+    assert valid.startswith("data.cv_valid_fraction: 0.1 of the 32.0 patients")
+    assert patient_count_problems(_study(cv_folds=10), {"grouped"}, patients) == []
+
+
+def test_export_patients_come_from_file_names(tmp_path):
+    from echomtl.config import export_patients
+
+    for split, names in {
+        "train": ["A-v1.mp4-1.png", "A-v1.mp4-2.png"],
+        "valid": ["B-v.mp4-3.jpg"],
+    }.items():
+        (tmp_path / split / "images").mkdir(parents=True)
+        for name in [*names, ".hidden.png", "notes.txt"]:
+            (tmp_path / split / "images" / name).write_bytes(b"")
+    assert export_patients(tmp_path) == {"A", "B"}

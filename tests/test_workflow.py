@@ -227,3 +227,122 @@ def test_class_names_in_another_order_than_the_export_fail_before_any_job(tmp_pa
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "data.class_names:" in output and "order matters" in output
+
+
+TINY_CV_EXPERIMENTS = "\n".join(
+    line
+    for line in TINY_EXPERIMENTS.splitlines()
+    if line.split("\t")[0]
+    in ("experiment", "det_only", "fixed", "manual_wcls0.1", "manual_wcls1.0", "gradnorm_a1.5",
+        "stopgrad", "gradnorm_a1.5_original")
+) + "\n"  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_cv_study(tmp_path_factory):
+    """The tiny study under the cross-validated protocol: 2 folds, manual grid per fold."""
+    tmp = tmp_path_factory.mktemp("tiny_cv_study")
+    config_path = tiny_config(tmp)
+    (tmp / "experiments.tsv").write_text(TINY_CV_EXPERIMENTS)
+    config = yaml.safe_load(config_path.read_text())
+    config["data"].update(split_scheme="cv", cv_folds=2, cv_valid_fraction=0.4)
+    config_path.write_text(yaml.safe_dump(config))
+    result = run_snakemake("--cores", "2", "--configfile", str(config_path), timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return tmp / "results"
+
+
+def _split_patients(path: Path) -> dict[str, set[str]]:
+    frame = pd.read_csv(path)
+    return {
+        s: set(frame.loc[frame["split"] == s, "patient_id"]) for s in ("train", "valid", "test")
+    }
+
+
+@pytest.mark.slow
+def test_cv_folds_are_patient_disjoint_and_pool_every_image_once(tiny_cv_study):
+    results = tiny_cv_study
+    records = pd.read_csv(results / "data" / "records.csv")
+    test_fold = {}
+    for fold in (0, 1):
+        split_file = results / "data" / "splits" / f"cv-fold{fold}.csv"
+        parts = _split_patients(split_file)
+        assert not parts["test"] & (parts["train"] | parts["valid"])
+        assert not parts["valid"] & parts["train"] and parts["valid"]
+        frame = pd.read_csv(split_file)
+        test_fold.update(
+            {Path(p).name: fold for p in frame.loc[frame.split == "test", "image_path"]}
+        )
+        run = results / "runs" / "gradnorm_a1.5" / "seed0" / f"fold{fold}"
+        for split in ("valid", "test"):
+            assert json.loads((run / f"metrics_{split}.json").read_text())["fold"] == fold
+    pooled = json.loads(
+        (results / "runs" / "gradnorm_a1.5" / "seed0" / "predictions_test.json").read_text()
+    )
+    names = [im["name"] for im in pooled["images"]]
+    assert sorted(names) == sorted(Path(p).name for p in records["image_path"])
+    assert all(im["fold"] == test_fold[im["name"]] for im in pooled["images"])
+    metrics = json.loads(
+        (results / "runs" / "gradnorm_a1.5" / "seed0" / "metrics_test.json").read_text()
+    )
+    assert metrics["fold"] == "pooled" and metrics["n_images"] == len(records)
+    assert [f["fold"] for f in metrics["folds"]] == [0, 1]
+    # the split variant stays a holdout run on the export's own split
+    assert (results / "runs" / "gradnorm_a1.5_original" / "seed0" / "metrics_valid.json").exists()
+
+
+@pytest.mark.slow
+def test_cv_manual_grid_is_chosen_per_fold_and_pooled_from_the_choices(tiny_cv_study):
+    results = tiny_cv_study
+    selection = json.loads((results / "paper" / "selection" / "manual.json").read_text())
+    assert selection["chosen"] == "manual_per_fold" and len(selection["per_fold"]) == 2
+    composite = json.loads(
+        (results / "runs" / "manual_per_fold" / "seed0" / "predictions_test.json").read_text()
+    )
+    for entry in selection["per_fold"]:
+        fold, chosen = entry["fold"], entry["chosen"]
+        source = json.loads(
+            (
+                results / "runs" / chosen / "seed0" / f"fold{fold}" / "predictions_test.json"
+            ).read_text()
+        )
+        pooled = [
+            {k: v for k, v in im.items() if k != "fold"}
+            for im in composite["images"]
+            if im["fold"] == fold
+        ]
+        assert pooled == source["images"]
+
+
+@pytest.mark.slow
+def test_cv_paper_reports_the_protocol_and_per_fold_spread(tiny_cv_study):
+    paper = tiny_cv_study / "paper"
+    tidy = pd.read_csv(paper / "tidy.csv")
+    assert {"fold0/map50", "fold1/map50"} <= set(tidy.loc[tidy.experiment == "fixed", "metric"])
+    assert "valid" not in set(tidy.loc[tidy.experiment == "fixed", "split"])
+    main = (paper / "main.tex").read_text()
+    assert r"\subsection{Evaluation protocol}" in main and "cross-validation" in main
+    table = (paper / "tables" / "main.tex").read_text()
+    assert "per fold" in table and "Manual weights (chosen per fold)" in table
+    assert "Chosen in folds" in (paper / "tables" / "selection.tex").read_text()
+    assert "CV fold 2" in (paper / "tables" / "dataset.tex").read_text()
+    if shutil.which("latexmk") is None:
+        pytest.skip("latexmk not installed: the PDF step is not in the DAG")
+    from echomtl.report.pdf import scan_log
+
+    assert scan_log(paper / "main.log") == []
+
+
+def test_real_cpu_config_dag_is_cross_validated(tmp_path):
+    export = fake_export(tmp_path / "export", ("train", "valid"))
+    result = run_snakemake(
+        "-n", "--configfile", "config/real-cpu.yaml", env={"REGURG_DATA": str(export)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = result.stdout.split("Job stats")[-1]
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in stats.splitlines()[3:]
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
+    assert counts["train_fold"] == 16 * 3 and counts["pool_folds"] == 16 and counts["train"] == 1

@@ -9,6 +9,7 @@ schema dump.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -190,5 +191,56 @@ def check_study_config(config: dict, schemes: set[str], export_root: Path | None
             check_data_yaml(export_root, list(data["class_names"]))
         except ValueError as exc:
             problems.append(f"data.class_names: {exc}")
+        problems += patient_count_problems(config, schemes, export_patients(export_root))
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def export_patients(root: Path) -> set[str]:
+    """Patient ids of an export from its image file names alone (no file is opened)."""
+    from echomtl.data.export_reader import IMAGE_EXTENSIONS, parse_identity
+
+    patients = set()
+    for images in sorted(root.glob("*/images")):
+        for name in os.listdir(images):
+            path = Path(name)
+            if path.suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                patients.add(parse_identity(path.stem)[0])
+    return patients
+
+
+def patient_count_problems(config: dict, schemes: set[str], patients: set[str]) -> list[str]:
+    """What the patient count alone shows about ``data.min_patients``, before any job.
+
+    The split jobs check the exact assignment (patients are placed whole, weighted by their
+    images and boxes, so a split can hold fewer patients than its fraction); this is the
+    necessary condition that file names already decide: every split's share of the patients
+    must reach ``min_patients``. An export with no image is left to the data jobs' errors.
+    """
+    data, n = config["data"], len(patients)
+    need = int(data.get("min_patients", 1))
+    if n == 0:
+        return []
+    problems = []
+    if "grouped" in schemes:
+        for split, fraction in dict(data["grouped_fractions"]).items():
+            if 0 < float(fraction) and float(fraction) * n < need:
+                problems.append(
+                    f"data.grouped_fractions.{split}: {float(fraction):g} of {n} patients is "
+                    f"{float(fraction) * n:.1f} patients, fewer than data.min_patients ({need})"
+                )
+    if "cv" in schemes:
+        folds = int(data["cv_folds"])
+        valid = (n - n / folds) * float(data["cv_valid_fraction"])
+        if n / folds < need:
+            problems.append(
+                f"data.cv_folds: {folds} folds of {n} patients give test folds of "
+                f"{n / folds:.1f} patients, fewer than data.min_patients ({need})"
+            )
+        elif valid < need:
+            problems.append(
+                f"data.cv_valid_fraction: {float(data['cv_valid_fraction']):g} of the "
+                f"{n - n / folds:.1f} patients outside a test fold is {valid:.1f}, fewer than "
+                f"data.min_patients ({need})"
+            )
+    return problems

@@ -14,7 +14,8 @@ fold of a second ``StratifiedGroupKFold`` over the remaining patients, with abou
 training or validation part, and its validation patients never in its training part.
 
 The workflow runs it as split scheme ``cv`` (partitions ``cv-fold<f>``, see
-:func:`echomtl.data.splits.apply_split`), configured by ``data.cv_folds`` and ``data.cv_valid_fraction``.
+:func:`echomtl.data.splits.apply_split`), configured by ``data.cv_folds`` and
+``data.cv_valid_fraction``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,11 @@ def pool_fold_predictions(
                 )
             seen[im["name"]] = fold
             images.append({**im, "fold": fold})
-    return {"class_names": first["class_names"], "view_names": first["view_names"], "images": images}
+    return {
+        "class_names": first["class_names"],
+        "view_names": first["view_names"],
+        "images": images,
+    }
 
 
 def fold_summary(fold: int, experiment: str, metrics: dict, n_patients: int) -> dict:

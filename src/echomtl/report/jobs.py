@@ -69,7 +69,9 @@ def select_group(snakemake: Any) -> None:
             select(tidies[None], p.experiments, snakemake.wildcards.group, snakemake.output[0],
                    score=p.score)  # fmt: skip
         elif None in tidies:
-            raise ValueError(f"selection of {snakemake.wildcards.group}: fold and holdout runs mixed")
+            raise ValueError(
+                f"selection of {snakemake.wildcards.group}: fold and holdout runs mixed"
+            )
         else:
             select_group_per_fold(tidies, p.experiments, snakemake.wildcards.group,
                                   snakemake.output[0], score=p.score)  # fmt: skip

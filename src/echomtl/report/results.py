@@ -125,7 +125,8 @@ class Results:
             {
                 m
                 for m in self.tidy.loc[self.tidy["experiment"] == experiment, "metric"]
-                if m.startswith(prefix) and m.endswith(f"/{metric}")
+                if m.startswith(prefix)
+                and m.endswith(f"/{metric}")
                 and m[len(prefix) : -len(metric) - 1].isdigit()
             },
             key=lambda m: int(m[len(prefix) : -len(metric) - 1]),

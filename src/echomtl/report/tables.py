@@ -535,9 +535,7 @@ def table_selection(res: Results, group: str, out_tex: PathLike) -> Path:
                 or DASH
             )
         else:
-            row["Chosen"] = (
-                Tex("$\\checkmark$") if cand["experiment"] == sel["chosen"] else Tex("")
-            )
+            row["Chosen"] = Tex("$\\checkmark$") if cand["experiment"] == sel["chosen"] else Tex("")
         rows.append(row)
     return _write(pd.DataFrame(rows), out_tex, column_format="r" * len(varying) + "rrrc")
 
