@@ -65,7 +65,7 @@ def test_limitations_report_leakage_view_order_and_scale(full):
     ctx = built["context"]
     tex = built["tex"].read_text()
     limitations = tex.split("\\section{Limitations}", 1)[1].split("\\section{Conclusion}", 1)[0]
-    assert "\\texttt{original}" in limitations and "Synthetic data" in limitations
+    assert "export's own split" in limitations and "Synthetic data" in limitations
     assert "PSAX, PLAX and A4C" in limitations  # the source's declared order (claims.yaml)
     assert "A4C, PSAX and PLAX" in limitations  # the configured order
     assert ctx["numbers"]["leak/original/test/images_video"] == 8

@@ -89,10 +89,23 @@ def test_main_table_rows_and_comparisons(built):
 def test_dataset_and_leakage_tables(built):
     study, _, out = built
     text = tables.table_dataset(study.audits, out / "d.tex").read_text()
-    assert "original" in text and "grouped" in text and "missing" in text
+    assert "export's split" in text and "grouped holdout" in text and "missing" in text
     leak = tables.table_leakage(study.audits, out / "l.tex").read_text()
     assert "8/16 (50.0\\%)" in leak  # half the fixture's original test images share a train video
     assert "0/16 (0.0\\%)" in leak  # grouped split: none
+
+
+def test_cv_folds_are_named_in_words_and_their_test_parts_pooled(built):
+    study, _, _ = built
+    grouped = study.audits["grouped"]
+    audits = {"original": study.audits["original"], "cv-fold0": grouped, "cv-fold1": grouped}
+    frame = tables.leakage_rows(audits)
+    pooled = frame[frame["scheme"] == "cv"]
+    fold_test = frame[(frame["scheme"] == "cv-fold0") & (frame["split"] == "test")]
+    assert list(pooled["split"]) == ["test"]
+    assert int(pooled["n_images"].iloc[0]) == 2 * int(fold_test["n_images"].iloc[0])
+    assert tables.scheme_label("cv-fold0") == "CV fold 1" and tables.scheme_label("cv") != "cv"
+    assert tables.protocol_name("cv") == "patient-grouped cross-validation"
 
 
 def test_claims_table_uses_the_yaml_and_marks_what_did_not_run(built, tmp_path):
@@ -143,7 +156,7 @@ def test_split_table_puts_each_scheme_beside_its_leakage(built):
     text = tables.table_split(res, study.audits, out / "split.tex").read_text()
     body = [line for line in text.splitlines() if line.endswith("\\\\") and "Scheme" not in line]
     # the study run on valid and test, the variant on valid only (its export has no test split)
-    assert [(("original" in r), r.split("&")[2].strip()) for r in body] == [
+    assert [(("export" in r), r.split("&")[2].strip()) for r in body] == [
         (False, "valid"),
         (False, "test"),
         (True, "valid"),

@@ -50,6 +50,7 @@ from echomtl.report.tables import (
     dataset_counts,
     leakage_rows,
     load_claims,
+    protocol_name,
     split_rows,
     time_unit,
 )
@@ -556,18 +557,23 @@ def build_context(
     for study_run, variant in pairs:
         both = [s for s in ("valid", "test") if all(res.has(e, "map50", s) for e in
                                                     (study_run, variant))]  # fmt: skip
-        for s in both:
+        # (variant's split, study run's split): the same split name where both have it, else
+        # the variant's validation split beside the study's (pooled) test set
+        compared = [(s, s) for s in both]
+        if not compared and res.has(variant, "map50", "valid") and res.has(study_run, "map50"):
+            compared = [("valid", "test")]
+        for s, t in compared:
             for m in ("map50", "view_accuracy"):
-                a, b = res.get(variant, m, s), res.get(study_run, m, s)
+                a, b = res.get(variant, m, s), res.get(study_run, m, t)
                 if not (math.isnan(a) or math.isnan(b)):
                     nums.put(f"splitdiff/{variant}/{s}/{m}", format_number(a - b, signed=True))
         split_pairs.append(
             {
                 "study": study_run,
                 "variant": variant,
-                "scheme": str(res.row(study_run)["split"]),
-                "variant_scheme": str(res.row(variant)["split"]),
-                "splits": both,
+                "scheme": protocol_name(str(res.row(study_run)["split"])),
+                "variant_scheme": protocol_name(str(res.row(variant)["split"])),
+                "splits": compared,
                 "variant_splits": [s for s in ("valid", "test") if res.has(variant, "map50", s)],
                 "classifier": res.has_classifier(variant),
             }
@@ -667,6 +673,8 @@ def build_context(
         "leak": leak_info,
         "split_pairs": split_pairs,
         "leak_scheme": leak_scheme,
+        "leak_scheme_name": protocol_name(leak_scheme),
+        "scheme_name": protocol_name(scheme),
         "leak_main": [d for d in leak_info if d["scheme"] == leak_scheme],
         "scheme": scheme,
         "used_splits": used_splits,

@@ -172,6 +172,19 @@ SCHEME_LABELS = {
 }
 
 
+#: how the text names the protocols (``data.split_scheme`` values)
+PROTOCOL_NAMES = {
+    "original": "export's own split",
+    "grouped": "patient-grouped holdout",
+    "cv": "patient-grouped cross-validation",
+}
+
+
+def protocol_name(scheme: str) -> str:
+    """The words for a split scheme in running text."""
+    return PROTOCOL_NAMES.get(scheme, scheme_label(scheme))
+
+
 def scheme_label(name: str) -> str:
     """Display name of a split scheme or partition: ``cv-fold0`` is "CV fold 1"."""
     fold = cv_fold_of(name)
@@ -484,7 +497,7 @@ def table_split(res: Results, audits: Mapping[str, PathLike | dict], out_tex: Pa
     cells = pd.DataFrame(
         {
             "Method": [res.label(r["pair"]) for r in rows],
-            "Scheme": [Tex(f"\\texttt{{{latex_escape(r['scheme'])}}}") for r in rows],
+            "Scheme": [scheme_label(r["scheme"]) for r in rows],
             "Evaluated on": [r["split"] for r in rows],
             Tex("\\makecell{Images from\\\\train videos}"): [
                 Tex(
