@@ -133,6 +133,15 @@ class Results:
         )
         return [self.get(experiment, m) for m in names]
 
+    def fold_choices(self, experiment: str) -> list[str]:
+        """The configuration each fold chose, for a per-fold selection (composite) row; empty
+        for any other experiment."""
+        group = self.row(experiment)["group"]
+        sel = self.selections.get(group) or {}
+        if sel.get("chosen") != experiment or "per_fold" not in sel:
+            return []
+        return [str(f["chosen"]) for f in sorted(sel["per_fold"], key=lambda f: f["fold"])]
+
     def n_folds(self) -> int:
         """Outer folds of the cross-validated study (0 for a holdout study)."""
         return len(self.fold_values(self.reference, "map50"))

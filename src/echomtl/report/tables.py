@@ -424,6 +424,14 @@ def table_dual_backbone(
     return _write(pd.DataFrame(rows), out_tex, column_format="lrrcc")
 
 
+def start_weight_cell(res: Results, experiment: str) -> Tex:
+    """The starting w_cls; for a per-fold selection, the value each fold chose (fold order)."""
+    choices = res.fold_choices(experiment)
+    if choices:
+        return Tex("/".join(f"{float(res.row(c)['w_cls']):g}" for c in choices) + " (per fold)")
+    return cell(res.row(experiment)["w_cls"], 2)
+
+
 def table_traditional(res: Results, out_tex: PathLike, groups: Sequence[str] | None = None) -> Path:
     """Fixed weights vs the manually tuned weights vs the reference."""
     if groups is None:
@@ -442,7 +450,7 @@ def table_traditional(res: Results, out_tex: PathLike, groups: Sequence[str] | N
         rows.append(
             {
                 "Method": res.group_label(g),
-                Tex("$w_\\mathrm{cls}$ (start)"): cell(res.row(exp)["w_cls"], 2),
+                Tex("$w_\\mathrm{cls}$ (start)"): start_weight_cell(res, exp),
                 Tex("final $L_\\mathrm{det}$ (train)"): cell(
                     res.get(exp, "loss_det_final", "train"),
                     3,
