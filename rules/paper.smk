@@ -39,7 +39,9 @@ rule bootstrap_experiment:
     input:
         lambda w: seed_files(w.experiment, "predictions_test.json"),
     output:
-        f"{PAPER}/stats/bootstrap/{{experiment}}.json",
+        json=f"{PAPER}/stats/bootstrap/{{experiment}}.json",
+        # every resample's values: the paired comparisons read them instead of re-scoring
+        values=f"{PAPER}/stats/bootstrap/{{experiment}}.values.npz",
     log:
         f"{R}/logs/paper/bootstrap_{{experiment}}.log",
     conda:
@@ -55,6 +57,8 @@ rule paired_bootstrap:
     input:
         reference=seed_files(REFERENCE, "predictions_test.json"),
         other=lambda w: seed_files(w.experiment, "predictions_test.json"),
+        reference_values=f"{PAPER}/stats/bootstrap/{REFERENCE}.values.npz",
+        other_values=f"{PAPER}/stats/bootstrap/{{experiment}}.values.npz",
     output:
         f"{PAPER}/stats/paired/{{experiment}}.json",
     log:

@@ -158,3 +158,46 @@ def test_real_bootstrap_small(tmp_path):
 def test_patient_of_follows_the_identity_rule_and_ignores_the_seed_prefix():
     assert patient_of("ZmNl=-unnamed_1_1.mp4-31.png") == "ZmNl="
     assert patient_of("s2/ZmNl=-unnamed_1_1.mp4-31.png") == "ZmNl="
+
+
+def _patient_images(n, correct, view_head=True, order=1):
+    images = _images(n, correct, view_head)
+    for i, im in enumerate(images):
+        im["name"] = f"P{i // 3}-v{i // 3}.mp4-{i}.png"  # three frames per patient
+    return images[::order]
+
+
+def test_paired_from_stored_values_equals_scoring_both_runs(tmp_path):
+    """The paired job reads both runs' bootstrap values; same numbers as re-scoring both."""
+    pytest.importorskip("faster_coco_eval")
+    runs = {
+        "ref": [_write_run(tmp_path, "ref", s, _patient_images(12, 9)) for s in (0, 1)],
+        "other": [_write_run(tmp_path, "other", s, _patient_images(12, 5)) for s in (0, 1)],
+        "det": [_write_run(tmp_path, "det", s, _patient_images(12, 7, False)) for s in (0, 1)],
+        "shuffled": [_write_run(tmp_path, "shuffled", 0, _patient_images(12, 5, order=-1))],
+    }
+    stored = {}
+    for name, files in runs.items():
+        stored[name] = tmp_path / f"{name}.values.npz"
+        bootstrap_experiment(name, files, None, n_resamples=40, seed=1, values_out=stored[name])
+    for other in ("other", "det"):
+        direct = paired_experiment("ref", other, runs["ref"], runs[other], None, 40, 1)
+        read = paired_experiment(
+            "ref", other, runs["ref"], runs[other], None, 40, 1,
+            values=(stored["ref"], stored[other]),
+        )  # fmt: skip
+        assert read["computed_from"].startswith("resample values")
+        assert direct["computed_from"].startswith("both runs scored")
+        assert read["metrics"] == direct["metrics"]
+    # other images, order or seeds: the stored values do not share the resamples, so both are scored
+    ref0 = runs["ref"][:1]
+    bootstrap_experiment("ref", ref0, None, n_resamples=40, seed=1, values_out=tmp_path / "r0.npz")
+    fallback = paired_experiment(
+        "ref", "shuffled", ref0, runs["shuffled"], None, 40, 1,
+        values=(tmp_path / "r0.npz", stored["shuffled"]),
+    )  # fmt: skip
+    assert fallback["computed_from"].startswith("both runs scored")
+    assert (
+        fallback["metrics"]
+        == paired_experiment("ref", "shuffled", ref0, runs["shuffled"], None, 40, 1)["metrics"]
+    )

@@ -27,7 +27,14 @@ from echomtl.evaluation.detection_metrics import (
     prepare_images,
 )
 
-__all__ = ["MDD_FACTOR", "bootstrap_metrics", "paired_bootstrap", "SUPPORTED_METRICS"]
+__all__ = [
+    "MDD_FACTOR",
+    "bootstrap_metrics",
+    "paired_bootstrap",
+    "paired_from_values",
+    "resample_values",
+    "SUPPORTED_METRICS",
+]
 
 _COCO = ("map50", "map50_95")
 _PRF = ("precision", "recall", "f1")
@@ -176,16 +183,48 @@ def bootstrap_metrics(
         is the metric on the original image set, ``mean`` and ``se`` the mean and standard
         deviation over resamples.
     """
+    point, values = resample_values(images, class_names, n_resamples, seed, metrics, groups, strata)
+    out: dict[str, dict] = {}
+    for m in metrics:
+        out[m] = {"point": point[m], **_summary(values[m], confidence)}
+        if keep_values:
+            out[m]["values"] = values[m].tolist()
+    return out
+
+
+def resample_values(
+    images: Sequence[dict],
+    class_names: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    groups: Sequence | None = None,
+    strata: Sequence | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``(point, values)``: each metric on the whole set and on every resample (NaN where
+    undefined). The resamples depend only on the image order, ``groups`` and ``seed``, so two
+    runs on the same images in the same order share them: a paired comparison can then be read
+    off both runs' values (:func:`paired_from_values`) without scoring either again."""
     score = _per_stratum(_make_scorer(images, class_names, metrics), strata, metrics)
     idx = _resample_indices(len(images), n_resamples, seed, groups)
     point = score(np.arange(len(images)))
     rows = [score(r) for r in idx]
+    return point, {m: np.array([r[m] for r in rows], dtype=np.float64) for m in metrics}
+
+
+def paired_from_values(
+    point_a: dict[str, float],
+    values_a: dict[str, np.ndarray],
+    point_b: dict[str, float],
+    values_b: dict[str, np.ndarray],
+    metrics: Sequence[str],
+    confidence: float = 0.95,
+) -> dict[str, dict]:
+    """The result of :func:`paired_bootstrap` from two runs' values on the same resamples."""
     out: dict[str, dict] = {}
     for m in metrics:
-        v = np.array([r[m] for r in rows], dtype=np.float64)
-        out[m] = {"point": point[m], **_summary(v, confidence)}
-        if keep_values:
-            out[m]["values"] = v.tolist()
+        summary = _summary(np.asarray(values_a[m]) - np.asarray(values_b[m]), confidence)
+        out[m] = {"diff": point_a[m] - point_b[m], **summary, "mdd": MDD_FACTOR * summary["se"]}
     return out
 
 
@@ -237,18 +276,10 @@ def paired_bootstrap(
         been seen).
     """
     images_b = _align(images_a, images_b)
-    score_a = _per_stratum(_make_scorer(images_a, class_names, metrics), strata, metrics)
-    score_b = _per_stratum(_make_scorer(images_b, class_names, metrics), strata, metrics)
-    idx = _resample_indices(len(images_a), n_resamples, seed, groups)
-    full = np.arange(len(images_a))
-    pa, pb = score_a(full), score_b(full)
-    diffs = []
-    for r in idx:
-        ra, rb = score_a(r), score_b(r)
-        diffs.append({m: ra[m] - rb[m] for m in metrics})
-    out: dict[str, dict] = {}
-    for m in metrics:
-        v = np.array([d[m] for d in diffs], dtype=np.float64)
-        summary = _summary(v, confidence)
-        out[m] = {"diff": pa[m] - pb[m], **summary, "mdd": MDD_FACTOR * summary["se"]}
-    return out
+    point_a, values_a = resample_values(
+        images_a, class_names, n_resamples, seed, metrics, groups, strata
+    )
+    point_b, values_b = resample_values(
+        images_b, class_names, n_resamples, seed, metrics, groups, strata
+    )
+    return paired_from_values(point_a, values_a, point_b, values_b, metrics, confidence)

@@ -84,9 +84,10 @@ def bootstrap_experiment(snakemake: Any) -> None:
         bootstrap(
             snakemake.wildcards.experiment,
             list(snakemake.input),
-            snakemake.output[0],
+            snakemake.output.json,
             n_resamples=snakemake.params.n_resamples,
             seed=snakemake.params.seed,
+            values_out=snakemake.output.values,
         )
 
 
@@ -102,6 +103,7 @@ def paired_bootstrap(snakemake: Any) -> None:
             snakemake.output[0],
             n_resamples=snakemake.params.n_resamples,
             seed=snakemake.params.seed,
+            values=(snakemake.input.reference_values, snakemake.input.other_values),
         )
 
 

@@ -15,14 +15,23 @@ this module only decides what is resampled together and how a result is worded:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from echomtl.report._io import PathLike, read_json, run_id_from_path, write_json, write_text
+from echomtl.report._io import (
+    PathLike,
+    atomic_path,
+    read_json,
+    run_id_from_path,
+    write_json,
+    write_text,
+)
 
 __all__ = [
     "VERDICTS",
@@ -205,8 +214,12 @@ def bootstrap_experiment(
     metrics: Sequence[str] = DEFAULT_METRICS,
     bootstrap_fn: Callable | None = None,
     unit: str = "patient",
+    values_out: PathLike | None = None,
 ) -> dict:
     """95% bootstrap intervals of one experiment's test metrics; writes JSON.
+
+    ``values_out``: also write every resample's values (:func:`write_resample_values`), from
+    which :func:`paired_experiment` reads a paired comparison without scoring again.
 
     ``unit``: ``patient`` (default: a cluster bootstrap over patients, seeds averaged inside each
     resample) or ``image``.
@@ -218,10 +231,20 @@ def bootstrap_experiment(
     images, class_names, by_seed = load_predictions(prediction_files)
     fn = bootstrap_fn or _default_bootstrap()
     asked = _applicable(metrics, images)
+    extra = {"keep_values": True} if values_out is not None else {}
     result = fn(
         images, class_names, n_resamples=n_resamples, seed=seed, metrics=asked,
-        **_clusters(images, unit),
+        **_clusters(images, unit), **extra,
     )  # fmt: skip
+    if values_out is not None:
+        write_resample_values(
+            values_out,
+            names=[img["name"] for img in images],
+            seeds=sorted(by_seed),
+            settings={"n_resamples": n_resamples, "seed": seed, "unit": unit},
+            point={m: result[m]["point"] for m in asked},
+            values={m: result[m].pop("values") for m in asked},
+        )
     result = {**{m: _UNDEFINED for m in metrics if m not in asked}, **result}
     out = {
         "experiment": experiment,
@@ -251,6 +274,7 @@ def paired_experiment(
     metrics: Sequence[str] = DEFAULT_METRICS,
     paired_fn: Callable | None = None,
     unit: str = "patient",
+    values: tuple[PathLike, PathLike] | None = None,
 ) -> dict:
     """Paired bootstrap of ``reference - other`` on the same test images; writes JSON.
 
@@ -284,10 +308,18 @@ def paired_experiment(
     fn = paired_fn or _default_paired()
     images_a, images_b = pooled(seeds_a), pooled(seeds_b)
     asked = [m for m in _applicable(metrics, images_a) if m in _applicable(metrics, images_b)]
-    result = fn(
-        images_a, images_b, class_a, n_resamples=n_resamples, seed=seed, metrics=asked,
-        **_clusters(images_a, unit),
-    )  # fmt: skip
+    settings = {"n_resamples": n_resamples, "seed": seed, "unit": unit}
+    cached = None
+    if values is not None and paired_fn is None and set(seeds_a) == set(seeds_b):
+        cached = _paired_from_files(values, [img["name"] for img in images_a], settings, asked)
+    if cached is not None:
+        result, reuse = cached, "resample values of both runs' bootstrap jobs"
+    else:
+        result = fn(
+            images_a, images_b, class_a, n_resamples=n_resamples, seed=seed, metrics=asked,
+            **_clusters(images_a, unit),
+        )  # fmt: skip
+        reuse = None
     result = {**{m: _UNDEFINED_DIFF for m in metrics if m not in asked}, **result}
     out_metrics = {}
     for m, entry in result.items():
@@ -310,10 +342,67 @@ def paired_experiment(
         "pooling": UNITS[unit],
         "difference": "reference - other",
         "metrics": out_metrics,
+        "computed_from": reuse or "both runs scored on every resample",
     }
     if out_json is not None:
         write_json(out_json, out)
     return out
+
+
+def write_resample_values(
+    path: PathLike,
+    names: Sequence[str],
+    seeds: Sequence[int],
+    settings: Mapping[str, Any],
+    point: Mapping[str, float],
+    values: Mapping[str, Sequence[float]],
+) -> None:
+    """One run's bootstrap values (npz): image order, seeds, settings, point and per-resample
+    values per metric; enough to pair it with another run on the same resamples."""
+    metrics = list(point)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                names=np.asarray(list(names), dtype=str),
+                seeds=np.asarray(list(seeds), dtype=np.int64),
+                settings=np.asarray(json.dumps(dict(settings), sort_keys=True)),
+                metrics=np.asarray(metrics, dtype=str),
+                point=np.asarray([point[m] for m in metrics], dtype=np.float64),
+                values=np.asarray([list(values[m]) for m in metrics], dtype=np.float64),
+            )
+
+
+def read_resample_values(path: PathLike) -> dict[str, Any]:
+    """What :func:`write_resample_values` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        metrics = [str(m) for m in data["metrics"]]
+        return {
+            "names": [str(n) for n in data["names"]],
+            "seeds": [int(s) for s in data["seeds"]],
+            "settings": json.loads(str(data["settings"])),
+            "point": dict(zip(metrics, data["point"].tolist(), strict=True)),
+            "values": dict(zip(metrics, data["values"], strict=True)),
+        }
+
+
+def _paired_from_files(
+    files: tuple[PathLike, PathLike],
+    names: Sequence[str],
+    settings: Mapping[str, Any],
+    metrics: Sequence[str],
+) -> dict[str, dict] | None:
+    """The paired result from both runs' stored resample values, or None when they do not share
+    the resamples (other images, order, settings or metrics): the caller then scores both."""
+    from echomtl.evaluation.bootstrap import paired_from_values
+
+    a, b = (read_resample_values(f) for f in files)
+    for run in (a, b):
+        if run["names"] != list(names) or run["settings"] != dict(settings):
+            return None
+        if not set(metrics) <= set(run["values"]):
+            return None
+    return paired_from_values(a["point"], a["values"], b["point"], b["values"], metrics)
 
 
 def _nanify(entry: Mapping) -> dict:
