@@ -189,3 +189,19 @@ def test_hostile_names_reach_the_paper_escaped_and_never_execute(tmp_path, monke
         except LatexError as exc:  # figures=False leaves \includegraphics targets missing
             assert "figures/" in str(exc), exc
         assert not any(p.name == "pwned" for p in tmp_path.rglob("*"))
+
+
+def test_detection_floor_rule_decides_both_ways():
+    from echomtl.report.context import DETECTION_FLOOR, detection_learned
+
+    assert not detection_learned([0.02, 0.05, DETECTION_FLOOR - 1e-6])
+    assert detection_learned([0.02, DETECTION_FLOOR])
+    assert detection_learned([])  # no interval: nothing to say
+
+
+def test_view_accuracy_against_the_majority_view_decides_three_ways():
+    from echomtl.report.context import versus_majority
+
+    assert versus_majority(0.70, 0.80, 0.6) == "above"
+    assert versus_majority(0.40, 0.55, 0.6) == "below"
+    assert versus_majority(0.55, 0.70, 0.6) == "indistinguishable"

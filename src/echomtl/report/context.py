@@ -55,7 +55,15 @@ from echomtl.report.tables import (
     time_unit,
 )
 
-__all__ = ["build_context", "plan_outputs", "REQUIRED_FILES", "CONDITIONAL_FILES"]
+__all__ = [
+    "build_context",
+    "plan_outputs",
+    "detection_learned",
+    "versus_majority",
+    "DETECTION_FLOOR",
+    "REQUIRED_FILES",
+    "CONDITIONAL_FILES",
+]
 
 #: files the template always includes (context["files"] keys), and those needed when a part
 #: of the study ran (checked by build_context so that a missing rule output fails clearly).
@@ -223,6 +231,36 @@ def _check_files(files: Mapping, has: Mapping[str, bool]) -> None:
         missing.append("bibliography")
     if missing:
         raise ValueError("build_context: context files missing: " + ", ".join(missing))
+
+
+#: Detection floor: when the upper 95% bound of every main configuration's test mAP@0.5 lies
+#: below it, the build's detectors did not learn to localise jets, and the text says that the
+#: detection comparisons cannot answer the question (whatever their verdicts).
+DETECTION_FLOOR = 0.10
+
+
+def detection_learned(upper_bounds: Sequence[float], floor: float = DETECTION_FLOOR) -> bool:
+    """Whether any configuration's mAP@0.5 upper bound reaches the floor (no bound: True)."""
+    finite = [float(b) for b in upper_bounds if not math.isnan(float(b))]
+    return not finite or max(finite) >= floor
+
+
+def versus_majority(low: float, high: float, majority: float) -> str:
+    """``above``/``below``/``indistinguishable``: a view-accuracy interval against the share of
+    the most frequent view (what always predicting that view scores)."""
+    if low > majority:
+        return "above"
+    if high < majority:
+        return "below"
+    return "indistinguishable"
+
+
+def _majority_view_share(counts: pd.DataFrame, schemes: Sequence[str]) -> float:
+    """Share of the most frequent view among the labelled test images of ``schemes``."""
+    rows = counts[counts["Scheme"].isin(list(schemes)) & (counts["Split"] == "test")]
+    views = [c for c in counts.columns if c.startswith("view:") and c != "view:missing"]
+    totals = rows[views].sum()
+    return float(totals.max() / totals.sum()) if len(rows) and totals.sum() else math.nan
 
 
 def _pooled_fold_audit(fold_audits: list[dict]) -> dict:
@@ -477,6 +515,13 @@ def build_context(
                 "identical": int(r["n_images_identical_to_train"]) > 0,
             }
         )
+    majority = (
+        _majority_view_share(counts, fold_audits if scheme == "cv" else [scheme])
+        if exact_views
+        else math.nan
+    )
+    if not math.isnan(majority):
+        nums.put("data/majority_view_share", format_number(majority))
     used_splits = ["train", "valid", "test"] if scheme == "cv" else list(study_audit["splits"])
     for key, value in study_audit["totals"].get("test", {}).items():
         if scheme == "cv":
@@ -606,6 +651,17 @@ def build_context(
     has["traditional"] = has["fixed"] or has["manual"]
     front = _front(res, nums)
     has["front"] = front is not None
+    map_highs = [res.interval(e, "map50")["high"] for e in main_exps if res.interval(e, "map50")]
+    has["detection_learned"] = detection_learned(map_highs)
+    nums.put("rule/detection_floor", format_number(DETECTION_FLOOR, 2))
+    if map_highs:
+        nums.put("max/map50_high", format_number(max(map_highs)))
+    view_ci = res.interval(ref, "view_accuracy")
+    view_vs_majority = (
+        versus_majority(view_ci["low"], view_ci["high"], majority)
+        if view_ci is not None and not math.isnan(majority)
+        else None
+    )
     comparisons = []
     if has["fixed"] or has["manual"]:
         both = has["fixed"] and has["manual"]
@@ -634,6 +690,7 @@ def build_context(
         "numbers": dict(nums),
         "files": dict(files),
         "has": has,
+        "view_vs_majority": view_vs_majority,
         "front": front,
         "ref": ref,
         "ref_label": labels[ref],
