@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib import patches  # noqa: E402
+from matplotlib import patches, ticker  # noqa: E402
 
 from echomtl.report._io import PathLike, atomic_path, read_json, run_id_from_path  # noqa: E402
 from echomtl.report.results import METRIC_LABELS, Results  # noqa: E402
@@ -338,6 +338,7 @@ def fig_main_comparison(
         axes = np.atleast_1d(axes)
         for ax, metric in zip(axes, metrics, strict=True):
             _point_range(ax, res, exps, metric, colors)
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=4))  # small values: no overlap
         axes[0].set_yticklabels([res.plain_label(e) for e in exps])
         return save_figure(fig, out_stem)
 

@@ -276,14 +276,14 @@ def table_main(res: Results, out_tex: PathLike, groups: Sequence[str] | None = N
         raise ValueError("table_main: no group has results")
     ref_label = res.label(res.reference)
     folds = res.n_folds()
+    several_seeds = len(res.seeds()) > 1  # one seed: the caption says so, no column of 1s
     rows = []
     for g in groups:
         exp = res.chosen[g]
-        row = {
-            "Method": res.group_label(g),
-            "Seeds": _seeds_cell(res, exp),
-            METRIC_LABELS["map50"]: ci_cell(res, exp, "map50"),
-        }
+        row: dict[Any, Any] = {"Method": res.group_label(g)}
+        if several_seeds:
+            row["Seeds"] = _seeds_cell(res, exp)
+        row[METRIC_LABELS["map50"]] = ci_cell(res, exp, "map50")
         if folds:
             row[Tex("\\makecell{mAP@0.5\\\\per fold}")] = fold_range_cell(res, exp, "map50")
         row[METRIC_LABELS["map50_95"]] = ci_cell(res, exp, "map50_95")
@@ -296,7 +296,7 @@ def table_main(res: Results, out_tex: PathLike, groups: Sequence[str] | None = N
             res, exp, "map50"
         )
         rows.append(row)
-    return _write(pd.DataFrame(rows), out_tex, column_format="lc" + "c" * (len(rows[0]) - 2))
+    return _write(pd.DataFrame(rows), out_tex, column_format="l" + "c" * (len(rows[0]) - 1))
 
 
 def fold_range_cell(res: Results, experiment: str, metric: str) -> Tex:
