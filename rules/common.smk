@@ -51,6 +51,7 @@ if EXPERIMENTS.loc[REFERENCE, "split_variant"]:
         f"{DEFAULT_SCHEME!r}"
     )
 CV_FOLDS = config["data"]["cv_folds"]
+CV_FOLD_PATTERN = CV_PARTITION.format(fold=r"\d+")
 # Cross-validated experiments train one run per outer fold and are evaluated on the pooled
 # out-of-fold predictions; the others (holdout schemes) train and evaluate one run.
 CV = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "split"] == "cv"]
@@ -98,7 +99,7 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS.index.map(lambda n: n.replace(".", r"\."))),
     seed=r"\d+",
     split="train|valid|test",
-    scheme="original|grouped|" + CV_PARTITION.format(fold=r"\d+"),
+    scheme=f"original|grouped|{CV_FOLD_PATTERN}",
     fold=r"\d+",
     imgsz=r"\d+",
 
