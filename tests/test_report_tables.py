@@ -119,6 +119,10 @@ def test_claims_table_uses_the_yaml_and_marks_what_did_not_run(built, tmp_path):
     assert by_id["map_manual"]["experiment"] == res.chosen["manual"]
     text = tables.table_claims(CLAIMS, res, tmp_path / "c.tex").read_text()
     assert "5.7746" in text and "12.8M" in text
+    # sources in words: no experiment key, no tidy-table metric key
+    for raw in ("gradnorm\\_a1.5", "gradnorm_a1.5", "loss\\_det", "map50", "train\\_seconds"):
+        assert raw not in text, raw
+    assert "GradNorm" in text and "test mAP@0.5" in text and "training time" in text
     # a study without the alpha-1.0 run: its row says so instead of printing a number
     sub = res.tidy[res.tidy.experiment != "gradnorm_a1.0"]
     from echomtl.report.results import Results

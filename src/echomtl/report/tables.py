@@ -635,6 +635,33 @@ def claims_rows(claims: dict, res: Results) -> list[dict]:
     return out
 
 
+#: words for the tidy table's training and model quantities (the claims table's sources)
+QUANTITY_WORDS = {
+    "loss_det_initial": "detection loss, first logged steps",
+    "loss_det_final": "detection loss, last logged steps",
+    "loss_det_change_pct": "change of the detection loss",
+    "loss_cls_initial": "classification loss, first logged steps",
+    "loss_cls_final": "classification loss, last logged steps",
+    "loss_cls_change_pct": "change of the classification loss",
+    "weight_det_initial": "detection weight, first step",
+    "weight_det_final": "detection weight, last step",
+    "weight_cls_initial": "classification weight, first step",
+    "weight_cls_final": "classification weight, last step",
+    "train_seconds": "training time",
+    "n_parameters": "parameter count",
+}
+SPLIT_WORDS = {"test": "test", "valid": "validation", "train": "training", "model": "model"}
+
+
+def source_words(split: str, metric: str) -> Tex:
+    """Where a reproduced number comes from, in words (never a tidy-table key)."""
+    if metric in METRIC_LABELS:
+        return Tex(f"{SPLIT_WORDS.get(split, split)} {latex_escape(METRIC_LABELS[metric])}")
+    if metric not in QUANTITY_WORDS:
+        raise ValueError(f"claims table: no words for the quantity {metric!r} (QUANTITY_WORDS)")
+    return Tex(QUANTITY_WORDS[metric])
+
+
 def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path:
     """Claimed (seed guide) vs reproduced (this workflow), each row with both sources."""
     claims = load_claims(claims_yaml)
@@ -644,10 +671,7 @@ def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path
             ours = Tex(
                 format_number(r["measured"], _digits_for(r["measured"], r["digits"])) + r["suffix"]
             )
-            src = Tex(
-                f"{latex_escape(r['experiment'])}, {latex_escape(r['split'])}, "
-                f"{latex_escape(r['metric'])}"
-            )
+            src = Tex(f"{res.label(r['experiment'])}: {source_words(r['split'], r['metric'])}")
         else:
             ours, src = Tex(f"({r['status']})"), DASH
         quantity = latex_escape(r["quantity"])
@@ -659,7 +683,7 @@ def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path
                 "Claimed": Tex(format_number(r["claimed"], r["digits"]) + r["suffix"]),
                 "Reproduced": ours,
                 "Claim source (guide)": latex_escape(r["where"]),
-                "Our source (experiment, split, metric)": src,
+                "Our source": src,
             }
         )
     rag = r">{\raggedright\arraybackslash}"
