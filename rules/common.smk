@@ -71,9 +71,20 @@ for _group, _n in EXPERIMENTS.loc[STUDY, "group"].value_counts().items():
                 f"per-fold selection of group {_group!r}"
             )
         _row = EXPERIMENTS.loc[_members[0]].copy()
-        for _col in ("w_det", "w_cls", "alpha", "augment", "method", "model"):
+        _mixed = [
+            c
+            for c in ("method", "model", "augment")
+            if EXPERIMENTS.loc[_members, c].astype(str).nunique() > 1
+        ]
+        if _mixed:  # the composite row must describe every fold's choice truthfully
+            raise ValueError(
+                f"{config['experiments']}: group {_group!r} is selected per fold under cv, so "
+                f"its rows may differ only in w_det, w_cls or alpha; they differ in "
+                f"{', '.join(_mixed)}"
+            )
+        for _col in ("w_det", "w_cls", "alpha"):
             if EXPERIMENTS.loc[_members, _col].astype(str).nunique() > 1:
-                _row[_col] = None if _col != "augment" else _row[_col]
+                _row[_col] = None
         _row["experiment"] = _name
         _row["description"] = f"{_group}: configuration chosen per fold on validation"
         _row["per_fold_selection"] = True

@@ -346,3 +346,22 @@ def test_real_cpu_config_dag_is_cross_validated(tmp_path):
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
     assert counts["train_fold"] == 16 * 3 and counts["pool_folds"] == 16 and counts["train"] == 1
+
+
+def test_cv_grid_group_mixing_augmentation_fails_at_parse_time(tmp_path):
+    table = tmp_path / "experiments.tsv"
+    table.write_text(
+        TINY_CV_EXPERIMENTS.replace(
+            "manual_wcls1.0\tmanual\tfixed\tmultitask\t1.0\t1.0\t\tfalse",
+            "manual_wcls1.0\tmanual\tfixed\tmultitask\t1.0\t1.0\t\ttrue",
+        )
+    )
+    overlay = tmp_path / "cv.yaml"
+    overlay.write_text(
+        yaml.safe_dump({"experiments": str(table), "data": {"split_scheme": "cv", "cv_folds": 2}})
+    )
+    result = run_snakemake("-n", "--quiet", "rules", "--configfile", str(overlay))
+    assert result.returncode != 0
+    assert "may differ only in w_det, w_cls or alpha; they differ in augment" in (
+        result.stdout + result.stderr
+    )
