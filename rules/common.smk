@@ -10,7 +10,7 @@ from echomtl.config import check_study_config, load_experiments, validate_config
 from echomtl.data.export_reader import present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
-from echomtl.report.context import plan_outputs
+from echomtl.report.outputs import FIGURES, TABLES, Layout, output, planned
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
 
@@ -95,7 +95,11 @@ COMPOSITE = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "per_fold_select
 MULTITASK = [
     n for n in STUDY if n in TRAINED and EXPERIMENTS.loc[n, "model"] == "multitask"
 ]
-PLAN = plan_outputs(EXPERIMENTS, REFERENCE)
+PLANNED = planned(EXPERIMENTS, REFERENCE)
+PLAN = {
+    kind: [o.name for o in PLANNED if o.kind == kind[:-1]]
+    for kind in ("tables", "figures")
+}
 LATEXMK = shutil.which("latexmk")
 EVAL_SPLITS = list(config["evaluation"]["splits"])
 for _needed in ("valid", "test"):
@@ -325,43 +329,39 @@ def multi_row_groups():
     return sorted(g for g, n in counts.items() if n > 1)
 
 
-def report_inputs(wildcards):
-    """What a table, figure or the paper reads: the tidy table, selections and statistics."""
-    return {
-        "tidy": f"{PAPER}/tidy.csv",
-        "selections": [f"{PAPER}/selection/{g}.json" for g in multi_row_groups()],
-        "intervals": [f"{PAPER}/stats/bootstrap/{n}.json" for n in STUDY],
-        "paired": [f"{PAPER}/stats/paired/{n}.json" for n in STUDY if n != REFERENCE],
-        "audits": [f"{DATA}/audit/{scheme}/audit.json" for scheme in AUDIT_SCHEMES],
-    }
+# Where the report stage's inputs are: each table and figure of echomtl.report.outputs takes
+# its exact inputs from it (a figure of the reference's predictions runs only the reference).
+_TRAINED_STUDY = [n for n in STUDY if n in TRAINED]
+LAYOUT = Layout(
+    paper=PAPER,
+    reference=REFERENCE,
+    trained=_TRAINED_STUDY,
+    study=STUDY,
+    multitask=MULTITASK,
+    gradnorm=[n for n in _TRAINED_STUDY if EXPERIMENTS.loc[n, "method"] == "gradnorm"],
+    groups=multi_row_groups(),
+    audits=[f"{DATA}/audit/{scheme}/audit.json" for scheme in AUDIT_SCHEMES],
+    claims=str(PAPER_SOURCES / "claims.yaml"),
+    first_run=run_dir(REFERENCE, SEEDS[0]),
+    # under cv every image is a test image of one fold
+    records=(
+        f"{DATA}/records.csv"
+        if REFERENCE in CV
+        else f"{DATA}/splits/{split_scheme(REFERENCE)}.csv"
+    ),
+    run_files=run_files,
+    seed_files=seed_files,
+)
 
 
-def figure_inputs(wildcards):
-    """Run files a figure draws from, by figure name."""
-    name = wildcards.name
-    trained = [n for n in STUDY if n in TRAINED]
-    gradnorm = [n for n in trained if EXPERIMENTS.loc[n, "method"] == "gradnorm"]
-    if name == "training_curves":
-        return {"epochs": run_files(trained, "epochs.csv")}
-    if name == "gradnorm_weights":
-        return {"steps": run_files(gradnorm, "steps.csv")}
-    if name == "gradient_diagnostics":
-        return {"diagnostics": run_files(MULTITASK, "diagnostics.csv")}
-    if name == "confusion_matrix":
-        return {"metrics": seed_files(REFERENCE, "metrics_test.json")}
-    if name == "detection_examples":
-        scheme = split_scheme(REFERENCE)
-        return {
-            "predictions": f"{run_dir(REFERENCE, SEEDS[0])}/predictions_test.json",
-            "metrics": [f"{run_dir(REFERENCE, SEEDS[0])}/metrics_test.json"],
-            # under cv every image is a test image of one fold
-            "records": (
-                f"{DATA}/records.csv"
-                if REFERENCE in CV
-                else f"{DATA}/splits/{scheme}.csv"
-            ),
-        }
-    return {}
+def output_inputs(kind):
+    """The input function of the table (kind "table") or figure rule: the entry's own files."""
+    return lambda wildcards: output(kind, wildcards.name).inputs(LAYOUT)
+
+
+def paper_inputs(wildcards):
+    """What the paper's text reads besides the tables and figures."""
+    return {**LAYOUT.results(), **LAYOUT.audit_files()}
 
 
 def all_outputs():

@@ -1,5 +1,6 @@
 # Report stage: tidy metrics -> selection and statistics -> tables and figures -> LaTeX -> PDF.
-# Every table and figure is one job of one rule (`snakemake results/paper/figures/<name>.pdf`).
+# Every table and figure is one job of one rule (`snakemake results/paper/figures/<name>.pdf`),
+# whose inputs are that output's own (echomtl.report.outputs): nothing else is scheduled.
 
 
 rule aggregate_metrics:
@@ -75,28 +76,27 @@ rule paired_bootstrap:
 
 rule table:
     input:
-        unpack(report_inputs),
-        claims=str(PAPER_SOURCES / "claims.yaml"),
-        steps=run_files([REFERENCE], "steps.csv"),
-        diagnostics=run_files(MULTITASK, "diagnostics.csv"),
+        unpack(output_inputs("table")),
     output:
         f"{PAPER}/tables/{{name}}.tex",
     log:
         f"{R}/logs/paper/table_{{name}}.log",
+    wildcard_constraints:
+        name="|".join(TABLES),
     conda:
         "../environment.yml"
     params:
         experiments=EXPERIMENTS,
         reference=REFERENCE,
         audit_schemes=AUDIT_SCHEMES,
+        order=list(EXPERIMENTS.index),
     script:
         "../workflow/scripts/make_table.py"
 
 
 rule figure:
     input:
-        unpack(report_inputs),
-        unpack(figure_inputs),
+        unpack(output_inputs("figure")),
     output:
         pdf=f"{PAPER}/figures/{{name}}.pdf",
         png=report(
@@ -107,19 +107,23 @@ rule figure:
         ),
     log:
         f"{R}/logs/paper/figure_{{name}}.log",
+    wildcard_constraints:
+        name="|".join(FIGURES),
     conda:
         "../environment.yml"
     params:
         experiments=EXPERIMENTS,
         reference=REFERENCE,
+        audit_schemes=AUDIT_SCHEMES,
         order=list(EXPERIMENTS.index),
+        caption=lambda wildcards: output("figure", wildcards.name).caption,
     script:
         "../workflow/scripts/make_figure.py"
 
 
 rule render_paper:
     input:
-        unpack(report_inputs),
+        unpack(paper_inputs),
         tables=[f"{PAPER}/tables/{name}.tex" for name in PLAN["tables"]],
         figures=[f"{PAPER}/figures/{name}.pdf" for name in PLAN["figures"]],
         claims=str(PAPER_SOURCES / "claims.yaml"),

@@ -140,21 +140,51 @@ def test_pdf_build_reports_a_missing_figure(full, tmp_path):
         compile_pdf(broken, tmp_path)
 
 
-def test_plan_outputs_follows_the_experiments_table():
+def test_plan_follows_the_experiments_table():
+    from echomtl.report.outputs import planned
+
     table = rf.pd.DataFrame(
         rf.EXPERIMENTS,
         columns=["experiment", "group", "method", "model", "w_det", "w_cls", "alpha", "augment"],
     )
-    plan = context_mod.plan_outputs(table, "gradnorm_a1.5")
-    assert {"alpha", "augmentation", "dual_backbone", "selection", "weight_phases"} <= set(
-        plan["tables"]
+
+    def names(outputs, kind):
+        return {o.name for o in outputs if o.kind == kind}
+
+    plan = planned(table, "gradnorm_a1.5")
+    assert {"alpha", "augmentation", "dual_backbone", "selection", "weight_phases"} <= names(
+        plan, "table"
     )
-    small = context_mod.plan_outputs(table[table.experiment.isin(["gradnorm_a1.5", "det_only"])],
-                                     "gradnorm_a1.5")  # fmt: skip
-    assert "alpha" not in small["tables"] and "selection" not in small["tables"]
-    assert "alpha_sensitivity" not in small["figures"]
+    assert "paired_differences" in names(plan, "figure")
+    small = planned(table[table.experiment.isin(["gradnorm_a1.5", "det_only"])], "gradnorm_a1.5")
+    assert "alpha" not in names(small, "table") and "selection" not in names(small, "table")
+    assert "alpha_sensitivity" not in names(small, "figure")
+    alone = planned(table[table.experiment == "gradnorm_a1.5"], "gradnorm_a1.5")
+    assert "paired_differences" not in names(alone, "figure")  # nothing to compare with
     with pytest.raises(ValueError, match="reference"):
-        context_mod.plan_outputs(table, "nope")
+        planned(table, "nope")
+
+
+def test_registry_declares_each_outputs_own_inputs():
+    """What each entry declares is what the rule schedules (tests/test_report_dag.py runs the
+    DAG; the fixture's build_report renders every entry from its declared inputs only)."""
+    from echomtl.report.outputs import OUTPUTS, Layout
+
+    layout = Layout(
+        paper="P", reference="r", trained=["a", "r"], study=["a", "r"], multitask=["a", "r"],
+        gradnorm=["r"], groups=["g"], audits=["x.json"], claims="c.yaml", first_run="r/seed0",
+        records="rec.csv", run_files=lambda names, fn: [f"{n}/seed0/{fn}" for n in names],
+        seed_files=lambda name, fn: [f"{name}/seed0/{fn}"],
+    )  # fmt: skip
+    for entry in OUTPUTS.values():
+        assert entry.caption and "_" not in entry.caption, entry.name
+    table = {o.name: o.inputs(layout) for o in OUTPUTS.values() if o.kind == "table"}
+    figure = {o.name: o.inputs(layout) for o in OUTPUTS.values() if o.kind == "figure"}
+    assert table["dataset"] == table["leakage"] == {"audits": ["x.json"]}
+    assert figure["confusion_matrix"] == {"metrics": ["r/seed0/metrics_test.json"]}
+    assert figure["gradnorm_weights"] == {"steps": ["r/seed0/steps.csv"]}
+    assert table["weight_phases"] == {"steps": ["r/seed0/steps.csv"]}
+    assert "tidy" not in figure["training_curves"] and "tidy" in table["main"]
 
 
 def test_minimal_study_renders_without_untested_claims(tmp_path):
@@ -192,7 +222,7 @@ def test_hostile_names_reach_the_paper_escaped_and_never_execute(tmp_path, monke
 
 
 def test_detection_floor_rule_decides_both_ways():
-    from echomtl.report.context import DETECTION_FLOOR, detection_learned
+    from echomtl.report.reading import DETECTION_FLOOR, detection_learned
 
     assert not detection_learned([0.02, 0.05, DETECTION_FLOOR - 1e-6])
     assert detection_learned([0.02, DETECTION_FLOOR])
@@ -200,8 +230,26 @@ def test_detection_floor_rule_decides_both_ways():
 
 
 def test_view_accuracy_against_the_majority_view_decides_three_ways():
-    from echomtl.report.context import versus_majority
+    from echomtl.report.reading import versus_majority
 
     assert versus_majority(0.70, 0.80, 0.6) == "above"
     assert versus_majority(0.40, 0.55, 0.6) == "below"
     assert versus_majority(0.55, 0.70, 0.6) == "indistinguishable"
+
+
+def test_interference_reading_decides_every_way():
+    from echomtl.report.reading import DOMINANCE_SHARE, interference_reading
+
+    conflict = interference_reading(0.70, 400, 0.5)
+    assert conflict.direction == "conflict" and conflict.negative_low > 0.5
+    assert interference_reading(0.30, 400, 0.5).direction == "agreement"
+    # 57% negative of 40 steps: the interval holds one half, so no direction can be read
+    undecided = interference_reading(0.57, 40, 0.5)
+    assert undecided.direction == "undecided"
+    assert undecided.negative_low < 0.5 < undecided.negative_high
+    # the same share over many steps is beyond chance
+    assert interference_reading(0.57, 4000, 0.5).direction == "conflict"
+    assert interference_reading(0.5, 100, DOMINANCE_SHARE).dominant == "detection"
+    assert interference_reading(0.5, 100, 1 - DOMINANCE_SHARE).dominant == "classification"
+    assert interference_reading(0.5, 100, 0.6).dominant is None
+    assert interference_reading(float("nan"), 0, float("nan")).direction == "undecided"

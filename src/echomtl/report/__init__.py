@@ -4,7 +4,7 @@ Modules (each function takes explicit paths/frames and writes explicit outputs a
 ``aggregate`` (tidy table, validation selection, diagnostics and weight-phase summaries),
 ``stats`` (seed summaries, bootstrap intervals, paired comparisons, verdicts), ``results`` (the
 read-only view the other modules query), ``tables`` (booktabs LaTeX tables), ``figures``
-(PDF + PNG figures), ``context`` (what the template needs; ``plan_outputs``), ``latex`` (escaping,
+(PDF + PNG figures), ``context`` (what the template needs), ``latex`` (escaping,
 Jinja2 environment, ``numbers.tex``, rendering) and ``pdf`` (latexmk + log checks).
 See ``paper/README.md`` for the order in which the workflow calls them.
 """

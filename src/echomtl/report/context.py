@@ -33,7 +33,6 @@ from echomtl.report.aggregate import (
     PHASES,
     SCORES,
     load_audit,
-    load_experiments_table,
 )
 from echomtl.report.front import split_by_front
 from echomtl.report.latex import (
@@ -41,12 +40,14 @@ from echomtl.report.latex import (
     compare_phrase,
     format_number,
     format_small,
+    interval_digits,
     latex_escape,
     macro_name,
 )
-from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
-from echomtl.report.tables import (
+from echomtl.report.outputs import required
+from echomtl.report.queries import (
     claims_rows,
+    comparison_rows,
     dataset_counts,
     leakage_rows,
     load_claims,
@@ -54,78 +55,21 @@ from echomtl.report.tables import (
     split_rows,
     time_unit,
 )
+from echomtl.report.reading import (
+    DETECTION_FLOOR,
+    DOMINANCE_SHARE,
+    detection_learned,
+    interference_reading,
+    versus_majority,
+)
+from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
 
 __all__ = [
     "build_context",
-    "plan_outputs",
     "detection_learned",
     "versus_majority",
     "DETECTION_FLOOR",
-    "REQUIRED_FILES",
-    "CONDITIONAL_FILES",
 ]
-
-#: files the template always includes (context["files"] keys), and those needed when a part
-#: of the study ran (checked by build_context so that a missing rule output fails clearly).
-REQUIRED_FILES = {
-    "tables": ("dataset", "leakage", "main", "claims"),
-    "figures": (
-        "training_curves",
-        "main_comparison",
-        "detection_examples",
-        "confusion_matrix",
-        "per_class_ap",
-    ),
-}
-CONDITIONAL_FILES = {
-    "alpha": (("tables", "alpha"), ("figures", "alpha_sensitivity")),
-    "augmentation": (("tables", "augmentation"), ("figures", "augmentation")),
-    "dual_backbone": (("tables", "dual_backbone"),),
-    "traditional": (("tables", "traditional"),),
-    "front": (("figures", "front"),),
-    "manual": (("tables", "selection"),),
-    "gradnorm": (("tables", "weight_phases"), ("figures", "gradnorm_weights")),
-    "diagnostics": (("figures", "gradient_diagnostics"), ("tables", "diagnostics")),
-    "split": (("tables", "split"),),
-}
-
-
-def plan_outputs(experiments: pd.DataFrame | PathLike, reference: str) -> dict[str, list[str]]:
-    """Which tables and figures the paper needs, from the experiments table alone.
-
-    For the workflow's DAG (it is known before any run): ``{"tables": [...], "figures": [...]}``
-    with the names of :data:`REQUIRED_FILES` plus those of :data:`CONDITIONAL_FILES` whose part of
-    the study is configured (e.g. ``alpha`` only when the reference method has two or more alphas).
-    """
-    t = load_experiments_table(experiments)
-    if reference not in t.index:
-        raise ValueError(f"reference experiment {reference!r} is not in the experiments table")
-    ref = t.loc[reference]
-    variants = t[t["split_variant"]]
-    t = t[~t["split_variant"]]
-    same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
-    alphas = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
-    alphas = alphas[alphas["w_cls"] == ref["w_cls"]]
-    aug = same[(same["augment"] != ref["augment"]) & (same["alpha"] == ref["alpha"])]
-    group_size = t["group"].map(t["group"].value_counts())
-    fixed_mt = (t["model"] == "multitask") & (t["method"] == "fixed")
-    flags = {
-        "alpha": alphas["alpha"].nunique() >= 2,
-        "augmentation": len(aug) > 0,
-        "dual_backbone": bool((t["model"] == "dual_backbone").any()),
-        "traditional": bool(fixed_mt.any()),
-        "front": int(fixed_mt.sum()) >= 2,
-        "manual": bool((fixed_mt & (group_size > 1)).any()),
-        "gradnorm": ref["method"] == "gradnorm",
-        "diagnostics": bool((t["model"] == "multitask").any()),
-        "split": len(variants) > 0,
-    }
-    out = {kind: list(names) for kind, names in REQUIRED_FILES.items()}
-    for flag, needs in CONDITIONAL_FILES.items():
-        if flags[flag]:
-            for kind, name in needs:
-                out[kind].append(name)
-    return out
 
 
 def _listing(items: Sequence[Any]) -> Tex:
@@ -217,42 +161,15 @@ def _front(res: Results, nums: _Numbers) -> dict[str, list[str]] | None:
 
 
 def _check_files(files: Mapping, has: Mapping[str, bool]) -> None:
-    missing = []
-    for kind, names in REQUIRED_FILES.items():
-        missing += [f"{kind}.{n}" for n in names if n not in files.get(kind, {})]
-    for flag, needs in CONDITIONAL_FILES.items():
-        if has.get(flag):
-            missing += [
-                f"{k}.{n} (the study ran {flag})" for k, n in needs if n not in files.get(k, {})
-            ]
-    if "numbers" not in files:
-        missing.append("numbers")
-    if "bibliography" not in files:
-        missing.append("bibliography")
+    """Every output of the registry that the paper includes (given what ran) was rendered."""
+    missing = [
+        f"{o.kind}s.{o.name}" + (f" (the study ran {o.condition})" if o.condition else "")
+        for o in required(has)
+        if o.name not in files.get(o.kind + "s", {})
+    ]
+    missing += [k for k in ("numbers", "bibliography") if k not in files]
     if missing:
         raise ValueError("build_context: context files missing: " + ", ".join(missing))
-
-
-#: Detection floor: when the upper 95% bound of every main configuration's test mAP@0.5 lies
-#: below it, the build's detectors did not learn to localise jets, and the text says that the
-#: detection comparisons cannot answer the question (whatever their verdicts).
-DETECTION_FLOOR = 0.10
-
-
-def detection_learned(upper_bounds: Sequence[float], floor: float = DETECTION_FLOOR) -> bool:
-    """Whether any configuration's mAP@0.5 upper bound reaches the floor (no bound: True)."""
-    finite = [float(b) for b in upper_bounds if not math.isnan(float(b))]
-    return not finite or max(finite) >= floor
-
-
-def versus_majority(low: float, high: float, majority: float) -> str:
-    """``above``/``below``/``indistinguishable``: a view-accuracy interval against the share of
-    the most frequent view (what always predicting that view scores)."""
-    if low > majority:
-        return "above"
-    if high < majority:
-        return "below"
-    return "indistinguishable"
 
 
 def _majority_view_share(counts: pd.DataFrame, schemes: Sequence[str]) -> float:
@@ -274,76 +191,43 @@ def _pooled_fold_audit(fold_audits: list[dict]) -> dict:
     return {**first, "splits": ["test"], "totals": {"test": total}, "leakage": [], "counts": []}
 
 
-def build_context(
-    res: Results,
-    config: Mapping[str, Any],
-    audits: Mapping[str, PathLike | dict],
-    claims_yaml: PathLike,
-    files: Mapping[str, Any],
-    diagnostics: pd.DataFrame | None = None,
-    phases: pd.DataFrame | None = None,
-) -> dict[str, Any]:
-    """Collect what ``paper/main.tex.j2`` needs (see module docstring).
+METRICS = ("map50", "map50_95", "precision", "recall", "f1", "view_accuracy", "view_macro_f1")
+#: the metrics whose paired verdicts the paper reports (every one the stats files hold)
+VERDICT_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
+TRAIN_METRICS = (
+    "loss_det_initial", "loss_det_final", "loss_det_change_pct", "loss_cls_initial",
+    "loss_cls_final", "loss_cls_change_pct", "weight_det_initial", "weight_det_final",
+    "weight_cls_initial", "weight_cls_final",
+)  # fmt: skip
+VERDICTS = ("higher", "lower", "not distinguishable at 95%")
 
-    Args:
-        res: the loaded results (:func:`echomtl.report.results.load_results`).
-        config: the validated workflow config (``data``, ``model``, ``train``, ``seeds``, ...).
-        audits: ``{split scheme: audit.json}``; the key ``config["data"]["split_scheme"]`` is the
-            split the experiments used; ``original`` (when present) is the export's own split,
-            whose leakage the Limitations section reports.
-        claims_yaml: ``paper/claims.yaml``.
-        files: ``{"numbers": path, "bibliography": path, "tables": {name: path},
-            "figures": {name: path}}`` (names: see :data:`REQUIRED_FILES`).
-        diagnostics: :func:`echomtl.report.aggregate.diagnostics_summary` of the shared-trunk runs.
-        phases: :func:`echomtl.report.aggregate.weight_phases` of the reference's steps.
-    """
-    nums = _Numbers()
+
+def _result_numbers(res: Results, nums: _Numbers) -> str:
+    """Test values with intervals and paired differences (decimals follow the interval), training
+    quantities, model sizes and CPU times; returns the time unit's name."""
     ref = res.reference
-    labels = {e: res.label(e) for e in res.experiments.index}
-    ref_row = res.row(ref)
-    roles = _roles(res)
-    alphas, aug = res.reference_variants()
-    main_groups = res.main_groups()
-    audits = {k: (v if isinstance(v, dict) else load_audit(v)) for k, v in audits.items()}
-    scheme = str(_cfg(config, "data.split_scheme"))
-    fold_audits = [k for k in audits if cv_fold_of(k) is not None]
-    study_audit = audits.get(scheme)
-    if scheme == "cv" and fold_audits:
-        study_audit = _pooled_fold_audit([audits[k] for k in fold_audits])
-    if study_audit is None:
-        raise ValueError(
-            f"no audit for the split scheme the study used ({scheme!r}); got {list(audits)}"
-        )
-
-    # ---- results numbers ----------------------------------------------------------------
-    metrics = ("map50", "map50_95", "precision", "recall", "f1", "view_accuracy", "view_macro_f1")
-    train_metrics = (
-        "loss_det_initial", "loss_det_final", "loss_det_change_pct", "loss_cls_initial",
-        "loss_cls_final", "loss_cls_change_pct", "weight_det_initial", "weight_det_final",
-        "weight_cls_initial", "weight_cls_final",
-    )  # fmt: skip
     ran = [e for e in res.experiments.index if res.ran(e)]
-    time_all = [res.get(e, "train_seconds", "train") for e in ran]
-    unit, scale = time_unit(time_all)
+    unit, scale = time_unit(res.get(e, "train_cpu_seconds", "train") for e in ran)
     for exp in ran:
-        for m in metrics:
-            if res.has(exp, m):
-                nums.put(f"test/{exp}/{m}", format_number(res.mean(exp, m)))
-                if res.n_seeds(exp, m) > 1:
-                    nums.put(f"test/{exp}/{m}/std", format_number(res.std(exp, m)))
+        for m in METRICS:
             ci = res.interval(exp, m)
+            digits = interval_digits(ci["low"], ci["high"]) if ci else 3
+            if res.has(exp, m):
+                nums.put(f"test/{exp}/{m}", format_number(res.mean(exp, m), digits))
+                if res.n_seeds(exp, m) > 1:
+                    nums.put(f"test/{exp}/{m}/std", format_number(res.std(exp, m), digits))
             if ci is not None:
-                nums.put(f"ci/{exp}/{m}/low", format_number(ci["low"]))
-                nums.put(f"ci/{exp}/{m}/high", format_number(ci["high"]))
+                nums.put(f"ci/{exp}/{m}/low", format_number(ci["low"], digits))
+                nums.put(f"ci/{exp}/{m}/high", format_number(ci["high"], digits))
             pair = res.pair(exp, m) if exp != ref else None
             if pair is not None:
-                nums.put(f"diff/{exp}/{m}", format_number(pair["diff"], signed=True))
-                nums.put(f"diff/{exp}/{m}/low", format_number(pair["low"], signed=True))
-                nums.put(f"diff/{exp}/{m}/high", format_number(pair["high"], signed=True))
+                d = interval_digits(pair["low"], pair["high"])
+                for key, part in (("", "diff"), ("/low", "low"), ("/high", "high")):
+                    nums.put(f"diff/{exp}/{m}{key}", format_number(pair[part], d, signed=True))
                 mdd = pair.get("mdd")
                 if mdd is not None and not math.isnan(float(mdd)):
                     nums.put(f"diff/{exp}/{m}/mdd", format_number(float(mdd), 2))
-        for m in train_metrics:
+        for m in TRAIN_METRICS:
             if res.has(exp, m, "train"):
                 pct = m.endswith("_pct")
                 value = res.mean(exp, m, "train")
@@ -356,92 +240,148 @@ def build_context(
                 f"model/{exp}/params_m",
                 format_number(res.mean(exp, "n_parameters", "model") / 1e6, 2),
             )
-        if res.has(exp, "train_seconds", "train"):
-            nums.put(
-                f"time/{exp}", format_number(res.mean(exp, "train_seconds", "train") / scale, 1)
-            )
+        if res.has(exp, "train_cpu_seconds", "train"):
+            cpu = res.mean(exp, "train_cpu_seconds", "train")
+            nums.put(f"time/{exp}", format_number(cpu / scale, 1))
         if res.has(exp, "n_images"):
             nums.put(f"test/{exp}/n_images", int(res.mean(exp, "n_images")))
     for sel in res.selections.values():
         for cand in sel["candidates"]:
             nums.put(f"valid/{cand['experiment']}/score", format_number(cand["score"]))
+    return {"h": "CPU hours", "min": "CPU minutes"}[unit]
 
-    def val(exp: str, metric: str, split: str = "test") -> Tex:
-        prefix = {"test": "test", "train": "train"}.get(split, split)
-        text = nums.ref(f"{prefix}/{exp}/{metric}")
+
+class _Helpers:
+    """The template's callables: numbers as macros, verdicts as words (each fails on a missing
+    result rather than printing a blank)."""
+
+    def __init__(self, res: Results, nums: _Numbers) -> None:
+        self.res, self.nums = res, nums
+        self.labels = {e: res.label(e) for e in res.experiments.index}
+
+    def val(self, exp: str, metric: str, split: str = "test") -> Tex:
+        nums = self.nums
+        text = nums.ref(f"{split}/{exp}/{metric}")
         if split == "test" and f"test/{exp}/{metric}/std" in nums:
             text = Tex(f"{text}$\\pm${nums.ref(f'test/{exp}/{metric}/std')}")
         return text
 
-    def ci(exp: str, metric: str) -> Tex:
-        return Tex(f"[{nums.ref(f'ci/{exp}/{metric}/low')}, {nums.ref(f'ci/{exp}/{metric}/high')}]")
+    def ci(self, exp: str, metric: str) -> Tex:
+        r = self.nums.ref
+        return Tex(f"[{r(f'ci/{exp}/{metric}/low')}, {r(f'ci/{exp}/{metric}/high')}]")
 
-    def diff(exp: str, metric: str) -> Tex:
-        """``d [low, high]``; for a difference not distinguishable at 95%, also the minimum
-        detectable difference (what the comparison could have seen; never read as equality)."""
-        k = f"diff/{exp}/{metric}"
-        text = f"{nums.ref(k)} [{nums.ref(k + '/low')}, {nums.ref(k + '/high')}]"
-        if verdict_of(exp, metric) == "not distinguishable at 95%" and k + "/mdd" in nums:
-            text += f"; minimum detectable difference {nums.ref(k + '/mdd')}"
-        return Tex(text)
-
-    def verdict_of(exp: str, metric: str) -> str:
-        pair = res.pair(exp, metric)
+    def verdict(self, exp: str, metric: str) -> str:
+        pair = self.res.pair(exp, metric)
         if pair is None:
-            raise KeyError(f"no paired comparison of {ref!r} with {exp!r} on {metric!r}")
+            raise KeyError(
+                f"no paired comparison of {self.res.reference!r} with {exp!r} on {metric!r}"
+            )
         return str(pair["verdict"])
 
-    def cmp(exp: str, metric: str) -> Tex:
-        return compare_phrase(verdict_of(exp, metric))
+    def diff(self, exp: str, metric: str) -> Tex:
+        """``d [low, high]``; for a difference not distinguishable at 95%, also the minimum
+        detectable difference (what the comparison could have seen; never read as equality)."""
+        k, r = f"diff/{exp}/{metric}", self.nums.ref
+        text = f"{r(k)} [{r(k + '/low')}, {r(k + '/high')}]"
+        if self.verdict(exp, metric) == VERDICTS[2] and k + "/mdd" in self.nums:
+            text += f"; minimum detectable difference {r(k + '/mdd')}"
+        return Tex(text)
 
-    def lname(exp: str) -> Tex:
-        """Label for use inside a sentence (first letter lower-cased unless an acronym)."""
-        text = str(labels[exp])
+    def cmp(self, exp: str, metric: str) -> Tex:
+        return compare_phrase(self.verdict(exp, metric))
+
+    def lname(self, exp: str) -> Tex:
+        """Label inside a sentence (first letter lower-cased unless an acronym)."""
+        text = str(self.labels[exp])
         first = text.split(" ", 1)[0]
         rest = first[1:].replace("-", "")  # "Stop-gradient" is a word too, "IMTL-G" an acronym
         if len(first) > 1 and first[0].isupper() and rest.isalpha() and rest.islower():
             text = text[0].lower() + text[1:]
         return Tex(text)
 
-    def compare_list(exps: Sequence[str], metric: str) -> Tex:
+    def compare_list(self, exps: Sequence[str], metric: str) -> Tex:
         """'higher than that of X (difference d [l, h]), ... and lower than that of Y (...)'."""
         parts = []
         for e in exps:
-            name, note = str(lname(e)), f"difference {diff(e, metric)}"
+            name, note = str(self.lname(e)), f"difference {self.diff(e, metric)}"
             if name.endswith(")"):  # "manual weights (w = 0.2; difference ...)"
                 text = f"{name[:-1]}; {note})"
             else:
                 text = f"{name} ({note})"
-            parts.append(Tex(f"{cmp(e, metric)} that of {text}"))
+            parts.append(Tex(f"{self.cmp(e, metric)} that of {text}"))
         return _listing(parts)
 
-    def comparable(exp: str | None, metric: str = "map50") -> bool:
-        return exp is not None and exp != ref and res.pair(exp, metric) is not None
+    def comparable(self, exp: str | None, metric: str = "map50") -> bool:
+        return (
+            exp is not None and exp != self.res.reference and self.res.pair(exp, metric) is not None
+        )
 
-    # ---- comparisons for the abstract / conclusion --------------------------------------
-    main_exps = [res.chosen[g] for g in main_groups]
-    others = [e for e in main_exps if e != ref and comparable(e)]
-    by_verdict: dict[str, list[str]] = {"higher": [], "lower": [], "not distinguishable at 95%": []}
-    for e in others:
-        by_verdict[verdict_of(e, "map50")].append(e)
-    view_others = [e for e in others if comparable(e, "view_accuracy")]
-    by_verdict_view: dict[str, list[str]] = {
-        "higher": [],
-        "lower": [],
-        "not distinguishable at 95%": [],
-    }
-    for e in view_others:
-        by_verdict_view[verdict_of(e, "view_accuracy")].append(e)
+    def context(self) -> dict[str, Any]:
+        nums = self.nums
+        return {
+            "val": self.val, "ci": self.ci, "diff": self.diff, "cmp": self.cmp,
+            "verdict": self.verdict, "comparable": self.comparable, "lname": self.lname,
+            "compare_list": self.compare_list, "n": nums.ref, "listing": _listing,
+            "label": lambda e: self.labels[e], "labels": self.labels,
+            "has_ci": lambda e, m: f"ci/{e}/{m}/low" in nums,
+            "has_val": lambda e, m, split="test": f"{split}/{e}/{m}" in nums,
+            "listing_labels": lambda exps: _listing([self.lname(e) for e in exps]),
+            "metric_label": lambda m: latex_escape(METRIC_LABELS.get(m, m)),
+        }  # fmt: skip
+
+
+def _verdicts(res: Results, help_: _Helpers, nums: _Numbers, roles: dict) -> dict[str, Any]:
+    """Every paired verdict of the main comparison, per metric, with the counts and the range of
+    minimum detectable differences of the undecided ones."""
+    main_exps = [res.chosen[g] for g in res.main_groups()]
+    others = [e for e in main_exps if e != res.reference and help_.comparable(e)]
+    verdicts: dict[str, dict[str, list[str]]] = {}
+    for m in VERDICT_METRICS:
+        by = {v: [] for v in VERDICTS}
+        for e in others:
+            if help_.comparable(e, m):
+                by[help_.verdict(e, m)].append(e)
+        verdicts[m] = by
+        nums.put(f"count/{m}/compared", sum(len(v) for v in by.values()))
+        nums.put(f"count/{m}/higher", len(by["higher"]))
+        nums.put(f"count/{m}/lower", len(by["lower"]))
+        nums.put(f"count/{m}/nd", len(by[VERDICTS[2]]))
+        mdds = [float(res.pair(e, m)["mdd"]) for e in by[VERDICTS[2]]
+                if res.pair(e, m).get("mdd") is not None]  # fmt: skip
+        mdds = [x for x in mdds if not math.isnan(x)]
+        if mdds:
+            nums.put(f"mdd/{m}/min", format_number(min(mdds), 2))
+            nums.put(f"mdd/{m}/max", format_number(max(mdds), 2))
+    by_map = verdicts["map50"]
     nums.put("count/main_others", len(others))
-    nums.put("count/higher", len(by_verdict["higher"]))
-    nums.put("count/lower", len(by_verdict["lower"]))
-    nums.put("count/nd", len(by_verdict["not distinguishable at 95%"]))
+    nums.put("count/higher", len(by_map["higher"]))
+    nums.put("count/lower", len(by_map["lower"]))
+    nums.put("count/nd", len(by_map[VERDICTS[2]]))
     ranked = sorted(
         main_exps, key=lambda e: -res.get(e, "map50") if res.has(e, "map50") else math.inf
     )
-    key_rivals = [roles[r] for r in ("fixed", "manual", "det_only", "dual") if comparable(roles[r])]
+    key_rivals = [
+        roles[r] for r in ("fixed", "manual", "det_only", "dual") if help_.comparable(roles[r])
+    ]
+    view = verdicts["view_accuracy"]
+    return {
+        "main_exps": main_exps,
+        "others": others,
+        "verdicts": verdicts,
+        "verdict_metrics": [m for m in VERDICT_METRICS if sum(map(len, verdicts[m].values()))],
+        "higher_than": by_map["higher"],
+        "lower_than": by_map["lower"],
+        "nd_from": by_map[VERDICTS[2]],
+        "view_higher_than": view["higher"],
+        "view_lower_than": view["lower"],
+        "view_nd_from": view[VERDICTS[2]],
+        "key_rivals": key_rivals,
+        "other_rivals": [e for e in others if e not in key_rivals],
+        "best_by_map": ranked[0] if ranked else None,
+    }
 
-    # ---- config numbers ------------------------------------------------------------------
+
+def _config_numbers(config: Mapping, nums: _Numbers, ref_row: pd.Series, res: Results) -> None:
     seeds = list(_cfg(config, "seeds"))
     nums.put("cfg/n_seeds", len(seeds))
     nums.put("cfg/loss_window", LOSS_WINDOW)
@@ -462,37 +402,52 @@ def build_context(
     nums.put("cfg/diagnostics_every", int(_cfg(config, "balancing.diagnostics_every")))
     hyp = config["train"].get("hyp", {})
     nums.put("cfg/lr0", Tex(f"{hyp.get('lr0', math.nan):g}"))
-    nums.put(
-        "cfg/ref_alpha", Tex(f"{ref_row['alpha']:g}") if not math.isnan(ref_row["alpha"]) else "--"
-    )
+    alpha = ref_row["alpha"]
+    nums.put("cfg/ref_alpha", Tex(f"{alpha:g}") if not math.isnan(alpha) else "--")
     nums.put("cfg/ref_w_det", Tex(f"{ref_row['w_det']:g}"))
     nums.put("cfg/ref_w_cls", Tex(f"{ref_row['w_cls']:g}"))
     conf = config.get("evaluation", {})
     nums.put("cfg/iou_thres", Tex(f"{conf.get('iou_thres', 0.6):g}"))
     nums.put("cfg/conf_thres", Tex(f"{conf.get('conf_thres', 0.001):g}"))
-    selection_metric = config["report"].get("selection_metric", "mean_map50_accuracy")
-    if scheme == "cv":
+    if str(_cfg(config, "data.split_scheme")) == "cv":
         n_folds = int(_cfg(config, "data.cv_folds"))
         nums.put("cfg/cv_folds", n_folds)
         nums.put(
             "cfg/cv_valid_pct",
             format_number(float(_cfg(config, "data.cv_valid_fraction")), 0, percent=True),
         )
-        trained = [e for e in ran if not bool(res.row(e).get("per_fold_selection", False))]
+        trained = [e for e in res.experiments.index if res.ran(e)
+                   and not bool(res.row(e).get("per_fold_selection", False))]  # fmt: skip
         nums.put(
             "count/cv_trainings",
             n_folds * len(seeds) * sum(not res.is_split_variant(e) for e in trained),
         )
 
-    # ---- data --------------------------------------------------------------------------
+
+def _study_audit(audits: Mapping[str, dict], scheme: str) -> tuple[dict, list[str]]:
+    """The audit of the partition the study evaluated on (under cv: the folds' test parts
+    pooled) and the fold partitions."""
+    fold_audits = [k for k in audits if cv_fold_of(k) is not None]
+    study_audit = audits.get(scheme)
+    if scheme == "cv" and fold_audits:
+        study_audit = _pooled_fold_audit([audits[k] for k in fold_audits])
+    if study_audit is None:
+        raise ValueError(
+            f"no audit for the split scheme the study used ({scheme!r}); got {list(audits)}"
+        )
+    return study_audit, fold_audits
+
+
+def _data_numbers(audits: Mapping[str, dict], scheme: str, nums: _Numbers) -> dict[str, Any]:
+    """Counts per partition, leakage, the majority view's share and the evaluated images."""
+    study_audit, fold_audits = _study_audit(audits, scheme)
     counts, exact_views = dataset_counts(audits)
     for _, r in counts.iterrows():
         base = f"data/{r['Scheme']}/{r['Split']}"
         for col, key in (("Images", "images"), ("Patients", "patients"), ("Videos", "videos")):
             nums.put(f"{base}/{key}", int(r[col]))
-    leak = leakage_rows(audits)
     leak_info: list[dict] = []
-    for _, r in leak.iterrows():
+    for _, r in leakage_rows(audits).iterrows():
         base = f"leak/{r['scheme']}/{r['split']}"
         nums.put(f"{base}/videos", int(r["n_videos_in_train"]))
         nums.put(f"{base}/videos_total", int(r["n_videos"]))
@@ -501,10 +456,8 @@ def build_context(
         nums.put(f"{base}/images_video", int(r["n_images_from_train_videos"]))
         nums.put(f"{base}/images_patient", int(r["n_images_from_train_patients"]))
         nums.put(f"{base}/images_total", int(r["n_images"]))
-        share = (
-            100.0 * r["n_images_from_train_videos"] / r["n_images"] if r["n_images"] else math.nan
-        )
-        nums.put(f"{base}/images_video_pct", format_number(share / 100, 1, percent=True))
+        share = r["n_images_from_train_videos"] / r["n_images"] if r["n_images"] else math.nan
+        nums.put(f"{base}/images_video_pct", format_number(share, 1, percent=True))
         nums.put(f"{base}/identical", int(r["n_images_identical_to_train"]))
         leak_info.append(
             {
@@ -522,17 +475,32 @@ def build_context(
     )
     if not math.isnan(majority):
         nums.put("data/majority_view_share", format_number(majority))
-    used_splits = ["train", "valid", "test"] if scheme == "cv" else list(study_audit["splits"])
-    for key, value in study_audit["totals"].get("test", {}).items():
+    test_totals = study_audit["totals"].get("test", {})
+    for key, value in test_totals.items():
         if scheme == "cv":
             nums.put(f"data/cv/test/{key.removeprefix('n_')}", int(value))
+        # the images and patients the test metrics are computed on, whatever the protocol
+        nums.put(f"data/eval/{key.removeprefix('n_')}", int(value))
     leak_scheme = "original" if "original" in audits else scheme
     source_audit = audits[leak_scheme]
     nums.put("data/n_defects", int(source_audit.get("n_defects", 0)))
     nums.put("data/missing_views", int(sum(source_audit["view_missing"].values())))
+    return {
+        "majority": majority,
+        "exact_views": exact_views,
+        "leak": leak_info,
+        "leak_scheme": leak_scheme,
+        "leak_scheme_name": protocol_name(leak_scheme),
+        "leak_main": [d for d in leak_info if d["scheme"] == leak_scheme],
+        "used_splits": ["train", "valid", "test"]
+        if scheme == "cv"
+        else list(study_audit["splits"]),
+        "original_audit": "original" in audits,
+    }
 
-    # ---- claims ------------------------------------------------------------------------
-    claims = load_claims(claims_yaml)
+
+def _claims_numbers(claims: dict, res: Results, nums: _Numbers) -> dict[str, Any]:
+    """The guide's numbers, and its decisive differences and ratios beside the measured ones."""
     rows = claims_rows(claims, res)
     for r in rows:
         nums.put(f"claim/{r['id']}", Tex(format_number(r["claimed"], r["digits"]) + r["suffix"]))
@@ -541,14 +509,47 @@ def build_context(
     nums.put("count/claims_measured", sum(r["status"] == "measured" for r in rows))
     nums.put("count/map_claims", len(map_claims))
     nums.put("count/map_claims_below", sum(r["measured"] < r["claimed"] for r in map_claims))
-    source_order = list(claims.get("facts", {}).get("source_view_order", []))
+    comparisons = []
+    for r in comparison_rows(claims, res):
+        base = f"claimcmp/{r['id']}"
+        if r["kind"] == "ratio":
+            nums.put(f"{base}/claimed", format_number(r["claimed"], 2))
+            if r["status"] == "measured":
+                nums.put(f"{base}/measured", format_number(r["measured"], 2))
+        else:
+            nums.put(f"{base}/claimed", format_number(r["claimed"], 3, signed=True))
+            if r["status"] == "measured":
+                d = interval_digits(r["low"], r["high"])
+                for k in ("measured", "low", "high"):
+                    nums.put(f"{base}/{k}", format_number(r[k], d, signed=True))
+                if not math.isnan(r["mdd"]):
+                    nums.put(f"{base}/mdd", format_number(r["mdd"], 2))
+        comparisons.append(
+            {
+                "id": r["id"], "key": base, "kind": r["kind"], "status": r["status"],
+                "verdict": r["verdict"], "of": r["of"], "over": r["over"],
+                "claim_inside": r["status"] == "measured" and r["kind"] == "difference"
+                and r["low"] <= r["claimed"] <= r["high"],
+            }
+        )  # fmt: skip
+    return {
+        "claim_comparisons": comparisons,
+        "decisive": next((c for c in comparisons if c["kind"] == "difference"), None),
+        "source_view_order": list(claims.get("facts", {}).get("source_view_order", [])),
+        "source_view_order_where": claims.get("facts", {}).get("source_view_order_where", ""),
+        "claims_bibkey": claims["source"].get("bibkey", "seedguide"),
+    }
 
-    # ---- diagnostics -------------------------------------------------------------------
-    diag_rows: list[dict] = []
+
+def _diagnostics_numbers(diagnostics: pd.DataFrame | None, nums: _Numbers) -> dict[str, Any]:
+    """Per shared-trunk configuration and scope: the medians, the null reference, and the reading
+    of :func:`~echomtl.report.reading.interference_reading` (stated in the paper with its rule)."""
+    rows: list[dict] = []
     if diagnostics is not None and not diagnostics.empty:
         agg = diagnostics.groupby(["experiment", "scope"], sort=False).agg(
             median_cosine=("median_cosine", "mean"),
             frac_negative=("frac_negative", "mean"),
+            n=("n", "sum"),
             ratio=("median_log10_norm_ratio", "mean"),
             wratio=("median_log10_wnorm_ratio", "mean"),
             share=("median_share_det", "mean"),
@@ -556,41 +557,57 @@ def build_context(
         )
         for (exp, scope), r in agg.iterrows():
             base = f"diag/{exp}/{scope}"
+            reading = interference_reading(
+                float(r["frac_negative"]), int(r["n"]), float(r["share"])
+            )
             nums.put(f"{base}/median_cosine", format_small(r["median_cosine"]))
             nums.put(f"{base}/frac_negative", format_number(r["frac_negative"], 0, percent=True))
+            nums.put(f"{base}/neg_low", format_number(reading.negative_low, 0, percent=True))
+            nums.put(f"{base}/neg_high", format_number(reading.negative_high, 0, percent=True))
+            nums.put(f"{base}/n_steps", int(r["n"]))
             nums.put(f"{base}/norm_ratio", format_number(10 ** r["ratio"], 1))
             nums.put(f"{base}/wnorm_ratio", format_number(10 ** r["wratio"], 1))
             nums.put(f"{base}/share_det", format_number(r["share"], 0, percent=True))
             nums.put(f"{base}/null_cosine", format_small(r["null"]))
-            diag_rows.append(
+            rows.append(
                 {
-                    "exp": exp,
-                    "scope": scope,
-                    "key": base,
+                    "exp": exp, "scope": scope, "key": base,
+                    "direction": reading.direction, "dominant": reading.dominant,
                     "conflict": bool(r["median_cosine"] < 0),
                     "mostly_negative": bool(r["frac_negative"] > 0.5),
                 }
-            )
-    diag_by = {(d["exp"], d["scope"]): d for d in diag_rows}
+            )  # fmt: skip
     for scope in ("W", "trunk"):
-        rows_s = [d for d in diag_rows if d["scope"] == scope]
-        nums.put(f"count/diag_{scope}", len(rows_s))
-        nums.put(f"count/diag_{scope}_negative", sum(d["conflict"] for d in rows_s))
-        nums.put(f"count/diag_{scope}_mostly_negative", sum(d["mostly_negative"] for d in rows_s))
+        part = [d for d in rows if d["scope"] == scope]
+        nums.put(f"count/diag_{scope}", len(part))
+        nums.put(f"count/diag_{scope}_negative", sum(d["conflict"] for d in part))
+        nums.put(f"count/diag_{scope}_mostly_negative", sum(d["mostly_negative"] for d in part))
+        for direction in ("conflict", "agreement", "undecided"):
+            nums.put(
+                f"count/diag_{scope}_{direction}", sum(d["direction"] == direction for d in part)
+            )
+        nums.put(
+            f"count/diag_{scope}_det_dominant", sum(d["dominant"] == "detection" for d in part)
+        )
+    nums.put("rule/dominance_share", format_number(DOMINANCE_SHARE, 0, percent=True))
+    return {"diag": rows, "diag_by": {(d["exp"], d["scope"]): d for d in rows}}
 
-    # ---- weight phases -----------------------------------------------------------------
-    phase_rows = []
+
+def _phase_numbers(phases: pd.DataFrame | None, nums: _Numbers) -> dict[str, Any]:
+    rows = []
     if phases is not None and not phases.empty:
         for _, r in phases.iterrows():
             base = f"phase/{r['phase']}"
             nums.put(f"{base}/weight_det", format_number(r["weight_det"]))
             nums.put(f"{base}/weight_cls", format_number(r["weight_cls"]))
             nums.put(f"{base}/ratio", format_number(r["ratio"], 1))
-            phase_rows.append({"phase": r["phase"], "key": base})
-    phase_text = _listing([Tex(f"{latex_escape(n)} ({_span(s, e)})") for n, s, e in PHASES])
+            rows.append({"phase": r["phase"], "key": base})
+    text = _listing([Tex(f"{latex_escape(n)} ({_span(s, e)})") for n, s, e in PHASES])
+    return {"phases": rows, "phase_definition": text}
 
-    # ---- split axis (the study's split vs the export's, per evaluation split) -------------
-    pairs = res.split_pairs()
+
+def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> list[dict]:
+    """The split axis: the study's split against the export's, per evaluation split."""
     for r in split_rows(res, audits):
         key = f"split/{r['experiment']}/{r['split']}"
         for m in ("map50", "map50_95", "view_accuracy"):
@@ -598,10 +615,10 @@ def build_context(
                 nums.put(f"{key}/{m}", format_number(r[m]))
         nums.put(f"{key}/leak_pct", format_number(r["n_from_train_videos"] / r["n_images"], 1,
                                                   percent=True))  # fmt: skip
-    split_pairs = []
-    for study_run, variant in pairs:
-        both = [s for s in ("valid", "test") if all(res.has(e, "map50", s) for e in
-                                                    (study_run, variant))]  # fmt: skip
+    pairs = []
+    for study_run, variant in res.split_pairs():
+        both = [s for s in ("valid", "test")
+                if all(res.has(e, "map50", s) for e in (study_run, variant))]  # fmt: skip
         # (variant's split, study run's split): the same split name where both have it, else
         # the variant's validation split beside the study's (pooled) test set
         compared = [(s, s) for s in both]
@@ -612,7 +629,7 @@ def build_context(
                 a, b = res.get(variant, m, s), res.get(study_run, m, t)
                 if not (math.isnan(a) or math.isnan(b)):
                     nums.put(f"splitdiff/{variant}/{s}/{m}", format_number(a - b, signed=True))
-        split_pairs.append(
+        pairs.append(
             {
                 "study": study_run,
                 "variant": variant,
@@ -623,52 +640,16 @@ def build_context(
                 "classifier": res.has_classifier(variant),
             }
         )
+    return pairs
 
-    # ---- flags ---------------------------------------------------------------------------
-    has = {
-        "alpha": len(alphas) >= 2,
-        "augmentation": aug is not None,
-        "dual_backbone": roles["dual"] is not None,
-        "stopgrad": roles["stopgrad"] is not None,
-        "det_only": roles["det_only"] is not None,
-        "fixed": roles["fixed"] is not None,
-        "manual": roles["manual"] is not None
-        and roles["manual"] in [res.chosen.get(g) for g in res.selections],
-        "uncertainty": roles["uncertainty"] is not None,
-        "torchjd": bool(roles["torchjd"]),
-        "gradnorm": ref_row["method"] == "gradnorm",
-        "diagnostics": bool(diag_rows),
-        "multi_seed": len(seeds) > 1,
-        "synthetic": _cfg(config, "data.source") == "synthetic",
-        "view_order_differs": bool(source_order)
-        and source_order != list(_cfg(config, "data.view_names")),
-        "exact_view_counts": exact_views,
-        "original_audit": "original" in audits,
-        "ema": bool(config["train"].get("ema", True)),
-        "split": bool(split_pairs),
-        "cv": scheme == "cv",
-    }
-    has["traditional"] = has["fixed"] or has["manual"]
-    front = _front(res, nums)
-    has["front"] = front is not None
-    map_highs = [res.interval(e, "map50")["high"] for e in main_exps if res.interval(e, "map50")]
-    has["detection_learned"] = detection_learned(map_highs)
-    nums.put("rule/detection_floor", format_number(DETECTION_FLOOR, 2))
-    if map_highs:
-        nums.put("max/map50_high", format_number(max(map_highs)))
-    view_ci = res.interval(ref, "view_accuracy")
-    view_vs_majority = (
-        versus_majority(view_ci["low"], view_ci["high"], majority)
-        if view_ci is not None and not math.isnan(majority)
-        else None
-    )
-    comparisons = []
-    if has["fixed"] or has["manual"]:
-        both = has["fixed"] and has["manual"]
-        if both:
-            comparisons.append("fixed and manually tuned weights")
-        else:
-            comparisons.append("fixed weights" if has["fixed"] else "manually tuned weights")
+
+def _comparisons_text(res: Results, has: Mapping[str, bool], roles: dict) -> Tex:
+    """The introduction's list of what GradNorm is compared with."""
+    comparisons: list[Any] = []
+    if has["fixed"] and has["manual"]:
+        comparisons.append("fixed and manually tuned weights")
+    elif has["fixed"] or has["manual"]:
+        comparisons.append("fixed weights" if has["fixed"] else "manually tuned weights")
     if has["det_only"]:
         comparisons.append("a detector trained alone")
     if has["dual_backbone"]:
@@ -683,9 +664,92 @@ def build_context(
         )  # fmt: skip
     if not comparisons:
         comparisons.append("no other configuration (only the reference ran)")
+    return _listing(comparisons)
+
+
+def build_context(
+    res: Results,
+    config: Mapping[str, Any],
+    audits: Mapping[str, PathLike | dict],
+    claims_yaml: PathLike,
+    files: Mapping[str, Any],
+    diagnostics: pd.DataFrame | None = None,
+    phases: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Collect what ``paper/main.tex.j2`` needs (see module docstring), one section at a time.
+
+    Args:
+        res: the loaded results (:func:`echomtl.report.results.load_results`).
+        config: the validated workflow config (``data``, ``model``, ``train``, ``seeds``, ...).
+        audits: ``{partition: audit.json}``; the study's partitions (each cv fold's) and
+            ``original`` (when present), the export's own split, whose leakage the Limitations
+            section reports.
+        claims_yaml: ``paper/claims.yaml``.
+        files: ``{"numbers": path, "bibliography": path, "tables": {name: path},
+            "figures": {name: path}}`` (names: the registry, :mod:`echomtl.report.outputs`).
+        diagnostics: :func:`echomtl.report.aggregate.diagnostics_summary` of the shared-trunk runs.
+        phases: :func:`echomtl.report.aggregate.weight_phases` of the reference's steps.
+    """
+    nums = _Numbers()
+    ref = res.reference
+    ref_row = res.row(ref)
+    roles = _roles(res)
+    alphas, aug = res.reference_variants()
+    audits = {k: (v if isinstance(v, dict) else load_audit(v)) for k, v in audits.items()}
+    scheme = str(_cfg(config, "data.split_scheme"))
+    seeds = [str(s) for s in _cfg(config, "seeds")]
+
+    time_name = _result_numbers(res, nums)
+    help_ = _Helpers(res, nums)
+    verdicts = _verdicts(res, help_, nums, roles)
+    _config_numbers(config, nums, ref_row, res)
+    data = _data_numbers(audits, scheme, nums)
+    claims = _claims_numbers(load_claims(claims_yaml), res, nums)
+    diag = _diagnostics_numbers(diagnostics, nums)
+    phase = _phase_numbers(phases, nums)
+    split_pairs = _split_numbers(res, audits, nums)
+
+    has = {
+        "alpha": len(alphas) >= 2,
+        "augmentation": aug is not None,
+        "dual_backbone": roles["dual"] is not None,
+        "stopgrad": roles["stopgrad"] is not None,
+        "det_only": roles["det_only"] is not None,
+        "fixed": roles["fixed"] is not None,
+        "manual": roles["manual"] is not None
+        and roles["manual"] in [res.chosen.get(g) for g in res.selections],
+        "uncertainty": roles["uncertainty"] is not None,
+        "torchjd": bool(roles["torchjd"]),
+        "gradnorm": ref_row["method"] == "gradnorm",
+        "diagnostics": bool(diag["diag"]),
+        "multi_seed": len(seeds) > 1,
+        "synthetic": _cfg(config, "data.source") == "synthetic",
+        "view_order_differs": bool(claims["source_view_order"])
+        and claims["source_view_order"] != list(_cfg(config, "data.view_names")),
+        "exact_view_counts": data["exact_views"],
+        "original_audit": data["original_audit"],
+        "ema": bool(config["train"].get("ema", True)),
+        "split": bool(split_pairs),
+        "cv": scheme == "cv",
+        "comparisons": bool(verdicts["others"]),
+    }
+    has["traditional"] = has["fixed"] or has["manual"]
+    front = _front(res, nums)
+    has["front"] = front is not None
+    map_highs = [res.interval(e, "map50")["high"] for e in verdicts["main_exps"]
+                 if res.interval(e, "map50")]  # fmt: skip
+    has["detection_learned"] = detection_learned(map_highs)
+    nums.put("rule/detection_floor", format_number(DETECTION_FLOOR, 2))
+    if map_highs:
+        nums.put("max/map50_high", format_number(max(map_highs)))
+    view_ci = res.interval(ref, "view_accuracy")
+    view_vs_majority = (
+        versus_majority(view_ci["low"], view_ci["high"], data["majority"])
+        if view_ci is not None and not math.isnan(data["majority"])
+        else None
+    )
     _check_files(files, has)
 
-    manual_group = res.row(roles["manual"])["group"] if roles["manual"] else None
     return {
         "numbers": dict(nums),
         "files": dict(files),
@@ -693,11 +757,8 @@ def build_context(
         "view_vs_majority": view_vs_majority,
         "front": front,
         "ref": ref,
-        "ref_label": labels[ref],
+        "ref_label": help_.labels[ref],
         "roles": roles,
-        "labels": labels,
-        "label": lambda e: labels[e],
-        "metric_label": lambda m: latex_escape(METRIC_LABELS.get(m, m)),
         "main": [
             {
                 "group": g,
@@ -705,55 +766,28 @@ def build_context(
                 "label": res.group_label(g),
                 "is_ref": res.chosen[g] == ref,
             }
-            for g in main_groups
+            for g in res.main_groups()
         ],
-        "others": others,
-        "higher_than": by_verdict["higher"],
-        "lower_than": by_verdict["lower"],
-        "nd_from": by_verdict["not distinguishable at 95%"],
-        "view_higher_than": by_verdict_view["higher"],
-        "view_lower_than": by_verdict_view["lower"],
-        "view_nd_from": by_verdict_view["not distinguishable at 95%"],
-        "key_rivals": key_rivals,
-        "comparisons_text": _listing(comparisons),
-        "other_rivals": [e for e in others if e not in key_rivals],
-        "best_by_map": ranked[0] if ranked else None,
+        **verdicts,
+        **data,
+        **claims,
+        **diag,
+        **phase,
+        "comparisons_text": _comparisons_text(res, has, roles),
         "alphas": alphas,
-        "alpha_others": [e for e in alphas if e != ref and comparable(e)],
+        "alpha_others": [e for e in alphas if e != ref and help_.comparable(e)],
         "aug": aug,
-        "manual_group": manual_group,
-        "selection_definition": latex_escape(SCORES[selection_metric]),
-        "diag": diag_rows,
-        "diag_by": diag_by,
-        "phases": phase_rows,
-        "phase_definition": phase_text,
-        "leak": leak_info,
+        "manual_group": res.row(roles["manual"])["group"] if roles["manual"] else None,
+        "selection_definition": latex_escape(
+            SCORES[config["report"].get("selection_metric", "mean_map50_accuracy")]
+        ),
         "split_pairs": split_pairs,
-        "leak_scheme": leak_scheme,
-        "leak_scheme_name": protocol_name(leak_scheme),
         "scheme_name": protocol_name(scheme),
-        "leak_main": [d for d in leak_info if d["scheme"] == leak_scheme],
         "scheme": scheme,
-        "used_splits": used_splits,
-        "seeds": [str(s) for s in seeds],
+        "seeds": seeds,
         "view_names": [str(v) for v in _cfg(config, "data.view_names")],
         "class_names": [str(c) for c in _cfg(config, "data.class_names")],
-        "source_view_order": source_order,
-        "source_view_order_where": claims.get("facts", {}).get("source_view_order_where", ""),
-        "claims_bibkey": claims["source"].get("bibkey", "seedguide"),
-        "time_unit": {"h": "hours", "min": "minutes"}[unit],
+        "time_unit": time_name,
         "device": str(config["train"].get("device", "cpu")),
-        "val": val,
-        "ci": ci,
-        "diff": diff,
-        "cmp": cmp,
-        "verdict": verdict_of,
-        "comparable": comparable,
-        "has_ci": lambda e, m: f"ci/{e}/{m}/low" in nums,
-        "has_val": lambda e, m, split="test": f"{split}/{e}/{m}" in nums,
-        "n": nums.ref,
-        "listing": _listing,
-        "lname": lname,
-        "compare_list": compare_list,
-        "listing_labels": lambda exps: _listing([lname(e) for e in exps]),
+        **help_.context(),
     }

@@ -173,6 +173,14 @@ def format_number(value: Any, digits: int = 3, percent: bool = False, signed: bo
     return Tex(text + (r"\%" if percent else ""))
 
 
+def interval_digits(low: float | None, high: float | None) -> int:
+    """Decimals a value with this 95% interval deserves: 2 when the interval is +-0.01 or wider
+    (a third decimal would be noise), else 3; 3 without an interval."""
+    if low is None or high is None or low != low or high != high:
+        return 3
+    return 2 if (float(high) - float(low)) / 2 >= 0.01 else 3
+
+
 def format_small(value: Any, digits: int = 2) -> Tex:
     """A value that may be close to 0 (a median cosine): ``digits`` decimals, or two significant
     digits when those decimals would print 0, so that -0.0045 is never shown as 0.00."""

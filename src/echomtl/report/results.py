@@ -17,19 +17,14 @@ import pandas as pd
 from echomtl.methods import METHOD_LABELS, METHODS
 from echomtl.report._io import PathLike
 from echomtl.report.aggregate import load_experiments_table, read_selections, read_tidy
-from echomtl.report.latex import Tex, latex_escape
+from echomtl.report.labels import experiment_label, plain_text
+from echomtl.report.latex import Tex
 from echomtl.report.stats import load_intervals, load_paired, summarise_seeds
 
 __all__ = ["Results", "load_results", "METHOD_LABELS", "METRIC_LABELS"]
 
 #: torchjd aggregators (methods that come from the torchjd library).
 TORCHJD_METHODS = tuple(name for name, m in METHODS.items() if m.kind == "aggregation")
-#: Display names of the models that are not the plain multi-task one (controls).
-MODEL_LABELS = {
-    "det_only": "Detection only",
-    "dual_backbone": "Dual backbone",
-    "stopgrad": "Stop-gradient head",
-}
 METRIC_LABELS = {
     "map50": "mAP@0.5",
     "map50_95": "mAP@0.5:0.95",
@@ -39,10 +34,6 @@ METRIC_LABELS = {
     "view_accuracy": "View accuracy",
     "view_macro_f1": "View macro-F1",
 }
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"
 
 
 @dataclass
@@ -184,43 +175,12 @@ class Results:
 
     def label(self, experiment: str, with_group_value: bool = True) -> Tex:
         """Display name (LaTeX) built from the experiments table."""
-        row = self.row(experiment)
-        model, method = row["model"], row["method"]
-        if model in MODEL_LABELS:
-            text = MODEL_LABELS[model]
-        else:
-            text = latex_escape(METHOD_LABELS.get(method, method))
-        group_rows = self.experiments[self.experiments["group"] == row["group"]]
-        if model == "multitask" and method == "fixed" and len(group_rows) > 1:
-            text = "Manual weights"
-        extras = []
-        if bool(row.get("per_fold_selection", False)):
-            return Tex(f"{text} (chosen per fold)")
-        if method == "gradnorm" and not math.isnan(row["alpha"]):
-            extras.append(rf"$\alpha$\,=\,{_num(row['alpha'])}")
-        if with_group_value and len(group_rows) > 1:
-            if group_rows["w_cls"].nunique() > 1 and method != "gradnorm":
-                extras.append(rf"$w_\mathrm{{cls}}$\,=\,{_num(row['w_cls'])}")
-            if group_rows["w_det"].nunique() > 1:
-                extras.append(rf"$w_\mathrm{{det}}$\,=\,{_num(row['w_det'])}")
-        if row["augment"]:
-            extras.append("augmentation")
-        if row["split_variant"]:
-            extras.append(f"{latex_escape(str(row['split']))} split")
-        if extras:
-            text = f"{text} ({', '.join(extras)})"
-        return Tex(text)
+        return experiment_label(self.experiments, experiment, with_group_value)
 
     def plain_label(self, experiment: str) -> str:
         """Display name for figures: unicode, and matplotlib mathtext for the task weights (never a
         raw ``w_cls``)."""
-        text = str(self.label(experiment))
-        for a, b in (
-            ("$\\alpha$", "α"),
-            ("\\,", ""),
-        ):
-            text = text.replace(a, b)
-        return text
+        return plain_text(self.label(experiment))
 
     def group_label(self, group: str) -> Tex:
         """Display name of a group's chosen experiment; a dagger marks a validation choice."""

@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from echomtl.data.splits import cv_fold_of
 from echomtl.report._io import PathLike, write_text
-from echomtl.report.aggregate import PHASES, load_audit, weight_phases
-from echomtl.report.latex import Tex, format_number, format_small, latex_escape
+from echomtl.report.aggregate import PHASES, weight_phases
+from echomtl.report.labels import experiment_label
+from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
+from echomtl.report.queries import (
+    claims_rows,
+    comparison_rows,
+    dataset_counts,
+    leakage_rows,
+    load_claims,
+    scheme_label,
+    split_rows,
+    time_unit,
+)
 from echomtl.report.results import METRIC_LABELS, Results
 
 __all__ = [
@@ -37,9 +46,9 @@ __all__ = [
     "table_traditional",
     "table_selection",
     "table_diagnostics",
-    "load_claims",
-    "claims_rows",
     "table_claims",
+    "table_verdicts",
+    "verdict_counts",
 ]
 
 DASH = Tex("--")
@@ -61,26 +70,31 @@ def cell(value: float | None, digits: int = 3, std: float | None = None) -> Tex:
     return text
 
 
-def ci_cell(res: Results, experiment: str, metric: str, digits: int = 3) -> Tex:
-    """Seed mean (± std over seeds when several) and the pooled 95% bootstrap interval."""
+def ci_cell(res: Results, experiment: str, metric: str, digits: int | None = None) -> Tex:
+    """Seed mean (± std over seeds when several) and the pooled 95% bootstrap interval; the
+    decimals follow the interval's width (:func:`~echomtl.report.latex.interval_digits`)."""
     value = res.get(experiment, metric)
     if _isnan(value):
         return DASH
-    text = cell(value, digits, res.std(experiment, metric))
     ci = res.interval(experiment, metric)
+    if digits is None:
+        digits = interval_digits(ci["low"], ci["high"]) if ci else 3
+    text = cell(value, digits, res.std(experiment, metric))
     if ci is None:
         return text
     low, high = format_number(ci["low"], digits), format_number(ci["high"], digits)
     return Tex(f"\\makecell{{{text}\\\\{{\\scriptsize [{low}, {high}]}}}}")
 
 
-def diff_cell(res: Results, other: str, metric: str, digits: int = 3) -> Tex:
+def diff_cell(res: Results, other: str, metric: str, digits: int | None = None) -> Tex:
     """Paired difference reference - other with interval and short verdict, or ``--``."""
     if other == res.reference:
         return Tex("reference")
     pair = res.pair(other, metric)
     if pair is None:
         return DASH
+    if digits is None:
+        digits = interval_digits(pair["low"], pair["high"])
     d = format_number(pair["diff"], digits, signed=True)
     low = format_number(pair["low"], digits, signed=True)
     high = format_number(pair["high"], digits, signed=True)
@@ -123,74 +137,6 @@ def _write(frame: pd.DataFrame, out_tex: PathLike, **kwargs: Any) -> Path:
     return write_text(out_tex, text)
 
 
-def _audits(audits: Mapping[str, PathLike | dict]) -> dict[str, dict]:
-    if not audits:
-        raise ValueError("no audit given")
-    return {k: (v if isinstance(v, dict) else load_audit(v)) for k, v in audits.items()}
-
-
-def dataset_counts(audits: Mapping[str, PathLike | dict]) -> tuple[pd.DataFrame, bool]:
-    """Counts per (scheme, split): images, patients, videos, boxes per class, images per view.
-
-    Returns ``(frame, exact_views)``; ``exact_views`` is False when some image holds boxes of
-    several classes, in which case per-view image counts count such an image once per class.
-    """
-    rows = []
-    exact = True
-    for scheme, audit in _audits(audits).items():
-        counts = pd.DataFrame(audit["counts"])
-        classes = [c for c in audit["class_names"]]
-        extra = sorted(set(counts["class"]) - set(classes) - {"none"}) if len(counts) else []
-        views = list(audit["view_names"]) + ["missing"]
-        for split in audit["splits"]:
-            tot = audit["totals"][split]
-            part = counts[counts["split"] == split] if len(counts) else counts
-            row: dict[str, Any] = {
-                "Scheme": scheme,
-                "Split": split,
-                "Images": tot["n_images"],
-                "Patients": tot["n_patients"],
-                "Videos": tot["n_videos"],
-            }
-            for c in classes + extra:
-                row[c] = int(part.loc[part["class"] == c, "n_boxes"].sum()) if len(part) else 0
-            for v in views:
-                row[f"view:{v}"] = (
-                    int(part.loc[part["view"] == v, "n_images"].sum()) if len(part) else 0
-                )
-            if sum(row[f"view:{v}"] for v in views) != tot["n_images"]:
-                exact = False
-            rows.append(row)
-    return pd.DataFrame(rows), exact
-
-
-#: how the tables name split schemes and partitions (never the config value)
-SCHEME_LABELS = {
-    "original": "export's split",
-    "grouped": "grouped holdout",
-    "cv": "cross-validation (pooled)",
-}
-
-
-#: how the text names the protocols (``data.split_scheme`` values)
-PROTOCOL_NAMES = {
-    "original": "export's own split",
-    "grouped": "patient-grouped holdout",
-    "cv": "patient-grouped cross-validation",
-}
-
-
-def protocol_name(scheme: str) -> str:
-    """The words for a split scheme in running text."""
-    return PROTOCOL_NAMES.get(scheme, scheme_label(scheme))
-
-
-def scheme_label(name: str) -> str:
-    """Display name of a split scheme or partition: ``cv-fold0`` is "CV fold 1"."""
-    fold = cv_fold_of(name)
-    return f"CV fold {fold + 1}" if fold is not None else SCHEME_LABELS.get(name, name)
-
-
 def table_dataset(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
     """Dataset table: per split scheme and split, images/patients/videos, boxes per class and
     images per view (``audits``: ``{scheme label: audit.json path or dict}``)."""
@@ -207,27 +153,6 @@ def table_dataset(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> P
         column_format="ll" + "r" * (frame.shape[1] - 2),
         midrule_before=scheme_change,
     )
-
-
-def leakage_rows(audits: Mapping[str, PathLike | dict]) -> pd.DataFrame:
-    """Leakage per (scheme, evaluation split) with the count of byte-identical train images."""
-    rows = []
-    for scheme, audit in _audits(audits).items():
-        dups = audit.get("duplicates", [])
-        for leak in audit["leakage"]:
-            split = leak["split"]
-            n_dup = sum(1 for d in dups if {d["split_a"], d["split_b"]} == {"train", split})
-            rows.append({"scheme": scheme, **leak, "n_images_identical_to_train": n_dup})
-    frame = pd.DataFrame(rows)
-    folds = frame[frame["scheme"].map(lambda n: cv_fold_of(n) is not None)] if rows else frame
-    test = folds[folds["split"] == "test"] if len(folds) else folds
-    if len(test):  # the pooled cross-validation test set: the folds' test parts together
-        pooled = test.drop(columns=["scheme", "split"]).sum(numeric_only=True)
-        frame = pd.concat(
-            [frame, pd.DataFrame([{"scheme": "cv", "split": "test", **pooled.to_dict()}])],
-            ignore_index=True,
-        )
-    return frame
 
 
 def table_leakage(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
@@ -385,12 +310,6 @@ def table_augmentation(res: Results, out_tex: PathLike) -> Path:
     return _write(pd.DataFrame(rows), out_tex, column_format="lcrrcc")
 
 
-def time_unit(seconds: Iterable[float]) -> tuple[str, float]:
-    """A readable unit for a column of durations: ``("min", 60)`` or ``("h", 3600)``."""
-    finite = [s for s in seconds if not _isnan(s)]
-    return ("h", 3600.0) if finite and max(finite) >= 2 * 3600 else ("min", 60.0)
-
-
 def table_dual_backbone(
     res: Results, out_tex: PathLike, experiments: Sequence[str] | None = None
 ) -> Path:
@@ -404,7 +323,7 @@ def table_dual_backbone(
         ]
     if len(experiments) < 2:
         raise ValueError("table_dual_backbone: no dual-backbone experiment ran")
-    unit, scale = time_unit(res.get(e, "train_seconds", "train") for e in experiments)
+    unit, scale = time_unit(res.get(e, "train_cpu_seconds", "train") for e in experiments)
     rows = []
     for exp in experiments:
         params = res.get(exp, "n_parameters", "model")
@@ -412,10 +331,10 @@ def table_dual_backbone(
             {
                 "Method": res.label(exp),
                 "Parameters (M)": cell(params / 1e6, 2) if not _isnan(params) else DASH,
-                f"Training time ({unit})": cell(
-                    res.get(exp, "train_seconds", "train") / scale,
+                f"Training CPU time ({unit})": cell(
+                    res.get(exp, "train_cpu_seconds", "train") / scale,
                     1,
-                    res.std(exp, "train_seconds", "train") / scale,
+                    res.std(exp, "train_cpu_seconds", "train") / scale,
                 ),
                 METRIC_LABELS["map50"]: ci_cell(res, exp, "map50"),
                 METRIC_LABELS["view_accuracy"]: ci_cell(res, exp, "view_accuracy"),
@@ -462,38 +381,6 @@ def table_traditional(res: Results, out_tex: PathLike, groups: Sequence[str] | N
             }
         )
     return _write(pd.DataFrame(rows), out_tex, column_format="lrrccc")
-
-
-def split_rows(res: Results, audits: Mapping[str, PathLike | dict]) -> list[dict[str, Any]]:
-    """Per split pair, run and evaluation split: the scheme, the leakage of that evaluation
-    split (images from training videos, from its scheme's audit) and the metrics (seed means)."""
-    leak = leakage_rows(audits)
-    rows = []
-    for pair in res.split_pairs():
-        for exp in pair:
-            scheme = str(res.row(exp)["split"])
-            for split in ("valid", "test"):
-                if not res.has(exp, "map50", split):
-                    continue
-                found = leak[(leak["scheme"] == scheme) & (leak["split"] == split)]
-                if found.empty:
-                    raise ValueError(f"split table: no {scheme!r} audit of the {split} split")
-                audit = found.iloc[0]
-                rows.append(
-                    {
-                        "experiment": exp,
-                        "pair": pair[0],
-                        "scheme": scheme,
-                        "split": split,
-                        "n_images": int(audit["n_images"]),
-                        "n_from_train_videos": int(audit["n_images_from_train_videos"]),
-                        **{
-                            m: res.get(exp, m, split)
-                            for m in ("map50", "map50_95", "view_accuracy")
-                        },
-                    }
-                )
-    return rows
 
 
 def table_split(res: Results, audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
@@ -562,34 +449,6 @@ def table_selection(res: Results, group: str, out_tex: PathLike) -> Path:
 
 
 # ---- claimed vs reproduced ----------------------------------------------------------------
-UNITS = {
-    "value": (1.0, ""),
-    "percent": (1.0, "\\%"),
-    "millions": (1e-6, "M"),
-    "hours": (1 / 3600.0, "h"),
-}
-
-
-def load_claims(path: PathLike) -> dict:
-    """Read ``paper/claims.yaml`` (the guide's numbers, each with its source), checking it."""
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
-    if not isinstance(data, dict) or "claims" not in data or "source" not in data:
-        raise ValueError(f"{path}: expected keys 'source' and 'claims'")
-    for i, c in enumerate(data["claims"]):
-        for key in ("id", "quantity", "claimed", "where", "measured"):
-            if key not in c:
-                raise ValueError(f"{path}: claim #{i + 1} lacks {key!r}")
-        if c.get("unit", "value") not in UNITS:
-            raise ValueError(f"{path}: claim {c['id']}: unknown unit {c.get('unit')!r}")
-    return data
-
-
-def _decimals(value: float) -> int:
-    text = repr(float(value))
-    return len(text.split(".")[1]) if "." in text and "e" not in text else 0
-
-
 def _digits_for(value: float, digits: int) -> int:
     """``digits`` decimals, more (up to 4) when the value would show fewer than 2 significant."""
     if _isnan(value) or value == 0:
@@ -597,42 +456,6 @@ def _digits_for(value: float, digits: int) -> int:
     while digits < 4 and abs(value) < 10 ** (1 - digits):
         digits += 1
     return digits
-
-
-def claims_rows(claims: dict, res: Results) -> list[dict]:
-    """One dict per claim: the claimed value, the measured one (or why none), the sources."""
-    out = []
-    for c in claims["claims"]:
-        m = c["measured"]
-        exp = m.get("experiment")
-        if exp is None and "group" in m:
-            exp = res.chosen.get(m["group"])
-        scale, suffix = UNITS[c.get("unit", "value")]
-        measured, status = math.nan, "measured"
-        if exp is None or exp not in res.experiments.index or not res.ran(exp):
-            status = "not run"
-        elif not res.has(exp, m["metric"], m.get("split", "test")):
-            status = "not measured"
-        else:
-            measured = res.mean(exp, m["metric"], m.get("split", "test")) * scale
-        out.append(
-            {
-                "id": c["id"],
-                "quantity": c["quantity"],
-                "claimed": float(c["claimed"]),
-                "digits": max(_decimals(c["claimed"]), 1),
-                "suffix": suffix,
-                "measured": measured,
-                "status": status,
-                "experiment": exp,
-                "split": m.get("split", "test"),
-                "metric": m["metric"],
-                "where": c["where"],
-                "note": c.get("note"),
-                "n_seeds": res.n_seeds(exp, m["metric"], m.get("split", "test")) if exp else 0,
-            }
-        )
-    return out
 
 
 #: words for the tidy table's training and model quantities (the claims table's sources)
@@ -647,7 +470,8 @@ QUANTITY_WORDS = {
     "weight_det_final": "detection weight, last step",
     "weight_cls_initial": "classification weight, first step",
     "weight_cls_final": "classification weight, last step",
-    "train_seconds": "training time",
+    "train_seconds": "training time (wall clock)",
+    "train_cpu_seconds": "training time (CPU seconds)",
     "n_parameters": "parameter count",
 }
 SPLIT_WORDS = {"test": "test", "valid": "validation", "train": "training", "model": "model"}
@@ -662,12 +486,37 @@ def source_words(split: str, metric: str) -> Tex:
     return Tex(QUANTITY_WORDS[metric])
 
 
+def _comparison_cells(r: dict) -> tuple[Tex, Tex, Tex]:
+    """Claimed, reproduced and our source of a comparison row (see queries.comparison_rows)."""
+    if r["kind"] == "ratio":
+        claimed = Tex(format_number(r["claimed"], 2) + "$\\times$")
+        ours = (
+            Tex(format_number(r["measured"], 2) + "$\\times$")
+            if r["status"] == "measured"
+            else Tex(f"({r['status']})")
+        )
+        return claimed, ours, Tex("ratio of the seed means")
+    digits = interval_digits(r["low"], r["high"])
+    claimed = format_number(r["claimed"], 3, signed=True)
+    if r["status"] != "measured":
+        return claimed, Tex(f"({r['status']})"), DASH
+    low, high = (format_number(r[k], digits, signed=True) for k in ("low", "high"))
+    ours = Tex(f"\\makecell[r]{{{format_number(r['measured'], digits, signed=True)}\\\\"
+               f"{{\\scriptsize [{low}, {high}]}}}}")  # fmt: skip
+    metric = latex_escape(METRIC_LABELS.get(r["metric"], r["metric"]))
+    return claimed, ours, Tex(f"paired bootstrap of test {metric}, 95\\% interval")
+
+
 def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path:
-    """Claimed (seed guide) vs reproduced (this workflow), each row with both sources."""
+    """Claimed (seed guide) vs reproduced (this workflow), each row with both sources; then the
+    guide's decisive differences (with the measured paired interval) and its hardware-bound
+    quantities as ratios."""
     claims = load_claims(claims_yaml)
     rows = []
     for r in claims_rows(claims, res):
-        if r["status"] == "measured":
+        if r["compare"] == "ratio":
+            ours, src = Tex("(as a ratio, below)"), DASH
+        elif r["status"] == "measured":
             ours = Tex(
                 format_number(r["measured"], _digits_for(r["measured"], r["digits"])) + r["suffix"]
             )
@@ -686,14 +535,30 @@ def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path
                 "Our source": src,
             }
         )
+    first_comparison = len(rows)
+    for r in comparison_rows(claims, res):
+        claimed, ours, src = _comparison_cells(r)
+        rows.append(
+            {
+                "Quantity": latex_escape(r["quantity"]),
+                "Claimed": claimed,
+                "Reproduced": ours,
+                "Claim source (guide)": Tex(
+                    "difference of two rows above" if r["kind"] == "difference"
+                    else "ratio of two rows above"
+                ),
+                "Our source": src,
+            }
+        )  # fmt: skip
     rag = r">{\raggedright\arraybackslash}"
     fmt = rf"{rag}p{{0.29\linewidth}}rr{rag}p{{0.2\linewidth}}{rag}p{{0.22\linewidth}}"
-    return _write(pd.DataFrame(rows), out_tex, column_format=fmt)
+    change = [first_comparison] if first_comparison < len(rows) else []
+    return _write(pd.DataFrame(rows), out_tex, column_format=fmt, midrule_before=change)
 
 
 def table_diagnostics(
     diagnostics: pd.DataFrame,
-    res: Results,
+    experiments: pd.DataFrame,
     out_tex: PathLike,
     scopes: Sequence[str] = ("W", "trunk"),
 ) -> Path:
@@ -712,8 +577,8 @@ def table_diagnostics(
     )  # fmt: skip
     names = {"W": "$W$", "trunk": "trunk", "feature": "feature"}
     rows = []
-    for exp in [e for e in res.experiments.index if e in agg.index.get_level_values(0)]:
-        row: dict[Any, Any] = {"Method": res.label(exp)}
+    for exp in [e for e in experiments.index if e in agg.index.get_level_values(0)]:
+        row: dict[Any, Any] = {"Method": experiment_label(experiments, exp)}
         for scope in scopes:
             s = names.get(scope, latex_escape(scope))
             if (exp, scope) not in agg.index:
@@ -727,3 +592,60 @@ def table_diagnostics(
             row[Tex(f"\\makecell{{weighted\\\\norm ratio\\\\({s})}}")] = cell(10 ** r["wratio"], 1)
         rows.append(row)
     return _write(pd.DataFrame(rows), out_tex, column_format="l" + "r" * 4 * len(scopes))
+
+
+def verdict_counts(res: Results, metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Per metric: the main comparison's paired verdicts (reference against each other
+    configuration) counted, and the range of minimum detectable differences of the undecided."""
+    others = [res.chosen[g] for g in res.main_groups() if res.chosen[g] != res.reference]
+    rows = []
+    for m in metrics:
+        pairs = [res.pair(e, m) for e in others]
+        pairs = [p for p in pairs if p is not None]
+        if not pairs:
+            continue
+        undecided = [p for p in pairs if p["verdict"] == "not distinguishable at 95%"]
+        mdds = [float(p["mdd"]) for p in undecided if p.get("mdd") is not None]
+        mdds = [x for x in mdds if not _isnan(x)]
+        rows.append(
+            {
+                "metric": m,
+                "compared": len(pairs),
+                "higher": sum(p["verdict"] == "higher" for p in pairs),
+                "lower": sum(p["verdict"] == "lower" for p in pairs),
+                "undecided": len(undecided),
+                "mdd_min": min(mdds) if mdds else math.nan,
+                "mdd_max": max(mdds) if mdds else math.nan,
+            }
+        )
+    return rows
+
+
+def table_verdicts(
+    res: Results,
+    out_tex: PathLike,
+    metrics: Sequence[str] = ("map50", "map50_95", "view_accuracy", "view_macro_f1"),
+) -> Path:
+    """Every paired verdict the statistics hold, per metric: how often the reference was higher,
+    lower or not distinguishable, and what the undecided comparisons could have detected."""
+    rows = verdict_counts(res, metrics)
+    if not rows:
+        raise ValueError("table_verdicts: no paired comparison with the reference")
+    cells = []
+    for r in rows:
+        mdd = (
+            DASH
+            if _isnan(r["mdd_min"])
+            else Tex(f"{format_number(r['mdd_min'], 2)}--{format_number(r['mdd_max'], 2)}")
+        )
+        cells.append(
+            {
+                "Metric": latex_escape(METRIC_LABELS[r["metric"]]),
+                "Compared": Tex(str(r["compared"])),
+                "Reference higher": Tex(str(r["higher"])),
+                "Reference lower": Tex(str(r["lower"])),
+                "Not distinguishable": Tex(str(r["undecided"])),
+                Tex("\\makecell{MDD of the not\\\\distinguishable}"): mdd,
+            }
+        )
+    return _write(pd.DataFrame(cells), out_tex, column_format="lrrrrc")

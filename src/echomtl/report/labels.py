@@ -1,0 +1,61 @@
+"""Display names of experiments, from the experiments table alone (no results needed).
+
+A figure that reads only run files (training curves, diagnostics) names its configurations
+without the tidy table, so that its DAG does not pull in every run of the study.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from echomtl.methods import METHOD_LABELS
+from echomtl.report.latex import Tex, latex_escape
+
+__all__ = ["MODEL_LABELS", "experiment_label", "plain_text"]
+
+#: Display names of the models that are not the plain multi-task one (controls).
+MODEL_LABELS = {
+    "det_only": "Detection only",
+    "dual_backbone": "Dual backbone",
+    "stopgrad": "Stop-gradient head",
+}
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def experiment_label(table: pd.DataFrame, experiment: str, with_group_value: bool = True) -> Tex:
+    """LaTeX display name of a row of the (loaded) experiments table."""
+    if experiment not in table.index:
+        raise KeyError(f"experiment {experiment!r} is not in the experiments table")
+    row = table.loc[experiment]
+    model, method = row["model"], row["method"]
+    text = MODEL_LABELS.get(model) or latex_escape(METHOD_LABELS.get(method, method))
+    group_rows = table[table["group"] == row["group"]]
+    if model == "multitask" and method == "fixed" and len(group_rows) > 1:
+        text = "Manual weights"
+    if bool(row.get("per_fold_selection", False)):
+        return Tex(f"{text} (chosen per fold)")
+    extras = []
+    if method == "gradnorm" and not math.isnan(row["alpha"]):
+        extras.append(rf"$\alpha$\,=\,{_num(row['alpha'])}")
+    if with_group_value and len(group_rows) > 1:
+        if group_rows["w_cls"].nunique() > 1 and method != "gradnorm":
+            extras.append(rf"$w_\mathrm{{cls}}$\,=\,{_num(row['w_cls'])}")
+        if group_rows["w_det"].nunique() > 1:
+            extras.append(rf"$w_\mathrm{{det}}$\,=\,{_num(row['w_det'])}")
+    if row["augment"]:
+        extras.append("augmentation")
+    if row["split_variant"]:
+        extras.append(f"{latex_escape(str(row['split']))} split")
+    if extras:
+        text = f"{text} ({', '.join(extras)})"
+    return Tex(text)
+
+
+def plain_text(label: str) -> str:
+    """A LaTeX label for matplotlib: unicode alpha, mathtext for the task weights."""
+    return str(label).replace("$\\alpha$", "α").replace("\\,", "")

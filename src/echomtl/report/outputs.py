@@ -1,0 +1,389 @@
+"""The one registry of the paper's tables and figures.
+
+Each :class:`Output` names its renderer, the exact files it reads for a configured study (a
+:class:`Layout`, built by ``rules/common.smk``) and the condition under which the study has it.
+The ``table``/``figure`` rules take their inputs per output from here, so that
+``snakemake results/paper/figures/<name>.pdf`` runs only the jobs that figure reads; the paper
+context checks the files against it and the Snakemake report takes its captions from it. Adding a
+table is one entry here and one line in ``paper/main.tex.j2``.
+
+No torch (nor matplotlib) import: the rules read this module at parse time; renderers import
+their plotting or table modules when they run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from echomtl.report.aggregate import load_experiments_table
+
+__all__ = [
+    "Layout",
+    "Sources",
+    "Output",
+    "OUTPUTS",
+    "TABLES",
+    "FIGURES",
+    "plan_flags",
+    "planned",
+    "output",
+]
+
+Inputs = dict[str, str | list[str]]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a configured study's files are (paths as the rules write them)."""
+
+    paper: str
+    reference: str
+    #: the study's trained experiments (not split variants, not per-fold composites)
+    trained: Sequence[str]
+    #: the study's experiments (the rows of the result tables)
+    study: Sequence[str]
+    #: shared-trunk (multi-task) trained experiments: they log gradient diagnostics
+    multitask: Sequence[str]
+    #: trained GradNorm experiments: they log their task weights
+    gradnorm: Sequence[str]
+    #: groups with more than one row (chosen on validation)
+    groups: Sequence[str]
+    audits: Sequence[str]
+    claims: str
+    #: the reference's first evaluation folder (its test predictions and metrics)
+    first_run: str
+    #: the records (or splits) file that locates the reference's test images
+    records: str
+    #: ``run_files(names, filename)``: a training-record file of each experiment and seed
+    run_files: Callable[[Sequence[str], str], list[str]]
+    #: ``seed_files(name, filename)``: a file of an experiment's evaluation folder, per seed
+    seed_files: Callable[[str, str], list[str]]
+
+    def results(self) -> Inputs:
+        """The tidy table, selections and statistics (they read every run of the study)."""
+        return {
+            "tidy": f"{self.paper}/tidy.csv",
+            "selections": [f"{self.paper}/selection/{g}.json" for g in self.groups],
+            "intervals": [f"{self.paper}/stats/bootstrap/{n}.json" for n in self.study],
+            "paired": [
+                f"{self.paper}/stats/paired/{n}.json" for n in self.study if n != self.reference
+            ],
+        }
+
+    def audit_files(self) -> Inputs:
+        return {"audits": list(self.audits)}
+
+
+class Sources:
+    """What a renderer reads, from a job's named inputs and params (loaded once, on demand)."""
+
+    def __init__(self, inputs: Any, params: Any) -> None:
+        self.inputs = inputs
+        self.params = params
+
+    def files(self, key: str) -> list[str]:
+        value = getattr(self.inputs, key)
+        return [value] if isinstance(value, str) else list(value)
+
+    def file(self, key: str) -> str:
+        return str(getattr(self.inputs, key))
+
+    @functools.cached_property
+    def experiments(self) -> pd.DataFrame:
+        return load_experiments_table(self.params.experiments)
+
+    @functools.cached_property
+    def results(self) -> Any:
+        from echomtl.report.results import load_results
+
+        i = self.inputs
+        return load_results(
+            i.tidy,
+            self.experiments,
+            self.files("selections"),
+            self.files("intervals"),
+            self.files("paired"),
+            reference=self.params.reference,
+        )
+
+    @functools.cached_property
+    def audits(self) -> dict[str, str]:
+        return dict(zip(self.params.audit_schemes, self.files("audits"), strict=True))
+
+    def plain_labels(self) -> dict[str, str]:
+        from echomtl.report.labels import experiment_label, plain_text
+
+        return {e: plain_text(experiment_label(self.experiments, e)) for e in self.params.order}
+
+    def run_files(self, key: str) -> dict[tuple[str, int], Path]:
+        from echomtl.report._io import run_id_from_path
+
+        return {run_id_from_path(p): Path(p) for p in self.files(key)}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One table or figure of the paper."""
+
+    name: str
+    kind: Literal["table", "figure"]
+    #: ``render(sources, out)``; ``out`` is the ``.tex`` path of a table, the stem of a figure
+    render: Callable[[Sources, Path], Any]
+    #: ``inputs(layout)``: the named files it reads (the rule's ``input:``)
+    inputs: Callable[[Layout], Inputs]
+    #: flag of :func:`plan_flags` under which the study has it; None: always
+    condition: str | None
+    #: one sentence for the Snakemake report (the paper's caption is in the template)
+    caption: str
+
+    def path(self, paper: str) -> str:
+        return f"{paper}/{self.kind}s/{self.name}.{'tex' if self.kind == 'table' else 'pdf'}"
+
+
+def _results(layout: Layout) -> Inputs:
+    return layout.results()
+
+
+def _results_audits(layout: Layout) -> Inputs:
+    return {**layout.results(), **layout.audit_files()}
+
+
+def _tables() -> list[Output]:
+    from_results = functools.partial(Output, kind="table", inputs=_results)
+
+    def tables() -> Any:
+        from echomtl.report import tables as t
+
+        return t
+
+    return [
+        Output(
+            "dataset", "table",
+            lambda s, out: tables().table_dataset(s.audits, out),
+            lambda lay: lay.audit_files(), None,
+            "Images, patients, videos and views per split of every partition.",
+        ),
+        Output(
+            "leakage", "table",
+            lambda s, out: tables().table_leakage(s.audits, out),
+            lambda lay: lay.audit_files(), None,
+            "Evaluation images whose video or patient is also in training, per partition.",
+        ),
+        from_results(
+            name="main", render=lambda s, out: tables().table_main(s.results, out),
+            condition=None, caption="Test metrics of every configuration with 95% intervals.",
+        ),
+        Output(
+            "claims", "table",
+            lambda s, out: tables().table_claims(s.file("claims"), s.results, out),
+            lambda lay: {**lay.results(), "claims": lay.claims}, None,
+            "The seed guide's claimed numbers beside the measured ones.",
+        ),
+        from_results(
+            name="alpha", render=lambda s, out: tables().table_alpha(s.results, out),
+            condition="alpha", caption="GradNorm's asymmetry alpha against test metrics.",
+        ),
+        from_results(
+            name="augmentation",
+            render=lambda s, out: tables().table_augmentation(s.results, out),
+            condition="augmentation", caption="The reference with and without augmentation.",
+        ),
+        from_results(
+            name="dual_backbone",
+            render=lambda s, out: tables().table_dual_backbone(s.results, out),
+            condition="dual_backbone", caption="Shared trunk against two separate backbones.",
+        ),
+        from_results(
+            name="traditional",
+            render=lambda s, out: tables().table_traditional(s.results, out),
+            condition="traditional", caption="Fixed and manually tuned loss weights.",
+        ),
+        from_results(
+            name="selection",
+            render=lambda s, out: tables().table_selection(s.results, "manual", out),
+            condition="manual", caption="Validation scores of the manual weight grid.",
+        ),
+        Output(
+            "weight_phases", "table",
+            lambda s, out: tables().table_weight_phases(s.files("steps"), out),
+            lambda lay: {"steps": lay.run_files([lay.reference], "steps.csv")}, "gradnorm",
+            "GradNorm's task weights in three phases of training.",
+        ),
+        Output(
+            "diagnostics", "table",
+            lambda s, out: tables().table_diagnostics(
+                _diagnostics(s.files("diagnostics")), s.experiments, out
+            ),
+            lambda lay: {"diagnostics": lay.run_files(lay.multitask, "diagnostics.csv")},
+            "diagnostics", "Gradient cosines, null reference and weighted norm ratios.",
+        ),
+        from_results(
+            name="verdicts", render=lambda s, out: tables().table_verdicts(s.results, out),
+            condition="comparisons",
+            caption="Paired verdicts of the reference against every configuration, per metric.",
+        ),
+        Output(
+            "split", "table",
+            lambda s, out: tables().table_split(s.results, s.audits, out),
+            _results_audits, "split",
+            "The study's split against the export's own split (leakage).",
+        ),
+    ]  # fmt: skip
+
+
+def _diagnostics(paths: list[str]) -> pd.DataFrame:
+    from echomtl.report.aggregate import diagnostics_summary
+
+    return diagnostics_summary(paths)
+
+
+def _claimed_differences(claims_yaml: str, reference: str) -> dict[str, float]:
+    from echomtl.report.queries import claimed_differences, load_claims
+
+    return claimed_differences(load_claims(claims_yaml), reference)
+
+
+def _figures() -> list[Output]:
+    def figures() -> Any:
+        from echomtl.report import figures as f
+
+        return f
+
+    from_results = functools.partial(Output, kind="figure", inputs=_results)
+    return [
+        Output(
+            "training_curves", "figure",
+            lambda s, out: figures().fig_training_curves(
+                s.run_files("epochs"), out, s.plain_labels(), s.params.order
+            ),
+            lambda lay: {"epochs": lay.run_files(lay.trained, "epochs.csv")}, None,
+            "Training and validation losses per epoch.",
+        ),
+        Output(
+            "gradnorm_weights", "figure",
+            lambda s, out: figures().fig_gradnorm_weights(
+                s.run_files("steps"), out, s.plain_labels(), s.params.order
+            ),
+            lambda lay: {"steps": lay.run_files(lay.gradnorm, "steps.csv")}, "gradnorm",
+            "GradNorm's task weights over training.",
+        ),
+        Output(
+            "gradient_diagnostics", "figure",
+            lambda s, out: figures().fig_gradient_diagnostics(
+                s.run_files("diagnostics"), out, s.plain_labels(), s.params.order
+            ),
+            lambda lay: {"diagnostics": lay.run_files(lay.multitask, "diagnostics.csv")},
+            "diagnostics", "Per-step cosine between the task gradients, with the null band.",
+        ),
+        from_results(
+            name="main_comparison",
+            render=lambda s, out: figures().fig_main_comparison(s.results, out),
+            condition=None, caption="Test mAP@0.5 and view accuracy with 95% intervals.",
+        ),
+        Output(
+            "paired_differences", "figure",
+            lambda s, out: figures().fig_paired_differences(
+                s.results, out,
+                claimed=_claimed_differences(s.file("claims"), s.params.reference),
+            ),
+            lambda lay: {**lay.results(), "claims": lay.claims}, "comparisons",
+            "Paired differences from the reference, with the seed guide's claimed difference.",
+        ),
+        from_results(
+            name="front", render=lambda s, out: figures().fig_front(s.results, out),
+            condition="front", caption="Every configuration against the fixed-weight front.",
+        ),
+        from_results(
+            name="alpha_sensitivity",
+            render=lambda s, out: figures().fig_alpha_sensitivity(s.results, out),
+            condition="alpha", caption="Test metrics against GradNorm's alpha.",
+        ),
+        from_results(
+            name="augmentation",
+            render=lambda s, out: figures().fig_augmentation(s.results, out),
+            condition="augmentation", caption="The reference with and without augmentation.",
+        ),
+        from_results(
+            name="per_class_ap",
+            render=lambda s, out: figures().fig_per_class_ap(s.results, out),
+            condition=None, caption="Test AP@0.5 per class, with the boxes per class.",
+        ),
+        Output(
+            "confusion_matrix", "figure",
+            lambda s, out: figures().fig_confusion_matrix(s.files("metrics"), out),
+            lambda lay: {"metrics": lay.seed_files(lay.reference, "metrics_test.json")}, None,
+            "The reference's view confusion matrix on the test images.",
+        ),
+        Output(
+            "detection_examples", "figure",
+            lambda s, out: figures().fig_detection_examples(
+                s.file("predictions"), s.file("records"), out, metrics_json=s.file("metrics")
+            ),
+            lambda lay: {
+                "predictions": f"{lay.first_run}/predictions_test.json",
+                "metrics": f"{lay.first_run}/metrics_test.json",
+                "records": lay.records,
+            },
+            None, "The reference's detections beside the ground truth on test images.",
+        ),
+    ]  # fmt: skip
+
+
+OUTPUTS: dict[str, Output] = {o.kind + "/" + o.name: o for o in _tables() + _figures()}
+TABLES = [o.name for o in OUTPUTS.values() if o.kind == "table"]
+FIGURES = [o.name for o in OUTPUTS.values() if o.kind == "figure"]
+
+
+def output(kind: str, name: str) -> Output:
+    """The registry entry; an unknown name is an error listing the known ones."""
+    key = f"{kind}/{name}"
+    if key not in OUTPUTS:
+        known = TABLES if kind == "table" else FIGURES
+        raise KeyError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
+    return OUTPUTS[key]
+
+
+def plan_flags(experiments: pd.DataFrame | str, reference: str) -> dict[str, bool]:
+    """Which parts of the study are configured, from the experiments table alone (known before
+    any run, so the DAG can be built)."""
+    t = load_experiments_table(experiments)
+    if reference not in t.index:
+        raise ValueError(f"reference experiment {reference!r} is not in the experiments table")
+    ref = t.loc[reference]
+    variants = t[t["split_variant"]]
+    t = t[~t["split_variant"]]
+    same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
+    alphas = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
+    alphas = alphas[alphas["w_cls"] == ref["w_cls"]]
+    aug = same[(same["augment"] != ref["augment"]) & (same["alpha"] == ref["alpha"])]
+    group_size = t["group"].map(t["group"].value_counts())
+    fixed_mt = (t["model"] == "multitask") & (t["method"] == "fixed")
+    return {
+        "alpha": alphas["alpha"].nunique() >= 2,
+        "augmentation": len(aug) > 0,
+        "dual_backbone": bool((t["model"] == "dual_backbone").any()),
+        "traditional": bool(fixed_mt.any()),
+        "front": int(fixed_mt.sum()) >= 2,
+        "manual": bool((fixed_mt & (group_size > 1)).any()),
+        "gradnorm": ref["method"] == "gradnorm",
+        "diagnostics": bool((t["model"] == "multitask").any()),
+        "split": len(variants) > 0,
+        "comparisons": len(t) > 1,
+    }
+
+
+def planned(experiments: pd.DataFrame | str, reference: str) -> list[Output]:
+    """The outputs the configured study has, in registry order."""
+    flags = plan_flags(experiments, reference)
+    return [o for o in OUTPUTS.values() if o.condition is None or flags[o.condition]]
+
+
+def required(flags: Mapping[str, bool]) -> list[Output]:
+    """Outputs the paper must have given flags of what ran (``context["has"]``)."""
+    return [o for o in OUTPUTS.values() if o.condition is None or flags.get(o.condition)]
