@@ -253,3 +253,54 @@ def test_interference_reading_decides_every_way():
     assert interference_reading(0.5, 100, 1 - DOMINANCE_SHARE).dominant == "classification"
     assert interference_reading(0.5, 100, 0.6).dominant is None
     assert interference_reading(float("nan"), 0, float("nan")).direction == "undecided"
+
+
+#: the only words the paper may set in typewriter (software names, never config values)
+TYPEWRITER_OK = {"echomtl", "torchjd", "StratifiedGroupKFold"}
+_UNPRINTED = re.compile(
+    r"\\(?:label|ref|eqref|input|includegraphics|citep?|citet|bibliography|bibliographystyle"
+    r"|begin|end|usetikzlibrary|newcommand|renewcommand|captionsetup|floatname|newfloat"
+    r"|setlength|arrow)\*?(?:\[[^\]]*\])*\{[^{}]*\}"
+)
+
+
+def printed_text(tex: str) -> str:
+    """What a reader of the PDF sees of a LaTeX source: comments, the arguments of commands
+    that print nothing (labels, paths, citations), command names and TikZ style options dropped."""
+    tex = re.sub(r"(?<!\\)%.*", "", tex)
+    # display maths (symbols, never identifiers) and TikZ pictures (drawing commands)
+    tex = re.sub(r"\\begin\{(equation|tikzpicture)\}.*?\\end\{\1\}", " ", tex, flags=re.S)
+    tex = re.sub(r"(?<!\\)\$.*?(?<!\\)\$", " ", tex, flags=re.S)  # inline maths
+    tex = _UNPRINTED.sub(" ", tex)
+    tex = re.sub(r"\[[^\]]*(?:/\.style|node distance|font=)[^\]]*\]", " ", tex)
+    return re.sub(r"\\[A-Za-z@]+\*?", " ", tex)
+
+
+def test_no_raw_identifier_reaches_the_paper(full):
+    """Experiment keys, metric keys, config values in typewriter and task-weight names never
+    reach the paper's text, its tables or its numbers (figure labels: test_report_figures)."""
+    study, built = full
+    tex = built["tex"].read_text()
+    body = tex.split("\\begin{document}", 1)[1]
+    numbers = built["files"]["numbers"].read_text()
+    number_values = "\n".join(re.findall(r"\\newcommand\{\\\w+\}\{(.*)\}", numbers))
+    tables = [p.read_text() for p in built["files"]["tables"].values()]
+    keys = list(study.experiments.index)
+    for name, text in [("main.tex", body), ("numbers.tex", number_values)] + [
+        (f"table {n}", t) for n, t in zip(built["files"]["tables"], tables, strict=True)
+    ]:
+        typewriter = set(re.findall(r"\\texttt\{([^{}]*)\}", text))
+        assert typewriter <= TYPEWRITER_OK, (name, typewriter - TYPEWRITER_OK)
+        found = rf.raw_identifiers(printed_text(text), keys)
+        assert not found, (name, found)
+
+
+def test_identifier_scan_catches_raw_keys():
+    """The scan above can fail: a key, a metric key and a config value are each found."""
+    keys = ["gradnorm_a1.5", "det_only"]
+    assert rf.raw_identifiers(printed_text(r"GradNorm (gradnorm\_a1.5) won"), keys)
+    assert rf.raw_identifiers(printed_text(r"the loss\_det\_initial was"), keys)
+    assert rf.raw_identifiers(printed_text(r"weights $w_\mathrm{cls}$ and w\_cls"), keys)
+    assert not rf.raw_identifiers(
+        printed_text(r"see Table~\ref{tab:main_x} and $w_\mathrm{cls}$"), keys
+    )

@@ -46,6 +46,7 @@ from echomtl.report.latex import (
 )
 from echomtl.report.outputs import required
 from echomtl.report.queries import (
+    SPLIT_WORDS,
     claims_rows,
     comparison_rows,
     dataset_counts,
@@ -56,8 +57,10 @@ from echomtl.report.queries import (
     time_unit,
 )
 from echomtl.report.reading import (
+    DETECTION_EXAMPLES_RULE,
     DETECTION_FLOOR,
     DOMINANCE_SHARE,
+    SMALL_CLASS_BOXES,
     detection_learned,
     interference_reading,
     versus_majority,
@@ -463,6 +466,7 @@ def _data_numbers(audits: Mapping[str, dict], scheme: str, nums: _Numbers) -> di
             {
                 "scheme": r["scheme"],
                 "split": r["split"],
+                "split_name": SPLIT_WORDS.get(r["split"], r["split"]),
                 "key": base,
                 "any": bool(r["n_images_from_train_videos"] or r["n_images_from_train_patients"]),
                 "identical": int(r["n_images_identical_to_train"]) > 0,
@@ -643,6 +647,15 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
     return pairs
 
 
+def _device_words(device: str) -> str:
+    """The training device in words (never the config value)."""
+    if device == "cpu":
+        return "CPU cores"
+    if device.startswith("cuda") or device.isdigit():
+        return "a GPU"
+    return f"the {device} device"
+
+
 def _comparisons_text(res: Results, has: Mapping[str, bool], roles: dict) -> Tex:
     """The introduction's list of what GradNorm is compared with."""
     comparisons: list[Any] = []
@@ -740,6 +753,7 @@ def build_context(
                  if res.interval(e, "map50")]  # fmt: skip
     has["detection_learned"] = detection_learned(map_highs)
     nums.put("rule/detection_floor", format_number(DETECTION_FLOOR, 2))
+    nums.put("rule/small_class_boxes", SMALL_CLASS_BOXES)
     if map_highs:
         nums.put("max/map50_high", format_number(max(map_highs)))
     view_ci = res.interval(ref, "view_accuracy")
@@ -788,6 +802,7 @@ def build_context(
         "view_names": [str(v) for v in _cfg(config, "data.view_names")],
         "class_names": [str(c) for c in _cfg(config, "data.class_names")],
         "time_unit": time_name,
-        "device": str(config["train"].get("device", "cpu")),
+        "device_words": _device_words(str(config["train"].get("device", "cpu"))),
+        "examples_rule": latex_escape(DETECTION_EXAMPLES_RULE),
         **help_.context(),
     }

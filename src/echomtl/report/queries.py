@@ -23,6 +23,7 @@ from echomtl.report.aggregate import load_audit
 from echomtl.report.results import Results
 
 __all__ = [
+    "SPLIT_WORDS",
     "SCHEME_LABELS",
     "PROTOCOL_NAMES",
     "UNITS",
@@ -37,6 +38,10 @@ __all__ = [
     "comparison_rows",
     "claimed_differences",
 ]
+
+
+#: how the text names the splits (never the config value)
+SPLIT_WORDS = {"test": "test", "valid": "validation", "train": "training", "model": "model"}
 
 
 def _isnan(x: Any) -> bool:

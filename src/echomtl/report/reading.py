@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "DETECTION_EXAMPLES_RULE",
+    "SMALL_CLASS_BOXES",
     "DETECTION_FLOOR",
     "DOMINANCE_SHARE",
     "detection_learned",
@@ -30,6 +32,18 @@ DETECTION_FLOOR = 0.10
 #: A task "dominates" the shared update when its median share of the applied update reaches this
 #: (the other task then moves the trunk by a tenth or less, whether or not the two oppose).
 DOMINANCE_SHARE = 0.90
+
+
+#: A class with fewer test boxes than this has a noisy AP: fig_per_class_ap hatches its bars.
+SMALL_CLASS_BOXES = 20
+
+#: Which test images fig_detection_examples shows (for the caption); it is what _pick_examples does.
+DETECTION_EXAMPLES_RULE = (
+    "The images are chosen without looking at the predictions: for each regurgitation class in "
+    "turn (in the order of the class list), the first test image in file-name order that has a "
+    "ground-truth box of that class and is not already shown, until the panels are filled; any "
+    "panel left over shows the next test image in file-name order."
+)
 
 
 def detection_learned(upper_bounds: Sequence[float], floor: float = DETECTION_FLOOR) -> bool:

@@ -21,6 +21,7 @@ from echomtl.report.aggregate import PHASES, weight_phases
 from echomtl.report.labels import experiment_label
 from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
 from echomtl.report.queries import (
+    SPLIT_WORDS,
     claims_rows,
     comparison_rows,
     dataset_counts,
@@ -474,7 +475,6 @@ QUANTITY_WORDS = {
     "train_cpu_seconds": "training time (CPU seconds)",
     "n_parameters": "parameter count",
 }
-SPLIT_WORDS = {"test": "test", "valid": "validation", "train": "training", "model": "model"}
 
 
 def source_words(split: str, metric: str) -> Tex:
