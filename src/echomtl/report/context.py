@@ -53,6 +53,7 @@ from echomtl.report.queries import (
     leakage_rows,
     load_claims,
     protocol_name,
+    selection_margins,
     split_rows,
     time_unit,
 )
@@ -248,9 +249,16 @@ def _result_numbers(res: Results, nums: _Numbers) -> str:
             nums.put(f"time/{exp}", format_number(cpu / scale, 1))
         if res.has(exp, "n_images"):
             nums.put(f"test/{exp}/n_images", int(res.mean(exp, "n_images")))
-    for sel in res.selections.values():
+    for group, sel in res.selections.items():
         for cand in sel["candidates"]:
             nums.put(f"valid/{cand['experiment']}/score", format_number(cand["score"]))
+        margins = selection_margins(sel)
+        if margins:
+            leads = [m for m, _ in margins]
+            nums.put(f"sel/{group}/margin_min", format_small(min(leads), 3))
+            nums.put(f"sel/{group}/margin_max", format_small(max(leads), 3))
+            nums.put(f"sel/{group}/ties", sum(t > 0 for _, t in margins))
+            nums.put(f"sel/{group}/decisions", len(margins))
     return {"h": "CPU hours", "min": "CPU minutes"}[unit]
 
 

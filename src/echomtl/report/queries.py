@@ -37,6 +37,7 @@ __all__ = [
     "claims_rows",
     "comparison_rows",
     "claimed_differences",
+    "selection_margins",
 ]
 
 
@@ -333,4 +334,17 @@ def claims_rows(claims: dict, res: Results) -> list[dict]:
                 "n_seeds": res.n_seeds(exp, m["metric"], m.get("split", "test")) if exp else 0,
             }
         )
+    return out
+
+
+def selection_margins(selection: dict) -> list[tuple[float, int]]:
+    """Per validation decision of a selection JSON (one, or one per fold under cv): the chosen
+    score's lead over the runner-up and how many other candidates tied with it."""
+    decisions = selection.get("per_fold") or [selection]
+    out = []
+    for decision in decisions:
+        scores = sorted((float(c["score"]) for c in decision["candidates"]), reverse=True)
+        if len(scores) < 2:
+            continue
+        out.append((scores[0] - scores[1], sum(s == scores[0] for s in scores[1:])))
     return out
