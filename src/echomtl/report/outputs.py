@@ -243,10 +243,11 @@ def _diagnostics(paths: list[str]) -> pd.DataFrame:
     return diagnostics_summary(paths)
 
 
-def _claimed_differences(claims_yaml: str, reference: str) -> dict[str, float]:
+def _claimed_differences(sources: Sources) -> dict[str, float]:
     from echomtl.report.queries import claimed_differences, load_claims
 
-    return claimed_differences(load_claims(claims_yaml), reference)
+    claims = load_claims(sources.file("claims"))
+    return claimed_differences(claims, sources.params.reference, sources.results.chosen)
 
 
 def _figures() -> list[Output]:
@@ -290,7 +291,7 @@ def _figures() -> list[Output]:
             "paired_differences", "figure",
             lambda s, out: figures().fig_paired_differences(
                 s.results, out,
-                claimed=_claimed_differences(s.file("claims"), s.params.reference),
+                claimed=_claimed_differences(s),
             ),
             lambda lay: {**lay.results(), "claims": lay.claims}, "comparisons",
             "Paired differences from the reference, with the seed guide's claimed difference.",

@@ -221,11 +221,16 @@ COMPARISON_KINDS = ("difference", "ratio")
 
 
 def _claim_experiment(claim: dict, res: Results | None = None) -> str | None:
+    return _claimed_run(claim, res.chosen if res is not None else None)
+
+
+def _claimed_run(claim: dict, chosen: Mapping[str, str] | None) -> str | None:
+    """The experiment a claim is measured on: named, or its group's validation choice."""
     m = claim["measured"]
     if "experiment" in m:
         return str(m["experiment"])
-    if res is not None and "group" in m:
-        return res.chosen.get(m["group"])
+    if chosen is not None and "group" in m:
+        return chosen.get(m["group"])
     return None
 
 
@@ -277,16 +282,19 @@ def comparison_rows(claims: dict, res: Results) -> list[dict]:
     return out
 
 
-def claimed_differences(claims: dict, reference: str) -> dict[str, float]:
+def claimed_differences(
+    claims: dict, reference: str, chosen: Mapping[str, str] | None = None
+) -> dict[str, float]:
     """``{experiment: claimed difference reference minus it}`` of the guide's difference
-    comparisons that involve the reference (marked on the forest plot)."""
+    comparisons that involve the reference (marked on the forest plot); a claim on a group
+    (the manual grid) is placed on the group's choice when ``chosen`` is given."""
     by_id = {c["id"]: c for c in claims["claims"]}
     out = {}
     for comp in claims.get("comparisons", []):
         if comp["kind"] != "difference":
             continue
         of, over = by_id[comp["of"]], by_id[comp["over"]]
-        exp_of, exp_over = _claim_experiment(of), _claim_experiment(over)
+        exp_of, exp_over = _claimed_run(of, chosen), _claimed_run(over, chosen)
         value = float(of["claimed"]) - float(over["claimed"])
         if exp_of == reference and exp_over is not None:
             out[exp_over] = value
