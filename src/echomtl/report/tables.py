@@ -218,6 +218,7 @@ def table_main(res: Results, out_tex: PathLike, groups: Sequence[str] | None = N
             row[Tex("\\makecell{View acc.\\\\per fold}")] = fold_range_cell(
                 res, exp, "view_accuracy"
             )
+        row[Tex("\\makecell{View\\\\macro-F1}")] = ci_cell(res, exp, "view_macro_f1")
         row[Tex(f"\\makecell{{$\\Delta$ mAP@0.5\\\\{ref_label} $-$ row}}")] = diff_cell(
             res, exp, "map50"
         )
