@@ -211,3 +211,21 @@ def test_format_small_never_prints_a_nonzero_value_as_zero():
     assert format_small(-0.0057) == "$-$0.01"
     assert format_small(0.085) == "0.09"
     assert format_small(0.0) == "0.00" and format_small(float("nan")) == "n/a"
+
+
+def test_shares_never_round_a_partial_share_to_all_or_nothing():
+    from echomtl.report.latex import format_share
+
+    assert format_share(0.9995) == "99.95\\%"
+    assert format_share(0.99999999) == "$>$99.99\\%"
+    assert format_share(0.00001) == "$<$0.01\\%"
+    assert format_share(1.0) == "100\\%" and format_share(0.0) == "0\\%"
+    assert format_share(0.934) == "93\\%"
+
+
+def test_decimals_follow_the_interval():
+    from echomtl.report.latex import interval_digits
+
+    assert interval_digits(0.60, 0.62) == 2  # +-0.01: a third decimal is noise
+    assert interval_digits(0.600, 0.615) == 3
+    assert interval_digits(float("nan"), 0.5) == 3

@@ -39,6 +39,7 @@ from echomtl.report.latex import (
     Tex,
     compare_phrase,
     format_number,
+    format_share,
     format_small,
     interval_digits,
     latex_escape,
@@ -579,7 +580,7 @@ def _diagnostics_numbers(diagnostics: pd.DataFrame | None, nums: _Numbers) -> di
             nums.put(f"{base}/n_steps", int(r["n"]))
             nums.put(f"{base}/norm_ratio", format_number(10 ** r["ratio"], 1))
             nums.put(f"{base}/wnorm_ratio", format_number(10 ** r["wratio"], 1))
-            nums.put(f"{base}/share_det", format_number(r["share"], 0, percent=True))
+            nums.put(f"{base}/share_det", format_share(r["share"]))
             nums.put(f"{base}/null_cosine", format_small(r["null"]))
             rows.append(
                 {

@@ -500,27 +500,6 @@ def _place_labels(
         placed.append(text.get_window_extent(renderer))
 
 
-def _front_configurations(res: Results, front: Sequence[str]) -> list[str]:
-    """Every configuration of the study with both metrics, not on the front: the main table's
-    (its order), then the reference's alpha and augmentation variants (experiments table order)."""
-    main = [res.chosen[g] for g in res.main_groups()]
-    t = res.experiments
-    rest = [
-        e
-        for e in t.index
-        if res.ran(e)
-        and not bool(t.at[e, "split_variant"])
-        and not bool(t.at[e, "per_fold_selection"] if "per_fold_selection" in t else False)
-    ]
-    out = []
-    for e in main + rest:
-        if e in front or e in out:
-            continue
-        if res.has(e, "map50") and res.has(e, "view_accuracy"):
-            out.append(str(e))
-    return out
-
-
 def _xy_err(res: Results, exps: Sequence[str]) -> tuple[list, list, np.ndarray, np.ndarray]:
     xs = [res.get(e, "view_accuracy") for e in exps]
     ys = [res.get(e, "map50") for e in exps]
@@ -549,7 +528,7 @@ def fig_front(res: Results, out_stem: PathLike) -> list[Path]:
     front = res.front_runs()
     if len(front) < 2:
         raise ValueError("fig_front: fewer than two fixed-weight runs with a view head ran")
-    others = _front_configurations(res, front)
+    others = res.front_rivals()
     colors = _colors(others, list(res.experiments.index))
     keys = _letters(len(others))
     fixed_points = {e: (res.get(e, "map50"), res.get(e, "view_accuracy")) for e in front}

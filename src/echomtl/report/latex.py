@@ -173,6 +173,21 @@ def format_number(value: Any, digits: int = 3, percent: bool = False, signed: bo
     return Tex(text + (r"\%" if percent else ""))
 
 
+def format_share(value: Any, digits: int = 0) -> Tex:
+    """A share as a percentage that never rounds a partial share to 0% or 100%: more decimals
+    (up to two) where needed, and "$>$99.99%" / "$<$0.01%" beyond that."""
+    if value is None or (isinstance(value, float) and value != value):
+        return Tex("n/a")
+    v = float(value)
+    while digits < 2 and 0 < v < 1 and round(100 * v, digits) in (0.0, 100.0):
+        digits += 1
+    if 0 < v < 1 and round(100 * v, digits) == 100.0:
+        return Tex("$>$99.99\\%")
+    if 0 < v < 1 and round(100 * v, digits) == 0.0:
+        return Tex("$<$0.01\\%")
+    return format_number(v, digits, percent=True)
+
+
 def interval_digits(low: float | None, high: float | None) -> int:
     """Decimals a value with this 95% interval deserves: 2 when the interval is +-0.01 or wider
     (a third decimal would be noise), else 3; 3 without an interval."""

@@ -234,14 +234,23 @@ class Results:
         return sorted(names, key=lambda e: (float(t.loc[e, "w_cls"]), float(t.loc[e, "w_det"])))
 
     def front_rivals(self) -> list[str]:
-        """The main table's other configurations with both metrics (placed against the front)."""
+        """Every other configuration of the study with both metrics, placed against the front:
+        the main table's (its order), then the reference's alpha and augmentation variants."""
         front = set(self.front_runs())
-        exps = [self.chosen[g] for g in self.main_groups()]
-        return [
-            e
-            for e in exps
-            if e not in front and self.has(e, "map50") and self.has(e, "view_accuracy")
-        ]
+        t = self.experiments
+        main = [self.chosen[g] for g in self.main_groups()]
+        rest = [e for e in t.index if self.ran(e) and not bool(t.at[e, "split_variant"])
+                and not bool(t.at[e, "per_fold_selection"])]  # fmt: skip
+        out: list[str] = []
+        for e in main + rest:
+            if (
+                e not in front
+                and e not in out
+                and self.has(e, "map50")
+                and self.has(e, "view_accuracy")
+            ):
+                out.append(str(e))
+        return out
 
     def class_names(self) -> list[str]:
         """Detection class names, in the order the metrics JSON gave them."""

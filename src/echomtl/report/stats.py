@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 VERDICTS = ("higher", "lower", "not distinguishable at 95%")
-DEFAULT_METRICS = ("map50", "map50_95", "view_accuracy")
+DEFAULT_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
 
 
 def verdict(diff: float, low: float, high: float) -> str:

@@ -552,7 +552,7 @@ def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path
             }
         )  # fmt: skip
     rag = r">{\raggedright\arraybackslash}"
-    fmt = rf"{rag}p{{0.29\linewidth}}rr{rag}p{{0.2\linewidth}}{rag}p{{0.22\linewidth}}"
+    fmt = rf"{rag}p{{0.31\linewidth}}rr{rag}p{{0.25\linewidth}}{rag}p{{0.23\linewidth}}"
     change = [first_comparison] if first_comparison < len(rows) else []
     return _write(pd.DataFrame(rows), out_tex, column_format=fmt, midrule_before=change)
 
