@@ -178,9 +178,9 @@ def test_split_table_puts_each_scheme_beside_its_leakage(built):
     body = [line for line in text.splitlines() if line.endswith("\\\\") and "Scheme" not in line]
     # the study run on valid and test, the variant on valid only (its export has no test split)
     assert [(("export" in r), r.split("&")[2].strip()) for r in body] == [
-        (False, "valid"),
+        (False, "validation"),
         (False, "test"),
-        (True, "valid"),
+        (True, "validation"),
     ]
     rows = queries.split_rows(res, study.audits)
     for row, line in zip(rows, body, strict=True):

@@ -39,6 +39,7 @@ __all__ = [
     "TIDY_COLUMNS",
     "LOSS_WINDOW",
     "SCORES",
+    "score_definition",
     "load_experiments_table",
     "collect_metrics",
     "read_tidy",
@@ -73,15 +74,22 @@ EXPERIMENT_COLUMNS = (
     "augment",
 )
 
-#: selection scores accepted by :func:`select_group` (config ``report.selection_metric``).
+#: selection scores accepted by :func:`select_group` (config ``report.selection_metric``); with
+#: several seeds each validation value is the mean over seeds (:data:`SEED_CLAUSE`).
 SCORES = {
     "mean_map50_accuracy": (
         "mean of validation mAP@0.5 and validation view accuracy (mAP@0.5 alone for models "
-        "without a classification head), each averaged over seeds"
+        "without a classification head)"
     ),
-    "map50": "validation mAP@0.5, averaged over seeds",
-    "accuracy": "validation view accuracy, averaged over seeds",
+    "map50": "validation mAP@0.5",
+    "accuracy": "validation view accuracy",
 }
+SEED_CLAUSE = ", each value averaged over seeds"
+
+
+def score_definition(score: str, n_seeds: int) -> str:
+    """The selection score in words; the seed clause only when there are several seeds."""
+    return SCORES[score] + (SEED_CLAUSE if n_seeds > 1 else "")
 
 
 def load_experiments_table(experiments: pd.DataFrame | PathLike) -> pd.DataFrame:
@@ -392,7 +400,7 @@ def select_group(
     result = {
         "group": group,
         "split": "valid",
-        "score": {"name": score, "definition": SCORES[score]},
+        "score": {"name": score, "definition": score_definition(score, len(set(tidy["seed"])))},
         "varying": varying,
         "candidates": candidates,
         "chosen": best["experiment"],

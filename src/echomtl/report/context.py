@@ -31,8 +31,8 @@ from echomtl.report._io import PathLike
 from echomtl.report.aggregate import (
     LOSS_WINDOW,
     PHASES,
-    SCORES,
     load_audit,
+    score_definition,
 )
 from echomtl.report.front import split_by_front
 from echomtl.report.latex import (
@@ -802,7 +802,9 @@ def build_context(
         "aug": aug,
         "manual_group": res.row(roles["manual"])["group"] if roles["manual"] else None,
         "selection_definition": latex_escape(
-            SCORES[config["report"].get("selection_metric", "mean_map50_accuracy")]
+            score_definition(
+                config["report"].get("selection_metric", "mean_map50_accuracy"), len(seeds)
+            )
         ),
         "split_pairs": split_pairs,
         "scheme_name": protocol_name(scheme),
@@ -813,5 +815,6 @@ def build_context(
         "time_unit": time_name,
         "device_words": _device_words(str(config["train"].get("device", "cpu"))),
         "examples_rule": latex_escape(DETECTION_EXAMPLES_RULE),
+        "split_words": SPLIT_WORDS,
         **help_.context(),
     }

@@ -395,7 +395,7 @@ def table_split(res: Results, audits: Mapping[str, PathLike | dict], out_tex: Pa
         {
             "Method": [res.label(r["pair"]) for r in rows],
             "Scheme": [scheme_label(r["scheme"]) for r in rows],
-            "Evaluated on": [r["split"] for r in rows],
+            "Evaluated on": [SPLIT_WORDS.get(r["split"], r["split"]) for r in rows],
             Tex("\\makecell{Images from\\\\train videos}"): [
                 Tex(
                     f"{r['n_from_train_videos']}/{r['n_images']} "
