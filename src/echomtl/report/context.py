@@ -227,8 +227,9 @@ def _result_numbers(res: Results, nums: _Numbers) -> str:
             pair = res.pair(exp, m) if exp != ref else None
             if pair is not None:
                 d = interval_digits(pair["low"], pair["high"])
-                for key, part in (("", "diff"), ("/low", "low"), ("/high", "high")):
-                    nums.put(f"diff/{exp}/{m}{key}", format_number(pair[part], d, signed=True))
+                nums.put(f"diff/{exp}/{m}", format_number(pair["diff"], d, signed=True))
+                for part in ("low", "high"):  # a bound's side of zero stays visible
+                    nums.put(f"diff/{exp}/{m}/{part}", format_small(pair[part], d, signed=True))
                 mdd = pair.get("mdd")
                 if mdd is not None and not math.isnan(float(mdd)):
                     nums.put(f"diff/{exp}/{m}/mdd", format_number(float(mdd), 2))
@@ -250,6 +251,13 @@ def _result_numbers(res: Results, nums: _Numbers) -> str:
             nums.put(f"time/{exp}", format_number(cpu / scale, 1))
         if res.has(exp, "n_images"):
             nums.put(f"test/{exp}/n_images", int(res.mean(exp, "n_images")))
+    return {"h": "CPU hours", "min": "CPU minutes"}[unit]
+
+
+def _selection_numbers(res: Results, nums: _Numbers) -> dict[str, int]:
+    """Validation scores, and per group the chosen point's lead over the runner-up and its ties
+    (returns the number of tied decisions per group)."""
+    selection_ties: dict[str, int] = {}
     for group, sel in res.selections.items():
         for cand in sel["candidates"]:
             nums.put(f"valid/{cand['experiment']}/score", format_number(cand["score"]))
@@ -259,8 +267,9 @@ def _result_numbers(res: Results, nums: _Numbers) -> str:
             nums.put(f"sel/{group}/margin_min", format_small(min(leads), 3))
             nums.put(f"sel/{group}/margin_max", format_small(max(leads), 3))
             nums.put(f"sel/{group}/ties", sum(t > 0 for _, t in margins))
+            selection_ties[group] = sum(t > 0 for _, t in margins)
             nums.put(f"sel/{group}/decisions", len(margins))
-    return {"h": "CPU hours", "min": "CPU minutes"}[unit]
+    return selection_ties
 
 
 class _Helpers:
@@ -533,8 +542,9 @@ def _claims_numbers(claims: dict, res: Results, nums: _Numbers) -> dict[str, Any
             nums.put(f"{base}/claimed", format_number(r["claimed"], 3, signed=True))
             if r["status"] == "measured":
                 d = interval_digits(r["low"], r["high"])
-                for k in ("measured", "low", "high"):
-                    nums.put(f"{base}/{k}", format_number(r[k], d, signed=True))
+                nums.put(f"{base}/measured", format_number(r["measured"], d, signed=True))
+                for k in ("low", "high"):
+                    nums.put(f"{base}/{k}", format_small(r[k], d, signed=True))
                 if not math.isnan(r["mdd"]):
                     nums.put(f"{base}/mdd", format_number(r["mdd"], 2))
         comparisons.append(
@@ -722,6 +732,7 @@ def build_context(
     seeds = [str(s) for s in _cfg(config, "seeds")]
 
     time_name = _result_numbers(res, nums)
+    selection_ties = _selection_numbers(res, nums)
     help_ = _Helpers(res, nums)
     verdicts = _verdicts(res, help_, nums, roles)
     _config_numbers(config, nums, ref_row, res)
@@ -816,5 +827,6 @@ def build_context(
         "device_words": _device_words(str(config["train"].get("device", "cpu"))),
         "examples_rule": latex_escape(DETECTION_EXAMPLES_RULE),
         "split_words": SPLIT_WORDS,
+        "selection_ties": selection_ties,
         **help_.context(),
     }

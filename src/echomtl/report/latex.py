@@ -196,16 +196,17 @@ def interval_digits(low: float | None, high: float | None) -> int:
     return 2 if (float(high) - float(low)) / 2 >= 0.01 else 3
 
 
-def format_small(value: Any, digits: int = 2) -> Tex:
-    """A value that may be close to 0 (a median cosine): ``digits`` decimals, or two significant
-    digits when those decimals would print 0, so that -0.0045 is never shown as 0.00."""
+def format_small(value: Any, digits: int = 2, signed: bool = False) -> Tex:
+    """A value that may be close to 0 (a median cosine, an interval bound): ``digits`` decimals,
+    or two significant digits when those decimals would print 0, so that -0.0045 is never shown
+    as 0.00 (and a bound's side of zero, which decides a verdict, stays visible)."""
     if value is None or (isinstance(value, float) and value != value):
         return Tex("n/a")
     value = float(value)
     if value != 0 and abs(value) < 10 ** (-digits) / 2:
         decimals = max(digits, 1 - math.floor(math.log10(abs(value))))
-        return format_number(value, decimals)
-    return format_number(value, digits)
+        return format_number(value, decimals, signed=signed)
+    return format_number(value, digits, signed=signed)
 
 
 #: comparative phrases by verdict (stats.verdict); "A is <phrase> B".

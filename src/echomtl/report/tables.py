@@ -97,8 +97,8 @@ def diff_cell(res: Results, other: str, metric: str, digits: int | None = None) 
     if digits is None:
         digits = interval_digits(pair["low"], pair["high"])
     d = format_number(pair["diff"], digits, signed=True)
-    low = format_number(pair["low"], digits, signed=True)
-    high = format_number(pair["high"], digits, signed=True)
+    low = format_small(pair["low"], digits, signed=True)
+    high = format_small(pair["high"], digits, signed=True)
     word = VERDICT_SHORT[pair["verdict"]]
     mdd = pair.get("mdd")
     if word == "n.d." and mdd is not None and not _isnan(float(mdd)):
@@ -143,6 +143,7 @@ def table_dataset(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> P
     images per view (``audits``: ``{scheme label: audit.json path or dict}``)."""
     frame, _ = dataset_counts(audits)
     frame["Scheme"] = frame["Scheme"].map(scheme_label)
+    frame["Split"] = frame["Split"].map(lambda s: SPLIT_WORDS.get(s, s))
     frame = frame.rename(columns=lambda c: c.removeprefix("view:"))
     cells = frame.astype(object).map(lambda v: Tex(str(v)) if isinstance(v, int) else v)
     scheme_change = [
@@ -179,7 +180,7 @@ def table_leakage(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> P
     cells = pd.DataFrame(
         {
             "Scheme": frame["scheme"].map(scheme_label),
-            "Split": frame["split"],
+            "Split": frame["split"].map(lambda s: SPLIT_WORDS.get(s, s)),
             head["videos"]: pairs("n_videos_in_train", "n_videos"),
             head["patients"]: pairs("n_patients_in_train", "n_patients"),
             head["img_v"]: pairs("n_images_from_train_videos", "n_images"),
