@@ -519,9 +519,11 @@ def table_claims(claims_yaml: PathLike, res: Results, out_tex: PathLike) -> Path
         if r["compare"] == "ratio":
             ours, src = Tex("(as a ratio, below)"), DASH
         elif r["status"] == "measured":
-            ours = Tex(
-                format_number(r["measured"], _digits_for(r["measured"], r["digits"])) + r["suffix"]
-            )
+            digits = _digits_for(r["measured"], r["digits"])
+            ci = res.interval(r["experiment"], r["metric"]) if r["split"] == "test" else None
+            if ci is not None:  # a test metric: as many decimals as its interval supports
+                digits = interval_digits(ci["low"], ci["high"])
+            ours = Tex(format_number(r["measured"], digits) + r["suffix"])
             src = Tex(f"{res.label(r['experiment'])}: {source_words(r['split'], r['metric'])}")
         else:
             ours, src = Tex(f"({r['status']})"), DASH
