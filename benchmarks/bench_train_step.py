@@ -1,8 +1,8 @@
 """Training-step throughput (images/second) of our YOLOv5 re-implementation on CPU.
 
 One step = forward + YoloLoss (+ view loss for the multitask model) + backward + SGD step, batch 16
-of random images with a few random boxes each. Prints a table with the reference YOLOv5 v7.0 figures
-measured on this machine (docs/yolov5.md) beside ours.
+of random images with a few random boxes each. Absolute figures of this machine only; the
+comparison with the packaged YOLOv5 v7.0 is measured side by side by ``bench_peer.py``.
 
     .venv/bin/python benchmarks/bench_train_step.py                 # n and s at 128/160/320 px
     .venv/bin/python benchmarks/bench_train_step.py --scales n --sizes 128 --variants det_only
@@ -18,15 +18,6 @@ from _common import make_batch
 
 from echomtl.losses import YoloLoss, view_loss
 from echomtl.models.multitask import build_model
-
-REFERENCE = {  # img/s, reference YOLOv5 v7.0, CPU, 2 threads, batch 16
-    ("n", 128): 100.0,
-    ("n", 160): 68.0,
-    ("n", 320): 18.0,
-    ("s", 128): 40.0,
-    ("s", 160): 28.0,
-    ("s", 320): 6.6,
-}
 
 
 def bench(
@@ -85,8 +76,7 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
         f"channels_last {args.channels_last}"
     )
-    print("reference = YOLOv5 v7.0 code on this CPU, 2 threads, batch 16 (yolov5-v7-reference.md)")
-    print(f"{'variant':<14}{'scale':<7}{'imgsz':>6}{'img/s':>10}{'reference':>11}{'ratio':>8}")
+    print(f"{'variant':<14}{'scale':<7}{'imgsz':>6}{'img/s':>10}")
     for variant in args.variants:
         for scale in args.scales:
             for imgsz in args.sizes:
@@ -94,10 +84,7 @@ def main() -> None:
                 ips = bench(
                     variant, scale, imgsz, args.batch, args.warmup, iters, args.channels_last
                 )
-                ref = REFERENCE.get((scale, imgsz)) if args.batch == 16 else None
-                ref_s = f"{ref:>11.1f}" if ref else f"{'-':>11}"
-                ratio = f"{ips / ref:>8.2f}" if ref else f"{'-':>8}"
-                print(f"{variant:<14}{scale:<7}{imgsz:>6}{ips:>10.1f}{ref_s}{ratio}", flush=True)
+                print(f"{variant:<14}{scale:<7}{imgsz:>6}{ips:>10.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ PYTHON = sys.executable
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 BENCHMARKS = {
+    # needs .venv-peer (benchmarks/bench_peer.py --setup, once)
+    "peer_train_step": [PYTHON, "benchmarks/bench_peer.py"],
     "train_step": [PYTHON, "benchmarks/bench_train_step.py", "--variants", "det_only", "multitask"],
     "data_loader": [PYTHON, "benchmarks/bench_data.py", "--train", "320", "--valid", "0",
                     "--test", "0"],
