@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -74,10 +73,11 @@ class Peer:
         if not PEER_PYTHON.exists():
             raise SystemExit(f"{PEER_VENV} is missing: run benchmarks/bench_peer.py --setup")
         worker = Path(__file__).with_name("_peer_worker.py")
-        env = {**os.environ, "YOLOv5_VERBOSE": "False"}  # no model summary per build
+        # the peer logs a model summary per build: kept in a file, shown only when it fails
+        self.log = tempfile.NamedTemporaryFile("w+", suffix="-peer.log", delete=False)
         self.proc = subprocess.Popen(
             [str(PEER_PYTHON), str(worker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, cwd=tempfile.gettempdir(), env=env,
+            stderr=self.log, text=True, cwd=tempfile.gettempdir(),
         )  # fmt: skip
 
     def ask(self, **msg: object) -> dict:
@@ -86,7 +86,7 @@ class Peer:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise SystemExit("the peer worker stopped (see its error above)")
+            raise SystemExit("the peer worker stopped:\n" + Path(self.log.name).read_text()[-3000:])
         return json.loads(line)
 
     def close(self) -> None:
@@ -96,13 +96,21 @@ class Peer:
         self.proc.wait(timeout=30)
 
 
-def compare(scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: int, peer: Peer):
+#: how our step may run (candidates for speed; the numerics are compared with the peer's either way)
+MODES = ("eager", "channels_last", "compile")
+
+
+def compare(
+    scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: int, peer: Peer,
+    mode: str = "eager",
+) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model("det_only", scale, nc=4, n_views=3)
     model.train()
     loss_fn = YoloLoss(model.detect, imgsz)
     images, targets, _ = make_batch(bs, imgsz, seed=0)
+    forward = model
     with tempfile.TemporaryDirectory() as tmp:
         weights, batch = Path(tmp) / "w.pt", Path(tmp) / "b.pt"
         torch.save(model.detector.state_dict(), weights)
@@ -111,9 +119,17 @@ def compare(scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: i
             cmd="load", scale=scale, nc=4, imgsz=imgsz, threads=threads,
             hyp=peer_hyp(4, imgsz), weights=str(weights), batch=str(batch),
         )  # fmt: skip
-    loss, _ = loss_fn(model(images).det, targets)
+    if mode == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+        forward = model
+    elif mode == "compile":
+        forward = torch.compile(model)
+    started = time.perf_counter()
+    loss, _ = loss_fn(forward(images).det, targets)
     model.zero_grad(set_to_none=True)
     loss.backward()
+    first_step = time.perf_counter() - started
     ours_norms = {n.removeprefix("detector."): float(p.grad.norm())
                   for n, p in model.named_parameters() if p.grad is not None}  # fmt: skip
     common = sorted(set(ours_norms) & set(theirs["grad_norms"]))
@@ -124,7 +140,7 @@ def compare(scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: i
     def ours(n: int) -> float:
         start = time.perf_counter()
         for _ in range(n):
-            loss, _ = loss_fn(model(images).det, targets)
+            loss, _ = loss_fn(forward(images).det, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -139,7 +155,7 @@ def compare(scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: i
     return {
         "loss_ours": float(loss.detach()), "loss_peer": theirs["loss"], "grad_rel_diff": rel,
         "n_params_compared": len(common), "ours_s": statistics.median(ours_s),
-        "peer_s": statistics.median(peer_s),
+        "peer_s": statistics.median(peer_s), "first_step_s": first_step,
     }  # fmt: skip
 
 
@@ -152,25 +168,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    ap.add_argument("--mode", choices=MODES, default="eager", help="how our step runs")
     args = ap.parse_args()
     if args.setup:
         setup()
         return
     print(f"peer: {PEER_PACKAGE} in {PEER_VENV.name}; torch {torch.__version__} on both sides; "
           f"batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds of "
-          f"{args.steps} steps (median)")  # fmt: skip
+          f"{args.steps} steps (median); ours: {args.mode}")  # fmt: skip
     head = ("scale", "imgsz", "loss ours", "loss peer", "max grad diff", "ours img/s",
-            "peer img/s", "ratio")  # fmt: skip
-    print("{:<6}{:>6}{:>12}{:>12}{:>15}{:>12}{:>12}{:>8}".format(*head))
+            "peer img/s", "ratio", "first s")  # fmt: skip
+    print("{:<6}{:>6}{:>12}{:>12}{:>15}{:>12}{:>12}{:>8}{:>9}".format(*head))
     peer = Peer()
     try:
         for scale in args.scales:
             for imgsz in args.sizes:
-                r = compare(scale, imgsz, args.batch, args.threads, args.rounds, args.steps, peer)
+                r = compare(scale, imgsz, args.batch, args.threads, args.rounds, args.steps, peer,
+                            args.mode)  # fmt: skip
                 print(f"{scale:<6}{imgsz:>6}{r['loss_ours']:>12.6f}{r['loss_peer']:>12.6f}"
                       f"{r['grad_rel_diff']:>15.2e}{args.batch / r['ours_s']:>12.1f}"
-                      f"{args.batch / r['peer_s']:>12.1f}{r['peer_s'] / r['ours_s']:>7.2f}x",
-                      flush=True)  # fmt: skip
+                      f"{args.batch / r['peer_s']:>12.1f}{r['peer_s'] / r['ours_s']:>7.2f}x"
+                      f"{r['first_step_s']:>9.1f}", flush=True)  # fmt: skip
     finally:
         peer.close()
     print(
