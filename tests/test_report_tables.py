@@ -187,3 +187,20 @@ def test_split_table_puts_each_scheme_beside_its_leakage(built):
         assert f"{row['n_from_train_videos']}/{row['n_images']}" in line
         assert f"{row['map50']:.3f}" in line
     assert "_" not in text.replace("\\_", "")
+
+
+def test_claims_comparisons_name_their_claims(tmp_path):
+    """A comparison of claims.yaml naming no claim, or of an unknown kind, fails naming the file."""
+    base = (
+        "source: {}\nclaims:\n  - {id: a, quantity: q, claimed: 1, where: w,\n"
+        "      measured: {experiment: fixed, metric: map50}}\n"
+    )
+    bad = tmp_path / "claims.yaml"
+    bad.write_text(
+        base + "comparisons:\n  - {id: c, quantity: q, of: a, over: zz, kind: difference}\n"
+    )
+    with pytest.raises(ValueError, match=r"claims\.yaml: comparison c: over 'zz' is no claim id"):
+        queries.load_claims(bad)
+    bad.write_text(base + "comparisons:\n  - {id: c, quantity: q, of: a, over: a, kind: sum}\n")
+    with pytest.raises(ValueError, match="kind 'sum'"):
+        queries.load_claims(bad)

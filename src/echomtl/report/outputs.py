@@ -14,6 +14,7 @@ their plotting or table modules when they run.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +143,26 @@ class Output:
     #: one sentence for the Snakemake report (the paper's caption is in the template)
     caption: str
 
-    def path(self, paper: str) -> str:
-        return f"{paper}/{self.kind}s/{self.name}.{'tex' if self.kind == 'table' else 'pdf'}"
-
 
 def _results(layout: Layout) -> Inputs:
     return layout.results()
+
+
+def _renderers(kind: str) -> Any:
+    """The module of a kind's renderers, imported when a job renders (never at parse time)."""
+    return importlib.import_module(f"echomtl.report.{kind}s")
+
+
+def _on_results(
+    kind: Literal["table", "figure"], name: str, renderer: str, condition: str | None,
+    caption: str, *args: Any,
+) -> Output:  # fmt: skip
+    """An output drawn from the study's results alone: ``renderer(results, *args, out)``."""
+
+    def render(s: Sources, out: Path) -> Any:
+        return getattr(_renderers(kind), renderer)(s.results, *args, out)
+
+    return Output(name, kind, render, _results, condition, caption)
 
 
 def _results_audits(layout: Layout) -> Inputs:
@@ -155,12 +170,8 @@ def _results_audits(layout: Layout) -> Inputs:
 
 
 def _tables() -> list[Output]:
-    from_results = functools.partial(Output, kind="table", inputs=_results)
-
     def tables() -> Any:
-        from echomtl.report import tables as t
-
-        return t
+        return _renderers("table")
 
     return [
         Output(
@@ -175,9 +186,9 @@ def _tables() -> list[Output]:
             lambda lay: lay.audit_files(), None,
             "Evaluation images whose video or patient is also in training, per partition.",
         ),
-        from_results(
-            name="main", render=lambda s, out: tables().table_main(s.results, out),
-            condition=None, caption="Test metrics of every configuration with 95% intervals.",
+        _on_results(
+            "table", "main", "table_main", None,
+            "Test metrics of every configuration with 95% intervals.",
         ),
         Output(
             "claims", "table",
@@ -185,29 +196,25 @@ def _tables() -> list[Output]:
             lambda lay: {**lay.results(), "claims": lay.claims}, None,
             "The seed guide's claimed numbers beside the measured ones.",
         ),
-        from_results(
-            name="alpha", render=lambda s, out: tables().table_alpha(s.results, out),
-            condition="alpha", caption="GradNorm's asymmetry alpha against test metrics.",
+        _on_results(
+            "table", "alpha", "table_alpha", "alpha",
+            "GradNorm's asymmetry alpha against test metrics.",
         ),
-        from_results(
-            name="augmentation",
-            render=lambda s, out: tables().table_augmentation(s.results, out),
-            condition="augmentation", caption="The reference with and without augmentation.",
+        _on_results(
+            "table", "augmentation", "table_augmentation", "augmentation",
+            "The reference with and without augmentation.",
         ),
-        from_results(
-            name="dual_backbone",
-            render=lambda s, out: tables().table_dual_backbone(s.results, out),
-            condition="dual_backbone", caption="Shared trunk against two separate backbones.",
+        _on_results(
+            "table", "dual_backbone", "table_dual_backbone", "dual_backbone",
+            "Shared trunk against two separate backbones.",
         ),
-        from_results(
-            name="traditional",
-            render=lambda s, out: tables().table_traditional(s.results, out),
-            condition="traditional", caption="Fixed and manually tuned loss weights.",
+        _on_results(
+            "table", "traditional", "table_traditional", "traditional",
+            "Fixed and manually tuned loss weights.",
         ),
-        from_results(
-            name="selection",
-            render=lambda s, out: tables().table_selection(s.results, "manual", out),
-            condition="manual", caption="Validation scores of the manual weight grid.",
+        _on_results(
+            "table", "selection", "table_selection", "manual",
+            "Validation scores of the manual weight grid.", "manual",
         ),
         Output(
             "weight_phases", "table",
@@ -223,10 +230,9 @@ def _tables() -> list[Output]:
             lambda lay: {"diagnostics": lay.run_files(lay.multitask, "diagnostics.csv")},
             "diagnostics", "Gradient cosines, null reference and weighted norm ratios.",
         ),
-        from_results(
-            name="verdicts", render=lambda s, out: tables().table_verdicts(s.results, out),
-            condition="comparisons",
-            caption="Paired verdicts of the reference against every configuration, per metric.",
+        _on_results(
+            "table", "verdicts", "table_verdicts", "comparisons",
+            "Paired verdicts of the reference against every configuration, per metric.",
         ),
         Output(
             "split", "table",
@@ -252,11 +258,8 @@ def _claimed_differences(sources: Sources) -> dict[str, float]:
 
 def _figures() -> list[Output]:
     def figures() -> Any:
-        from echomtl.report import figures as f
+        return _renderers("figure")
 
-        return f
-
-    from_results = functools.partial(Output, kind="figure", inputs=_results)
     return [
         Output(
             "training_curves", "figure",
@@ -282,10 +285,9 @@ def _figures() -> list[Output]:
             lambda lay: {"diagnostics": lay.run_files(lay.multitask, "diagnostics.csv")},
             "diagnostics", "Per-step cosine between the task gradients, with the null band.",
         ),
-        from_results(
-            name="main_comparison",
-            render=lambda s, out: figures().fig_main_comparison(s.results, out),
-            condition=None, caption="Test mAP@0.5 and view accuracy with 95% intervals.",
+        _on_results(
+            "figure", "main_comparison", "fig_main_comparison", None,
+            "Test mAP@0.5 and view accuracy with 95% intervals.",
         ),
         Output(
             "paired_differences", "figure",
@@ -296,24 +298,21 @@ def _figures() -> list[Output]:
             lambda lay: {**lay.results(), "claims": lay.claims}, "comparisons",
             "Paired differences from the reference, with the seed guide's claimed difference.",
         ),
-        from_results(
-            name="front", render=lambda s, out: figures().fig_front(s.results, out),
-            condition="front", caption="Every configuration against the fixed-weight front.",
+        _on_results(
+            "figure", "front", "fig_front", "front",
+            "Every configuration against the fixed-weight front.",
         ),
-        from_results(
-            name="alpha_sensitivity",
-            render=lambda s, out: figures().fig_alpha_sensitivity(s.results, out),
-            condition="alpha", caption="Test metrics against GradNorm's alpha.",
+        _on_results(
+            "figure", "alpha_sensitivity", "fig_alpha_sensitivity", "alpha",
+            "Test metrics against GradNorm's alpha.",
         ),
-        from_results(
-            name="augmentation",
-            render=lambda s, out: figures().fig_augmentation(s.results, out),
-            condition="augmentation", caption="The reference with and without augmentation.",
+        _on_results(
+            "figure", "augmentation", "fig_augmentation", "augmentation",
+            "The reference with and without augmentation.",
         ),
-        from_results(
-            name="per_class_ap",
-            render=lambda s, out: figures().fig_per_class_ap(s.results, out),
-            condition=None, caption="Test AP@0.5 per class, with the boxes per class.",
+        _on_results(
+            "figure", "per_class_ap", "fig_per_class_ap", None,
+            "Test AP@0.5 per class, with the boxes per class.",
         ),
         Output(
             "confusion_matrix", "figure",

@@ -220,10 +220,6 @@ def load_claims(path: PathLike) -> dict:
 COMPARISON_KINDS = ("difference", "ratio")
 
 
-def _claim_experiment(claim: dict, res: Results | None = None) -> str | None:
-    return _claimed_run(claim, res.chosen if res is not None else None)
-
-
 def _claimed_run(claim: dict, chosen: Mapping[str, str] | None) -> str | None:
     """The experiment a claim is measured on: named, or its group's validation choice."""
     m = claim["measured"]
@@ -246,7 +242,7 @@ def comparison_rows(claims: dict, res: Results) -> list[dict]:
         split = of["measured"].get("split", "test")
         if over["measured"]["metric"] != metric:
             raise ValueError(f"claims comparison {comp['id']}: its claims measure different things")
-        exp_of, exp_over = _claim_experiment(of, res), _claim_experiment(over, res)
+        exp_of, exp_over = _claimed_run(of, res.chosen), _claimed_run(over, res.chosen)
         row: dict[str, Any] = {
             "id": comp["id"], "quantity": comp["quantity"], "kind": comp["kind"],
             "metric": metric, "split": split, "of": exp_of, "over": exp_over,
@@ -313,9 +309,7 @@ def claims_rows(claims: dict, res: Results) -> list[dict]:
     out = []
     for c in claims["claims"]:
         m = c["measured"]
-        exp = m.get("experiment")
-        if exp is None and "group" in m:
-            exp = res.chosen.get(m["group"])
+        exp = _claimed_run(c, res.chosen)
         scale, suffix = UNITS[c.get("unit", "value")]
         measured, status = math.nan, "measured"
         if exp is None or exp not in res.experiments.index or not res.ran(exp):
