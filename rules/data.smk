@@ -8,6 +8,8 @@ rule generate_synthetic:
         f"{R}/logs/generate_synthetic.log",
     benchmark:
         f"{R}/benchmarks/generate_synthetic.tsv"
+    # the images render in parallel (nothing else can run before them); capped at --cores
+    threads: 4
     conda:
         "../environment.yml"
     params:

@@ -41,6 +41,16 @@ def test_same_seed_is_byte_identical(small_pair):
     assert summary["splits"]["train"]["images"] == 6 and summary["splits"]["valid"]["images"] == 3
 
 
+def test_worker_processes_write_the_same_bytes_and_summary(small_pair, tmp_path):
+    a, _, summary = small_pair
+    parallel = generate_synthetic_export(tmp_path / "p", SMALL, seed=0, workers=2, **KW)
+    assert _files(tmp_path / "p") == _files(a)
+    strip = ("image_path", "label_path")
+    assert [{k: v for k, v in i.items() if k not in strip} for i in parallel["images"]] == [
+        {k: v for k, v in i.items() if k not in strip} for i in summary["images"]
+    ]
+
+
 def test_other_seed_differs(small_pair, tmp_path):
     a, _, _ = small_pair
     generate_synthetic_export(tmp_path / "c", SMALL, seed=1, **KW)

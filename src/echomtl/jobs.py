@@ -74,6 +74,7 @@ def generate_synthetic(snakemake: Any) -> None:
             view_label_noise=p.view_label_noise,
             video_overlap=p.video_overlap,
             sector_by_view=p.sector_by_view,
+            workers=snakemake.threads,
         )
         summary.pop("images", None)
         LOG.info("synthetic export written: %s", json.dumps(summary, default=str))

@@ -104,10 +104,12 @@ import argparse
 import base64
 import json
 import math
+import multiprocessing
 import shutil
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -724,6 +726,54 @@ def _data_yaml(class_names: Sequence[str], splits: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+_WRITER: dict[str, Any] = {}
+
+
+def _init_writer(
+    seed: int,
+    sector_by_view: float,
+    out: Path,
+    class_names: tuple[str, ...],
+    view_names: tuple[str, ...],
+) -> None:
+    """Per-process state of :func:`_write_image` (a renderer and where to write)."""
+    _WRITER.update(
+        renderer=_Renderer(seed, sector_by_view), out=out, class_names=class_names,
+        view_names=view_names,
+    )  # fmt: skip
+
+
+def _write_image(plan: ImagePlan) -> dict[str, Any]:
+    """Render one planned image, write its PNG and label file, return its summary row."""
+    out, class_names, view_names = _WRITER["out"], _WRITER["class_names"], _WRITER["view_names"]
+    pixels, box = _WRITER["renderer"].render(plan, view_names)
+    class_id = list(class_names).index(plan.class_name)
+    view_index = list(view_names).index(plan.label_view)
+    onehot = [1 if k == view_index else 0 for k in range(len(view_names))]
+    image_path = (out / plan.split / "images" / plan.name).resolve()
+    label_path = image_path.parent.parent / "labels" / (Path(plan.name).stem + ".txt")
+    Image.fromarray(pixels).save(image_path, format="PNG", compress_level=3)
+    label_path.write_text(_label_text(class_id, box, plan.width, plan.height, onehot), "utf-8")
+    return {
+        "name": plan.name,
+        "split": plan.split,
+        "patient_id": plan.patient_id,
+        "video_id": plan.video_id,
+        "frame": plan.frame,
+        "width": plan.width,
+        "height": plan.height,
+        "boxes": [[class_id, *(float(v) for v in box)]],
+        "view": plan.label_view,
+        "view_index": view_index,
+        "image_path": str(image_path),
+        "label_path": str(label_path),
+        "class_name": plan.class_name,
+        "true_view": plan.true_view,
+        "ambiguous": plan.ambiguous,
+        "label_noise": plan.label_noise,
+    }
+
+
 def generate_synthetic_export(
     out_dir: Path | str,
     sizes: Mapping[str, int] = DEFAULT_SIZES,
@@ -741,11 +791,13 @@ def generate_synthetic_export(
     video_overlap: float = 0.0,
     sector_by_view: float = 0.0,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Write a synthetic export to ``out_dir`` and return a summary.
 
     ``image_size`` is ``(width, height)``. ``out_dir`` must be empty or absent unless
     ``overwrite`` (which removes only the split folders and ``data.yaml`` it would write).
+    ``workers``: processes that render images (the output does not depend on it).
 
     Returns ``{"seed", "image_size", "class_names", "view_names", "splits": {split: {"images",
     "patients", "videos", "classes", "views", "class_view", "ambiguous", "label_noise"}},
@@ -783,37 +835,18 @@ def generate_synthetic_export(
         (out / s / "labels").mkdir(parents=True, exist_ok=True)
     if not 0.0 <= sector_by_view <= 1.0:
         raise ValueError(f"sector_by_view must be within [0, 1], got {sector_by_view}")
-    renderer = _Renderer(seed, sector_by_view)
-    images: list[dict[str, Any]] = []
-    for plan in plans:
-        pixels, box = renderer.render(plan, view_names)
-        class_id = list(class_names).index(plan.class_name)
-        view_index = list(view_names).index(plan.label_view)
-        onehot = [1 if k == view_index else 0 for k in range(len(view_names))]
-        image_path = (out / plan.split / "images" / plan.name).resolve()
-        label_path = image_path.parent.parent / "labels" / (Path(plan.name).stem + ".txt")
-        Image.fromarray(pixels).save(image_path, format="PNG", compress_level=3)
-        label_path.write_text(_label_text(class_id, box, plan.width, plan.height, onehot), "utf-8")
-        images.append(
-            {
-                "name": plan.name,
-                "split": plan.split,
-                "patient_id": plan.patient_id,
-                "video_id": plan.video_id,
-                "frame": plan.frame,
-                "width": plan.width,
-                "height": plan.height,
-                "boxes": [[class_id, *(float(v) for v in box)]],
-                "view": plan.label_view,
-                "view_index": view_index,
-                "image_path": str(image_path),
-                "label_path": str(label_path),
-                "class_name": plan.class_name,
-                "true_view": plan.true_view,
-                "ambiguous": plan.ambiguous,
-                "label_noise": plan.label_noise,
-            }
-        )
+    # Every image depends on its plan and the seed alone (each patient's and video's parameters
+    # come from their own seeded generator), so workers render the same bytes as one process.
+    task = (seed, sector_by_view, out, tuple(class_names), tuple(view_names))
+    if workers <= 1:
+        _init_writer(*task)
+        images = [_write_image(plan) for plan in plans]
+    else:
+        # fork: a spawned worker would re-run the calling script (a Snakemake job's is one);
+        # this process holds no threads (no torch), which is what makes forking it safe
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, context, _init_writer, task) as pool:
+            images = list(pool.map(_write_image, plans, chunksize=16))
     (out / "data.yaml").write_text(_data_yaml(class_names, splits), "utf-8")
     return _summary(images, seed, image_size, class_names, view_names, splits)
 

@@ -34,7 +34,9 @@ def build_optimizer(
                 bn_weights.append(param)
             else:
                 weights.append(param)
-    optimizer = torch.optim.SGD(biases, lr=lr0, momentum=momentum, nesterov=True)
+    # foreach: one multi-tensor kernel per group instead of a Python loop over ~200 tensors (the
+    # same arithmetic per element, so the same numbers; torch enables it by default on CUDA only)
+    optimizer = torch.optim.SGD(biases, lr=lr0, momentum=momentum, nesterov=True, foreach=True)
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": bn_weights, "weight_decay": 0.0})
     extra = list(extra_parameters)
