@@ -32,6 +32,7 @@ from _common import make_batch
 
 from echomtl.losses import DEFAULT_HYP, YoloLoss
 from echomtl.models.multitask import build_model
+from echomtl.training.precision import Precision
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".venv-peer"
@@ -100,50 +101,71 @@ class Peer:
 MODES = ("eager", "channels_last", "compile")
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def compare(
     scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: int, peer: Peer,
-    mode: str = "eager",
+    mode: str = "eager", device: str = "cpu", amp: str = "off",
 ) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    dev = torch.device(device)
     model = build_model("det_only", scale, nc=4, n_views=3)
     model.train()
     loss_fn = YoloLoss(model.detect, imgsz)
     images, targets, _ = make_batch(bs, imgsz, seed=0)
-    forward = model
     with tempfile.TemporaryDirectory() as tmp:
         weights, batch = Path(tmp) / "w.pt", Path(tmp) / "b.pt"
         torch.save(model.detector.state_dict(), weights)
         torch.save({"images": images, "targets": targets}, batch)
         theirs = peer.ask(
             cmd="load", scale=scale, nc=4, imgsz=imgsz, threads=threads,
-            hyp=peer_hyp(4, imgsz), weights=str(weights), batch=str(batch),
+            hyp=peer_hyp(4, imgsz), weights=str(weights), batch=str(batch), device=device,
+            amp=amp,
         )  # fmt: skip
+    model, images, targets = model.to(dev), images.to(dev), targets.to(dev)
+    loss_fn = YoloLoss(model.detect, imgsz)
+    precision = Precision(amp, dev)
+    forward = model
     if mode == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
         forward = model
     elif mode == "compile":
         forward = torch.compile(model)
+
+    def loss_of_batch() -> torch.Tensor:
+        with precision.autocast():  # the trainer's recipe: forward in autocast, loss in float32
+            det = forward(images).det
+        return loss_fn([d.float() for d in det], targets)[0]
+
     started = time.perf_counter()
-    loss, _ = loss_fn(forward(images).det, targets)
+    loss = loss_of_batch()
     model.zero_grad(set_to_none=True)
     loss.backward()
+    _sync(dev)
     first_step = time.perf_counter() - started
     ours_norms = {n.removeprefix("detector."): float(p.grad.norm())
                   for n, p in model.named_parameters() if p.grad is not None}  # fmt: skip
     common = sorted(set(ours_norms) & set(theirs["grad_norms"]))
     rel = max(abs(ours_norms[n] - theirs["grad_norms"][n]) / max(ours_norms[n], 1e-12)
               for n in common)  # fmt: skip
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    # the trainer's optimizer: multi-tensor SGD (echomtl.training.optim)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True, foreach=True)
 
     def ours(n: int) -> float:
+        _sync(dev)
         start = time.perf_counter()
         for _ in range(n):
-            loss, _ = loss_fn(forward(images).det, targets)
+            loss = loss_of_batch()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            (loss * precision.scale).backward()
+            precision.unscale_(opt)
+            precision.step(opt)
+        _sync(dev)
         return time.perf_counter() - start
 
     ours(2)
@@ -169,13 +191,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--mode", choices=MODES, default="eager", help="how our step runs")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:k], both sides")
+    ap.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="both sides")
     args = ap.parse_args()
     if args.setup:
         setup()
         return
     print(f"peer: {PEER_PACKAGE} in {PEER_VENV.name}; torch {torch.__version__} on both sides; "
           f"batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds of "
-          f"{args.steps} steps (median); ours: {args.mode}")  # fmt: skip
+          f"{args.steps} steps (median); ours: {args.mode}; {args.device}, "
+          f"amp {args.amp}")  # fmt: skip
     head = ("scale", "imgsz", "loss ours", "loss peer", "max grad diff", "ours img/s",
             "peer img/s", "ratio", "first s")  # fmt: skip
     print("{:<6}{:>6}{:>12}{:>12}{:>15}{:>12}{:>12}{:>8}{:>9}".format(*head))
@@ -184,7 +209,7 @@ def main() -> None:
         for scale in args.scales:
             for imgsz in args.sizes:
                 r = compare(scale, imgsz, args.batch, args.threads, args.rounds, args.steps, peer,
-                            args.mode)  # fmt: skip
+                            args.mode, args.device, args.amp)  # fmt: skip
                 print(f"{scale:<6}{imgsz:>6}{r['loss_ours']:>12.6f}{r['loss_peer']:>12.6f}"
                       f"{r['grad_rel_diff']:>15.2e}{args.batch / r['ours_s']:>12.1f}"
                       f"{args.batch / r['peer_s']:>12.1f}{r['peer_s'] / r['ours_s']:>7.2f}x"

@@ -1,11 +1,14 @@
 """Run every benchmark of the project and print one summary (one command for all figures).
 
-    .venv/bin/python benchmarks/run_all.py            # about 10 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/run_all.py --study    # + the whole default study (about 15 min)
+    .venv/bin/python benchmarks/run_all.py            # about 12 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run_all.py --study    # + the whole default study (about 11 min)
 
 Each benchmark is its own script (run it alone for details); this driver runs them one after the
 other on an otherwise idle machine, saves each output under ``results/benchmarks/`` and prints
-the wall time of each. Speed is measured here, never asserted in tests.
+the wall time of each, then a summary: the training step's ratio to the packaged YOLOv5 v7.0
+measured side by side (``bench_peer.py``), and with ``--study`` the default study's wall time and
+each method's seconds per training step inside it, against fixed weights (``study_times.py``).
+Speed is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ BENCHMARKS = {
     "train_step": [PYTHON, "benchmarks/bench_train_step.py", "--variants", "det_only", "multitask"],
     "data_loader": [PYTHON, "benchmarks/bench_data.py", "--train", "320", "--valid", "0",
                     "--test", "0"],
+    "loader_640": [PYTHON, "benchmarks/bench_loader.py", "--scale", "n", "--batch", "8"],
+    "amp_gradnorm": [PYTHON, "benchmarks/check_amp_gradnorm.py"],
     "balancing": [PYTHON, "benchmarks/bench_balancing.py"],
     "evaluation": [PYTHON, "benchmarks/bench_evaluation.py"],
     "dryrun_paper_config": [SNAKEMAKE, "-n", "--quiet", "rules", "--configfile",
@@ -35,7 +40,7 @@ BENCHMARKS = {
 }  # fmt: skip
 
 
-def run(name: str, command: list[str], out_dir: Path, env: dict[str, str]) -> float:
+def run(name: str, command: list[str], out_dir: Path, env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
@@ -45,7 +50,18 @@ def run(name: str, command: list[str], out_dir: Path, env: dict[str, str]) -> fl
     print(result.stdout.rstrip())
     if result.returncode != 0:
         print(result.stderr[-2000:])
-    return seconds
+    return seconds, result.stdout if result.returncode == 0 else ""
+
+
+def peer_ratios(output: str) -> list[str]:
+    """The rows of bench_peer's table (scale, size, ..., ratio) from its printed output."""
+    rows = []
+    for line in output.splitlines():
+        cells = line.split()
+        if len(cells) == 9 and cells[0] in ("n", "s", "m", "l", "x") and cells[7].endswith("x"):
+            rows.append(f"  yolov5{cells[0]} {cells[1]:>4} px: {cells[7]}  (losses {cells[2]} / "
+                        f"{cells[3]}, max grad diff {cells[4]})")  # fmt: skip
+    return rows
 
 
 def main() -> int:
@@ -57,13 +73,21 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("REGURG_DATA", str(ROOT.parent / "shared" / "data" / "regurgitation-yolo"))
-    for name in args.only or BENCHMARKS:
-        run(name, BENCHMARKS[name], out_dir, env)
+    names = args.only or list(BENCHMARKS)
+    outputs = {name: run(name, BENCHMARKS[name], out_dir, env)[1] for name in names}
+    summary = []
+    if outputs.get("peer_train_step"):
+        summary += ["training step, the peer's seconds over ours (> 1: ours faster):"]
+        summary += peer_ratios(outputs["peer_train_step"])
     if args.study:
         with tempfile.TemporaryDirectory() as tmp:
             command = [SNAKEMAKE, "--cores", "2", "--config", f"results_dir={tmp}/results"]
-            seconds = run("default_study", command, out_dir, env)
-        print(f"default study wall time: {seconds / 60:.1f} min")
+            seconds, _ = run("default_study", command, out_dir, env)
+            _, times = run("study_times", [PYTHON, "benchmarks/study_times.py", f"{tmp}/results"],
+                           out_dir, env)  # fmt: skip
+        summary += [f"default study, data to PDF: {seconds / 60:.1f} min wall", times.rstrip()]
+    if summary:
+        print("\n== summary (" + time.strftime("%Y-%m-%d") + ")\n" + "\n".join(summary))
     return 0
 
 

@@ -209,6 +209,7 @@ def train_params(wildcards):
         "ema": config["train"]["ema"],
         "gradnorm": dict(config["balancing"].get("gradnorm", {})),
         "diagnostics_every": config["balancing"]["diagnostics_every"],
+        "amp": config["train"]["amp"],
     }
 
 

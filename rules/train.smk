@@ -24,6 +24,7 @@ rule train:
     params:
         hp=train_params,
         device=config["train"]["device"],
+        workers=config["train"]["workers"],
         checkpoint_dir=lambda w: f"{run_dir(w.experiment, w.seed)}/checkpoints",
     script:
         "../workflow/scripts/train.py"
@@ -44,4 +45,5 @@ use rule train as train_fold with:
     params:
         hp=train_params,
         device=config["train"]["device"],
+        workers=config["train"]["workers"],
         checkpoint_dir=lambda w: f"{fold_dir(w.experiment, w.seed, w.fold)}/checkpoints",

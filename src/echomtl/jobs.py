@@ -175,8 +175,9 @@ def train(snakemake: Any) -> None:
         )
         params = TrainParams.from_dict(dict(snakemake.params.hp))
         summary = run_training(
-            params, paths, threads=snakemake.threads, device=snakemake.params.device
-        )
+            params, paths, threads=snakemake.threads, device=snakemake.params.device,
+            workers=snakemake.params.workers,
+        )  # fmt: skip
         LOG.info("training done: %s", summary)
 
 

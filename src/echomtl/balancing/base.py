@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from echomtl.balancing.diagnostics import diagnostics_row, trunk_diagnostics
+from echomtl.balancing.diagnostics import diagnostics_row, trunk_diagnostics, unscale
 
 TASKS = ("det", "cls")
 #: Columns of a diagnostics row (docs/architecture.md, ``diagnostics.csv`` less epoch/step).
@@ -67,6 +67,9 @@ class Balancer:
     """
 
     name = "base"
+    #: The loss scale of mixed precision (fp16): what the backward multiplies by and every
+    #: measured gradient is divided by. The trainer sets it before each step; 1.0 otherwise.
+    grad_scale: float = 1.0
 
     def step(
         self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
@@ -146,6 +149,7 @@ def backward_with_task_gradients(
     task_features: Mapping[str, Tensor],
     weight: Tensor,
     root: Tensor | None = None,
+    scale: float = 1.0,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """ONE backward of ``sum_i w_i L_i`` (or of ``root``) into ``.grad``, plus per-task gradients.
 
@@ -168,6 +172,11 @@ def backward_with_task_gradients(
     (uncertainty weighting: ``sum_i exp(-s_i) L_i + s_i``); ``weights`` must then hold the values
     by which each ``L_i`` enters it (used to un-scale the hooked gradients). A task whose weight is
     0 cannot be un-scaled: its gradients are returned as NaN.
+
+    ``scale``: the mixed-precision loss scale. The backward runs on ``scale * root`` (what reaches
+    ``.grad`` is scaled, for the optimizer's scaler to undo); the returned gradients are divided
+    by ``scale * w_i`` in float32, after the local backward, so they are the unscaled ones and no
+    value larger than the backward's own passes through float16.
     """
     a, b = task_features["det"], task_features["cls"]
     base = a._base
@@ -198,9 +207,9 @@ def backward_with_task_gradients(
                 if task not in hooked or w == 0.0:
                     continue
                 (g,) = torch.autograd.grad(
-                    f, weight, grad_outputs=hooked[task] / w, retain_graph=True, allow_unused=True
+                    f, weight, grad_outputs=hooked[task], retain_graph=True, allow_unused=True
                 )
-                on_w[task] = torch.zeros_like(weight) if g is None else g
+                on_w[task] = torch.zeros_like(weight) if g is None else unscale(g, w * scale)
         finally:
             busy = False
 
@@ -208,7 +217,7 @@ def backward_with_task_gradients(
     handles.append(f.register_hook(local))
     try:
         total = weighted_sum(losses, weights) if root is None else root
-        total.backward()
+        scaled_backward(total, scale)
     finally:
         for h in handles:
             h.remove()
@@ -221,7 +230,9 @@ def backward_with_task_gradients(
             feature_grads[task] = torch.full_like(f, float("nan"))
             weight_grads[task] = torch.full_like(weight, float("nan"))
             continue
-        feature_grads[task] = hooked[task] / w if task in hooked else torch.zeros_like(f)
+        feature_grads[task] = (
+            unscale(hooked[task], w * scale) if task in hooked else torch.zeros_like(f)
+        )
         weight_grads[task] = on_w.get(task, torch.zeros_like(weight))
     return feature_grads, weight_grads
 
@@ -234,27 +245,34 @@ def standard_backward(
     diagnostics_due: bool,
     cheap_diagnostics: bool = False,
     root: Tensor | None = None,
+    scale: float = 1.0,
 ) -> list[dict]:
     """Backward of ``sum_i w_i L_i`` (or of ``root``) into ``.grad``; returns diagnostics rows.
 
     With a shared trunk: a ``trunk`` row when ``diagnostics_due`` (computed first, on the same
     graph), and ``W``/``feature`` rows every step when ``cheap_diagnostics`` (via
     ``backward_with_task_gradients``, same single backward). Without one: a plain backward, no rows.
+    ``scale``: the mixed-precision loss scale (``backward_with_task_gradients``); rows are unscaled.
     """
     rows: list[dict] = []
     trunk = has_shared_trunk(losses, out)
     if trunk and diagnostics_due:
         params = shared_parameters(model)
         if params:
-            rows.append(trunk_diagnostics(losses, params, weights))
+            rows.append(trunk_diagnostics(losses, params, weights, scale=scale))
     w_param = last_shared_weight(model)
     if trunk and cheap_diagnostics and w_param is not None:
         feat, on_w = backward_with_task_gradients(
-            losses, weights, out.task_features, w_param, root=root
+            losses, weights, out.task_features, w_param, root=root, scale=scale
         )
         rows.insert(0, diagnostics_row("feature", feat["det"], feat["cls"], weights))
         rows.insert(0, diagnostics_row("W", on_w["det"], on_w["cls"], weights))
         return rows
     total = weighted_sum(losses, weights) if root is None else root
-    total.backward()
+    scaled_backward(total, scale)
     return rows
+
+
+def scaled_backward(total: Tensor, scale: float = 1.0) -> None:
+    """``(scale * total).backward()``; at scale 1 exactly ``total.backward()``."""
+    (total if scale == 1.0 else total * scale).backward()

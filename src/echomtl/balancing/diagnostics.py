@@ -128,16 +128,25 @@ def similarity_row(
     }
 
 
+def unscale(grad: Tensor, factor: float) -> Tensor:
+    """``grad / factor`` in at least float32 (a float16 or bfloat16 gradient is widened first)."""
+    wide = grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
+    return wide if factor == 1.0 else wide / factor
+
+
 def null_reference(
     half_losses: Sequence[Tensor],
     shared_params: Sequence[nn.Parameter],
     weight: Tensor | None = None,
+    scale: float = 1.0,
 ) -> dict[str, float]:
     """Cosine between the gradients of one task's loss on two disjoint halves of a batch.
 
     Returns ``{"trunk": cosine over shared_params, "W": cosine on weight}`` (``W`` only when
     ``weight`` is given and is one of ``shared_params``). Two ``autograd.grad`` calls with
     ``retain_graph=True``; ``.grad`` is not touched. Call it before the balancer's backward.
+    ``scale``: the mixed-precision loss scale, applied to the losses so that float16 gradients do
+    not underflow (a cosine does not depend on it).
     """
     if len(half_losses) != 2:
         raise ValueError(f"null_reference needs two half-batch losses, got {len(half_losses)}")
@@ -146,7 +155,8 @@ def null_reference(
         raise ValueError("null_reference needs at least one shared parameter")
     grads = []
     for loss in half_losses:
-        gs = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        root = loss if scale == 1.0 else loss * scale
+        gs = torch.autograd.grad(root, params, retain_graph=True, allow_unused=True)
         grads.append(
             [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params, strict=True)]
         )
@@ -163,20 +173,28 @@ def trunk_diagnostics(
     shared_params: Sequence[nn.Parameter],
     weights: Mapping[str, float],
     effective: Mapping[str, float] | None = None,
+    scale: float = 1.0,
 ) -> dict:
     """Scope-``trunk`` row: per-task gradients over ALL shared parameters (the expensive one).
 
     Two ``torch.autograd.grad`` calls (one per task, ``retain_graph=True`` so that the balancer's
     own backward can follow on the same graph); ``.grad`` is never touched. Parameters a task does
     not reach count as zero gradient for it. Call it BEFORE the balancer's backward.
+
+    ``scale`` (mixed precision): each loss is back-propagated as it enters the scaled backward,
+    ``scale * w_i * L_i`` (no float16 value larger than the backward's own), and the gradients
+    are divided by that factor in float32: the row holds unscaled, unweighted gradients.
     """
     params = [p for p in shared_params if p.requires_grad]
     if not params:
         raise ValueError("trunk_diagnostics needs at least one shared parameter")
     grads = {}
     for task in ("det", "cls"):
-        gs = torch.autograd.grad(losses[task], params, retain_graph=True, allow_unused=True)
+        factor = 1.0 if scale == 1.0 else scale * (float(weights.get(task, 0.0)) or 1.0)
+        root = losses[task] if factor == 1.0 else losses[task] * factor
+        gs = torch.autograd.grad(root, params, retain_graph=True, allow_unused=True)
         grads[task] = [
-            torch.zeros_like(p) if g is None else g for g, p in zip(gs, params, strict=True)
+            torch.zeros_like(p) if g is None else unscale(g, factor)
+            for g, p in zip(gs, params, strict=True)
         ]
     return diagnostics_row("trunk", grads["det"], grads["cls"], weights, effective)

@@ -40,6 +40,7 @@ class FixedWeights(Balancer):
     ) -> StepRecord:
         """Backward of ``sum_i w_i L_i`` (added into ``.grad``)."""
         rows = standard_backward(
-            losses, out, model, self._w, diagnostics_due, self.cheap_diagnostics
-        )
+            losses, out, model, self._w, diagnostics_due, self.cheap_diagnostics,
+            scale=self.grad_scale,
+        )  # fmt: skip
         return StepRecord(weights=self.weights, diagnostics=rows)

@@ -56,6 +56,7 @@ from echomtl.balancing.base import (
     backward_with_task_gradients,
     has_shared_trunk,
     last_shared_weight,
+    scaled_backward,
     shared_parameters,
     weighted_sum,
 )
@@ -184,17 +185,21 @@ class GradNorm(Balancer):
         """Model gradient of ``sum_i w_i L_i`` (into ``.grad``), then one GradNorm weight update."""
         used = self.weights
         w_param = last_shared_weight(model)
+        scale = self.grad_scale
         if len(self.tasks) < 2 or not has_shared_trunk(losses, out) or w_param is None:
-            weighted_sum(losses, used).backward()
+            scaled_backward(weighted_sum(losses, used), scale)
             return StepRecord(weights=used)
 
         rows: list[dict] = []
         if diagnostics_due:
             params = shared_parameters(model)
             if params:
-                rows.append(trunk_diagnostics(losses, params, used))
+                rows.append(trunk_diagnostics(losses, params, used, scale=scale))
         loss_values = torch.stack([losses[t].detach().double() for t in self.tasks]).tolist()
-        feat, on_w = backward_with_task_gradients(losses, used, out.task_features, w_param)
+        # G_i from unscaled gradients: backward_with_task_gradients divides by the scale
+        feat, on_w = backward_with_task_gradients(
+            losses, used, out.task_features, w_param, scale=scale
+        )
         n_det, n_cls, cosine, gms = gradient_similarity(on_w["det"], on_w["cls"])
         extras = self._update(loss_values, [n_det, n_cls], [used[t] for t in self.tasks])
         w_row = {**similarity_row("W", n_det, n_cls, cosine, gms, used), **extras}

@@ -61,10 +61,11 @@ from echomtl.balancing.base import (
     StepRecord,
     has_shared_trunk,
     present_tasks,
+    scaled_backward,
     shared_parameters,
     weighted_sum,
 )
-from echomtl.balancing.diagnostics import diagnostics_row
+from echomtl.balancing.diagnostics import diagnostics_row, unscale
 
 #: name -> (factory(n_tasks, **kwargs), optional extra that torchjd needs for it)
 AGGREGATORS: dict[str, tuple[Callable[..., agg.Aggregator], str | None]] = {
@@ -172,11 +173,15 @@ class JacobianAggregation(Balancer):
         """``mtl_backward`` + ``jac_to_grad`` (adding into ``.grad``); no trunk: plain backward."""
         present_tasks(losses)
         used = self.weights
+        scale = self.grad_scale
         if not has_shared_trunk(losses, out):
-            weighted_sum(losses, used).backward()
+            scaled_backward(weighted_sum(losses, used), scale)
             return StepRecord(weights=used)
 
-        tensors = [used[t] * losses[t] for t in TASKS]
+        # mixed precision: the Jacobian rows are of the scaled losses (the aggregators are
+        # positively homogeneous, so .grad is scaled and the optimizer's scaler undoes it); the
+        # rows the diagnostics read are divided by the scale with the weight
+        tensors = [(used[t] * scale) * losses[t] for t in TASKS]
         features = list(out.shared_features)
         rows: list[dict] = []
         info: dict[str, float] = {}
@@ -195,7 +200,10 @@ class JacobianAggregation(Balancer):
             w_rows = None
             if w_param is not None and hasattr(w_param, "jac"):
                 # GradNorm's W, every step like the other methods: free, the rows are here.
-                w_rows = (w_param.jac[0] / used["det"], w_param.jac[1] / used["cls"])
+                w_rows = (
+                    unscale(w_param.jac[0], used["det"] * scale),
+                    unscale(w_param.jac[1], used["cls"] * scale),
+                )
             agg_weights = jac_to_grad(shared, self.aggregator, retain_jac=diagnostics_due)
             if not isinstance(agg_weights, Tensor):
                 raise RuntimeError(
@@ -208,8 +216,8 @@ class JacobianAggregation(Balancer):
             if w_rows is not None:
                 rows.append(diagnostics_row("W", *w_rows, used, effective))
             if diagnostics_due:
-                rows_det = [p.jac[0] / used["det"] for p in shared]
-                rows_cls = [p.jac[1] / used["cls"] for p in shared]
+                rows_det = [unscale(p.jac[0], used["det"] * scale) for p in shared]
+                rows_cls = [unscale(p.jac[1], used["cls"] * scale) for p in shared]
                 rows.append(diagnostics_row("trunk", rows_det, rows_cls, used, effective))
         finally:
             for p in model.parameters():

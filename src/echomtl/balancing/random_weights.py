@@ -72,6 +72,9 @@ class RandomLossWeighting(Balancer):
         """Backward of ``sum_i w_i L_i`` with this step's draw; then draw the next weights."""
         present_tasks(losses)
         used = {t: self._next[t] for t in losses}
-        rows = standard_backward(losses, out, model, used, diagnostics_due, self.cheap_diagnostics)
+        rows = standard_backward(
+            losses, out, model, used, diagnostics_due, self.cheap_diagnostics,
+            scale=self.grad_scale,
+        )  # fmt: skip
         self._next = self._draw()
         return StepRecord(weights=used, diagnostics=rows)

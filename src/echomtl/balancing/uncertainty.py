@@ -95,7 +95,8 @@ class UncertaintyWeighting(Balancer):
             root = term if root is None else root + term
         used = self.weights
         rows = standard_backward(
-            losses, out, model, used, diagnostics_due, self.cheap_diagnostics, root=root
-        )
+            losses, out, model, used, diagnostics_due, self.cheap_diagnostics, root=root,
+            scale=self.grad_scale,
+        )  # fmt: skip
         info = {f"log_var_{t}": v for t, v in zip(self.tasks, s.detach().tolist(), strict=True)}
         return StepRecord(weights=used, diagnostics=rows, info=info)

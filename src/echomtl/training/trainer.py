@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from echomtl.atomic import atomic_path
 from echomtl.balancing import make_balancer
@@ -51,6 +52,7 @@ from echomtl.training.optim import (
     warmup_accumulation,
     warmup_iterations,
 )
+from echomtl.training.precision import Precision
 from echomtl.training.runlog import progress, write_csv
 
 LOG = logging.getLogger("echomtl.train")
@@ -98,6 +100,7 @@ class TrainParams:
     ema: bool = True
     gradnorm: dict[str, Any] = field(default_factory=dict)
     diagnostics_every: int = 10
+    amp: str = "off"
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TrainParams:
@@ -162,7 +165,7 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Te
     return list(order[: n - n % batch_size].split(batch_size))
 
 
-def _balancer_kwargs(p: TrainParams) -> dict[str, Any]:
+def _balancer_kwargs(p: TrainParams, device: torch.device) -> dict[str, Any]:
     weights = {"det": p.w_det} if p.model == "det_only" else {"det": p.w_det, "cls": p.w_cls}
     cheap = p.model == "multitask"  # per-step W/feature rows for every shared-trunk method
     if p.method == "gradnorm":
@@ -171,7 +174,10 @@ def _balancer_kwargs(p: TrainParams) -> dict[str, Any]:
         return {"weights": weights, "cheap_diagnostics": cheap}
     if p.method == "rlw":
         return {"weights": weights, "seed": p.seed, "cheap_diagnostics": cheap}
-    return {"initial_weights": weights}
+    # torchjd's Jacobian: the two rows one after the other on CPU, where vmap over the
+    # convolution backward costs more than a second backward (PCGrad step 2.2x fixed weights
+    # with vmap, 1.7x without, yolov5n 128 px, 1 thread, benchmarks/README.md); at once on GPU
+    return {"initial_weights": weights, "parallel_chunk_size": 1 if device.type == "cpu" else None}
 
 
 def half_batch_losses(
@@ -207,14 +213,40 @@ def _restore_grads(model: nn.Module, grads: dict[str, torch.Tensor]) -> None:
         param.grad = grads[name].to(param.device) if name in grads else None
 
 
+def epoch_loader(
+    dataset: CachedDataset, batches: list[torch.Tensor], workers: int, device: torch.device
+) -> DataLoader:
+    """The given batches of one epoch, in order; ``workers`` processes build them.
+
+    The items do not depend on the process that builds them (their random numbers come from
+    (seed, epoch, index)), so any number of workers yields the same batches. Pinned memory
+    lets the copy to a GPU overlap the previous step. The loader gets a generator of its own: an
+    iterator draws its workers' base seed from it, and from the global RNG without one, which
+    would shift the dropout masks of a resumed run (the global RNG is saved in the checkpoint).
+    """
+    return DataLoader(
+        dataset,
+        batch_sampler=[b.tolist() for b in batches],
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
 def train(
     params: TrainParams,
     paths: RunPaths,
     threads: int = 1,
     device: str = "cpu",
     stop_after_batches: int | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
-    """Train one experiment and seed; returns a summary. Resumes from a valid checkpoint."""
+    """Train one experiment and seed; returns a summary. Resumes from a valid checkpoint.
+
+    ``threads``, ``device`` and ``workers`` (data-loading processes) change how fast, not what:
+    they are not part of the run's fingerprint.
+    """
     dev = configure_torch(threads, device)
     p = params
     fingerprint = ckpt.fingerprint(asdict(p))
@@ -226,8 +258,9 @@ def train(
     model = build_model(
         p.model, p.scale, len(p.class_names), len(p.view_names), p.attach_layer, p.cls_dropout
     ).to(dev)
-    balancer = make_balancer(p.method, **_balancer_kwargs(p))
+    balancer = make_balancer(p.method, **_balancer_kwargs(p, dev))
     criterion = YoloLoss(model.detect, p.imgsz, p.hyp)
+    precision = Precision(p.amp, dev)
 
     accumulate_nominal = accumulation_steps(p.nominal_batch, p.batch_size)
     weight_decay = p.hyp["weight_decay"] * p.batch_size * accumulate_nominal / p.nominal_batch
@@ -254,6 +287,7 @@ def train(
         if ema is not None:
             ema.load_state_dict(state["ema"])
         _restore_grads(model, state["grads"])
+        precision.load_state_dict(state["precision"])
         torch.set_rng_state(state["torch_rng"])
         step_rows, epoch_rows, diag_rows = state["steps"], state["epochs"], state["diagnostics"]
         start_epoch, start_batch = int(state["epoch"]), int(state["batch"])
@@ -277,6 +311,7 @@ def train(
                 "balancer": balancer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else {},
                 "grads": _pending_grads(model),
+                "precision": precision.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "steps": step_rows,
                 "epochs": epoch_rows,
@@ -297,7 +332,8 @@ def train(
             first = start_batch if epoch == start_epoch else 0
             started = time.perf_counter()
             bar = progress(len(batches) - first, f"{p.experiment} epoch {epoch + 1}/{p.epochs}")
-            for i in range(first, len(batches)):
+            loader = epoch_loader(dataset, batches[first:], workers, dev)
+            for i, (images, targets, views, _) in enumerate(loader, start=first):
                 ni = i + batches_per_epoch * epoch
                 if ni <= n_warmup:
                     apply_warmup(
@@ -308,26 +344,31 @@ def train(
                 else:
                     set_epoch_lr(optimizer, lf(epoch))
                     accumulate = accumulate_nominal
-                images, targets, views, _ = collate([dataset[int(j)] for j in batches[i]])
-                images, targets, views = images.to(dev), targets.to(dev), views.to(dev)
-                out = model(images)
-                loss_det, parts = criterion(out.det, targets)
+                images = images.to(dev, non_blocking=True)
+                targets, views = targets.to(dev, non_blocking=True), views.to(dev)
+                with precision.autocast():
+                    out = model(images)
+                # the losses in float32 (module docstring of echomtl.training.precision)
+                det = [d.float() for d in out.det]
+                loss_det, parts = criterion(det, targets)
                 losses = {"det": loss_det}
                 if out.view_logits is not None:
-                    losses["cls"] = view_loss(out.view_logits, views)
+                    losses["cls"] = view_loss(out.view_logits.float(), views)
                 due = ni % p.diagnostics_every == 0
                 null: dict[str, float] = {}
                 two_halves = images.shape[0] >= 2
+                balancer.grad_scale = precision.scale
                 if due and trunk and two_halves and has_shared_trunk(losses, out):
                     null = null_reference(
-                        half_batch_losses(criterion, out.det, targets), trunk,
-                        last_shared_weight(model),
+                        half_batch_losses(criterion, det, targets), trunk,
+                        last_shared_weight(model), scale=precision.scale,
                     )  # fmt: skip
                 record = balancer.step(losses, out, model, diagnostics_due=due)
                 if ni - last_opt_step >= accumulate:
+                    precision.unscale_(optimizer)
                     for group in clip_groups:
                         torch.nn.utils.clip_grad_norm_(group, max_norm=p.grad_clip)
-                    optimizer.step()
+                    precision.step(optimizer)
                     optimizer.zero_grad(set_to_none=True)
                     if ema is not None:
                         ema.update(model)
