@@ -7,7 +7,7 @@ Protocol: one JSON object per line on stdin, one answer per line on stdout.
   read the batch; answers the loss of one forward pass and the gradient norm per parameter.
 - ``{"cmd": "time", "steps"}``: ``steps`` training steps (forward, loss, backward, SGD); answers
   the seconds they took.
-``load`` may also carry ``device`` (default ``cpu``) and ``amp`` (``off``, ``bf16``, ``fp16``):
+``load`` may also carry ``device`` (default ``cpu``) and ``amp`` (``fp32``, ``bf16``, ``fp16``):
 the peer's own mixed-precision recipe then runs (forward and loss under autocast, a GradScaler
 for fp16), as its ``train.py`` does.
 """
@@ -37,7 +37,7 @@ def main() -> None:
             cfg = Path(yolov5.__file__).parent / "models" / f"yolov5{msg['scale']}.yaml"
             model = Model(str(cfg), ch=3, nc=int(msg["nc"]))
             device = torch.device(msg.get("device", "cpu"))
-            amp = msg.get("amp", "off")
+            amp = msg.get("amp", "fp32")
             ours = torch.load(msg["weights"], weights_only=True)
             detect = model.model[-1]
             ours = {k: v for k, v in ours.items() if not k.endswith(".stride")}

@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
+    ap.add_argument("--amp", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--scale", default="s")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()

@@ -108,7 +108,7 @@ def _sync(device: torch.device) -> None:
 
 def compare(
     scale: str, imgsz: int, bs: int, threads: int, rounds: int, steps: int, peer: Peer,
-    mode: str = "eager", device: str = "cpu", amp: str = "off",
+    mode: str = "eager", device: str = "cpu", amp: str = "fp32",
 ) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="steps per timed round")
     ap.add_argument("--mode", choices=MODES, default="eager", help="how our step runs")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:k], both sides")
-    ap.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="both sides")
+    ap.add_argument("--amp", choices=["fp32", "bf16", "fp16"], default="fp32", help="both sides")
     args = ap.parse_args()
     if args.setup:
         setup()

@@ -41,6 +41,12 @@ def test_wrong_type_is_named(config):
         validate_config(config)
 
 
+def test_amp_off_read_by_yaml_as_false_is_refused_with_the_allowed_values(config):
+    config["train"]["amp"] = False  # what YAML makes of an unquoted `amp: off`
+    with pytest.raises(ConfigError, match=r"train\.amp: False is not one of .*fp32.*bf16.*fp16"):
+        validate_config(config)
+
+
 def test_wrong_value_lists_allowed(config):
     config["model"]["scale"] = "x"
     with pytest.raises(ConfigError, match=r"model\.scale: .*allowed: 'n', 's', 'm'"):

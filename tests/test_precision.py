@@ -84,13 +84,13 @@ def test_the_null_reference_does_not_depend_on_the_scale():
 
 def test_precision_modes():
     cpu = torch.device("cpu")
-    assert AMP_MODES == ("off", "bf16", "fp16")
-    off, bf16, fp16 = (Precision(m, cpu) for m in AMP_MODES)
-    assert off.scale == 1.0 and bf16.scale == 1.0 and bf16.scaler is None
+    assert AMP_MODES == ("fp32", "bf16", "fp16")
+    fp32, bf16, fp16 = (Precision(m, cpu) for m in AMP_MODES)
+    assert fp32.scale == 1.0 and bf16.scale == 1.0 and bf16.scaler is None
     assert fp16.scaler is not None and fp16.scale == 2.0**16
     conv = torch.nn.Conv2d(3, 4, 3)
     x = torch.randn(1, 3, 8, 8)
-    with off.autocast():
+    with fp32.autocast():
         assert conv(x).dtype == torch.float32
     with bf16.autocast():
         assert conv(x).dtype == torch.bfloat16

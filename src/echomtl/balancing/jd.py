@@ -38,6 +38,9 @@ Decisions:
 - Without a shared trunk (dual_backbone) or with one task (det_only) the step is a plain weighted
   backward.
 - torchjd's PCGrad draws ``torch.randperm`` (the global RNG) at each aggregation.
+- Speed: the trainer passes ``parallel_chunk_size=1`` on CPU (the two Jacobian rows one after the
+  other; ``torch.vmap`` over the convolution backward is slower there than a second backward)
+  and ``None`` (both rows at once) on GPU.
 
 Aggregators by name; those needing optional extras that are missing raise ImportError with
 torchjd's install hint (``available_aggregators()`` lists those that work here).

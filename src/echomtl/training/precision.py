@@ -1,7 +1,8 @@
 """Mixed precision for training (``train.amp``): the autocast dtype and, for fp16, a loss scaler.
 
-- ``off``: float32 throughout. On CUDA, TF32 is switched off too (cuDNN allows it for
-  convolutions by default), so that ``off`` means the float32 arithmetic its name says.
+- ``fp32``: float32 throughout, no autocast. On CUDA, TF32 is switched off too (cuDNN allows it
+  for convolutions by default), so that ``fp32`` means the arithmetic its name says. (Not
+  ``off``: YAML reads an unquoted ``off`` as the boolean false.)
 - ``bf16``: the forward pass under ``torch.autocast`` in bfloat16. bfloat16 has float32's exponent
   range, so gradients cannot underflow and no scaler is used. Runs on CPU as well (the tests).
 - ``fp16``: autocast in float16 with a dynamic ``torch.amp.GradScaler``: the backward runs on the
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 
 #: The values of ``train.amp``.
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -45,13 +46,13 @@ class Precision:
             # the balancers multiply by the float ``scale`` themselves instead of calling
             # scaler.scale(loss), which is what would create the scaler's state on the device
             self.scaler.scale(torch.zeros((), device=device))
-        if device.type == "cuda" and mode == "off":
+        if device.type == "cuda" and mode == "fp32":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """The forward pass's context: autocast in the run's dtype, or nothing for ``off``."""
+        """The forward pass's context: autocast in the run's dtype, or nothing for ``fp32``."""
         if self.dtype is None:
             yield
             return

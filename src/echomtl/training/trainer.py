@@ -100,7 +100,7 @@ class TrainParams:
     ema: bool = True
     gradnorm: dict[str, Any] = field(default_factory=dict)
     diagnostics_every: int = 10
-    amp: str = "off"
+    amp: str = "fp32"
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TrainParams:
