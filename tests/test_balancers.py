@@ -276,6 +276,24 @@ def test_pcgrad_shared_gradient_matches_aggregated_jacobian_and_accumulates(vari
             torch.testing.assert_close(p.grad, exp, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("variant", ["multitask", "aliased"])
+@pytest.mark.parametrize("method", ["pcgrad", "imtl_g"])
+def test_jacobian_rows_one_by_one_give_the_gradients_of_both_at_once(method, variant):
+    """The trainer's CPU setting (parallel_chunk_size=1) changes the speed, not the step."""
+    results = []
+    for chunk in (None, 1):
+        torch.manual_seed(0)  # PCGrad draws its projection order from the global RNG
+        model = make_model(variant)
+        bal = make_balancer(method, initial_weights=W0, parallel_chunk_size=chunk)
+        rec = bal.step(*reversed(forward(model)), model, diagnostics_due=True)
+        results.append((grads_of(model), rec))
+    (grads_vmap, rec_vmap), (grads_rows, rec_rows) = results
+    assert_grads_close(grads_rows, grads_vmap, rtol=1e-12, atol=1e-14)
+    assert rec_rows.info == pytest.approx(rec_vmap.info, rel=1e-12)
+    for a, b in zip(rec_rows.diagnostics, rec_vmap.diagnostics, strict=True):
+        assert a["cosine"] == pytest.approx(b["cosine"], rel=1e-12)
+
+
 def test_nested_features_are_detected():
     """mtl_backward double-counts nested features; the balancer must notice them."""
     out, _ = forward(make_model("multitask"))
