@@ -5,10 +5,11 @@ code path of a training step (``Precision.autocast`` for the forward, float32 lo
 balancer's scaled backward): G_i = w_i ||dL_i/dW|| on the last shared layer (what GradNorm
 balances), the cosine of the two tasks' gradients on W and on the whole trunk. For each of
 ``fp32``, ``bf16`` and ``fp16`` (loss scale 2^16, unscaled by the balancer), printed
-with the relative difference from float32. A printed figure, not a test: the tolerance a study
+with the difference from float32: relative for G_i, absolute for a cosine (near zero, a relative
+difference says nothing). A printed figure, not a test: the tolerance a study
 accepts is the reader's call (the tests check the unscaling itself, exactly, in float64).
 
-    .venv/bin/python benchmarks/check_amp_gradnorm.py                       # CPU: fp32 and bf16
+    .venv/bin/python benchmarks/check_amp_gradnorm.py                       # CPU
     .venv/bin/python benchmarks/check_amp_gradnorm.py --device cuda --imgsz 640
 """
 
@@ -62,21 +63,24 @@ def main() -> None:
     ap.add_argument("--scale", default="s")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--modes", nargs="+", default=None, help="default: fp32 bf16 (+ fp16 on CUDA)")
+    ap.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp16"])
     a = ap.parse_args()
     device = torch.device(a.device)
-    modes = a.modes or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
+    modes = a.modes
     print(f"torch {torch.__version__}, {device}, yolov5{a.scale} {a.imgsz} px, batch {a.batch}")
     reference = measure("fp32", a.scale, a.imgsz, a.batch, device)
     keys = [k for k in reference if k != "loss_scale"]
-    print(f"{'amp':<6}{'scale':>8}" + "".join(f"{k:>14}{'rel.diff':>10}" for k in keys))
+    diff = {k: "abs.diff" if k.startswith("cosine") else "rel.diff" for k in keys}
+    print(f"{'amp':<6}{'scale':>8}" + "".join(f"{k:>14}{diff[k]:>10}" for k in keys))
     for mode in modes:
         got = reference if mode == "fp32" else measure(mode, a.scale, a.imgsz, a.batch, device)
         cells = []
         for key in keys:
             ref = reference[key]
-            rel = abs(got[key] - ref) / abs(ref) if ref else float("nan")
-            cells.append(f"{got[key]:>14.6g}{rel:>10.2e}")
+            delta = abs(got[key] - ref)
+            if diff[key] == "rel.diff":
+                delta = delta / abs(ref) if ref else float("nan")
+            cells.append(f"{got[key]:>14.6g}{delta:>10.2e}")
         print(f"{mode:<6}{got['loss_scale']:>8.0f}" + "".join(cells))
 
 

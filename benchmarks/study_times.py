@@ -1,10 +1,10 @@
 """Where a finished study's time went: each training job's seconds per step, against fixed weights.
 
 Reads the Snakemake benchmark file of every training job (``runs/<experiment>/seed<k>/
-train.benchmark.tsv``: wall ``s`` and ``cpu_time``) and the job's ``steps.csv`` (its number of
-micro-batches), and prints seconds per step and the ratio to the ``fixed`` experiment, for the
-wall clock and for CPU time (the CPU ratio is what the method costs; the wall ratio also carries
-whatever else ran on the machine), then the totals of every job kind.
+train.benchmark.tsv``, its wall seconds ``s``) and the job's ``steps.csv`` (its number of
+micro-batches), and prints wall seconds per step (job start-up included) and the ratio to the
+``fixed`` experiment, then the wall seconds of every kind of job. Wall time only: Snakemake's
+``cpu_time`` is sampled while a job runs and misses its last stretch (a 45 s job can report 15 s).
 
     .venv/bin/python benchmarks/study_times.py results          # the default study's results
 """
@@ -18,10 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def _benchmark(path: Path) -> tuple[float, float]:
+def _wall(path: Path) -> float:
     with path.open() as f:
-        row = next(csv.DictReader(f, delimiter="\t"))
-    return float(row["s"]), float(row["cpu_time"])
+        return float(next(csv.DictReader(f, delimiter="\t"))["s"])
 
 
 def _steps(path: Path) -> int:
@@ -30,22 +29,21 @@ def _steps(path: Path) -> int:
 
 
 def training_rows(results: Path) -> list[dict]:
-    """One row per trained run: experiment, seed, steps, wall and CPU seconds per step."""
+    """One row per trained run: experiment, seed, steps, wall seconds and seconds per step."""
     rows = []
     for bench in sorted(results.glob("runs/*/seed*/train.benchmark.tsv")):
         steps = _steps(bench.with_name("steps.csv"))
-        wall, cpu = _benchmark(bench)
-        experiment = bench.parent.parent.name
+        wall = _wall(bench)
         rows.append(
-            {"experiment": experiment, "seed": bench.parent.name, "steps": steps,
-             "wall_per_step": wall / steps, "cpu_per_step": cpu / steps, "wall": wall, "cpu": cpu}
+            {"experiment": bench.parent.parent.name, "seed": bench.parent.name, "steps": steps,
+             "wall": wall, "per_step": wall / steps}
         )  # fmt: skip
     return rows
 
 
-def job_totals(results: Path) -> dict[str, tuple[int, float, float]]:
-    """Jobs, wall and CPU seconds per kind of job that wrote a Snakemake benchmark file."""
-    totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+def job_totals(results: Path) -> dict[str, tuple[int, float]]:
+    """Jobs and wall seconds per kind of job that wrote a Snakemake benchmark file."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for bench in results.rglob("*.tsv"):
         if bench.name.endswith(".benchmark.tsv"):
             kind = bench.name.removesuffix(".benchmark.tsv")
@@ -53,12 +51,9 @@ def job_totals(results: Path) -> dict[str, tuple[int, float, float]]:
             kind = bench.stem.split("_")[0] + "_" + bench.stem.split("_")[1]
         else:
             continue
-        wall, cpu = _benchmark(bench)
-        entry = totals[kind]
-        entry[0] += 1
-        entry[1] += wall
-        entry[2] += cpu
-    return {k: (int(v[0]), v[1], v[2]) for k, v in sorted(totals.items())}
+        totals[kind][0] += 1
+        totals[kind][1] += _wall(bench)
+    return {k: (int(v[0]), v[1]) for k, v in sorted(totals.items())}
 
 
 def main() -> int:
@@ -68,20 +63,17 @@ def main() -> int:
     rows = training_rows(args.results)
     if not rows:
         raise SystemExit(f"no runs/*/seed*/train.benchmark.tsv under {args.results}")
-    fixed = [r for r in rows if r["experiment"] == "fixed"]
-    ref_wall = statistics.median(r["wall_per_step"] for r in fixed) if fixed else float("nan")
-    ref_cpu = statistics.median(r["cpu_per_step"] for r in fixed) if fixed else float("nan")
-    print(f"{'experiment':<24}{'steps':>6}{'wall s/step':>12}{'x fixed':>8}{'CPU s/step':>11}"
-          f"{'x fixed':>8}")  # fmt: skip
+    fixed = [r["per_step"] for r in rows if r["experiment"] == "fixed"]
+    reference = statistics.median(fixed) if fixed else float("nan")
+    print(f"{'experiment':<24}{'steps':>6}{'job s':>8}{'s/step':>9}{'x fixed':>9}")
     for r in rows:
         print(
-            f"{r['experiment']:<24}{r['steps']:>6}{r['wall_per_step']:>12.3f}"
-            f"{r['wall_per_step'] / ref_wall:>8.2f}{r['cpu_per_step']:>11.3f}"
-            f"{r['cpu_per_step'] / ref_cpu:>8.2f}"
+            f"{r['experiment']:<24}{r['steps']:>6}{r['wall']:>8.1f}{r['per_step']:>9.3f}"
+            f"{r['per_step'] / reference:>9.2f}"
         )
-    print(f"\n{'job kind':<24}{'jobs':>6}{'wall s':>10}{'CPU s':>10}")
-    for kind, (n, wall, cpu) in job_totals(args.results).items():
-        print(f"{kind:<24}{n:>6}{wall:>10.1f}{cpu:>10.1f}")
+    print(f"\n{'job kind':<24}{'jobs':>6}{'wall s':>10}")
+    for kind, (n, wall) in job_totals(args.results).items():
+        print(f"{kind:<24}{n:>6}{wall:>10.1f}")
     return 0
 
 

@@ -11,8 +11,9 @@ value`` (CSV: :data:`TIDY_COLUMNS`). Metric names:
   ``loss_det_initial``/``loss_det_final`` (mean over the first / last :data:`LOSS_WINDOW` logged
   steps: single steps are noisy), ``loss_det_change_pct`` (final vs initial, percent),
   same for ``loss_cls``; ``weight_det_initial``/``weight_det_final``, ``weight_cls_...``
-  (first / last logged step); ``n_steps``; ``train_seconds`` and ``train_cpu_seconds`` (benchmark
-  columns ``s`` and ``cpu_time``, mean over its rows when Snakemake repeated the job);
+  (first / last logged step); ``n_steps``; ``train_seconds`` (the benchmark column ``s``, wall
+  clock, mean over its rows when Snakemake repeated the job; not ``cpu_time``, which Snakemake
+  samples every 30 s and so misses up to the last 30 s of a job's CPU time);
 - ``split`` = ``model``: ``n_parameters``.
 
 Under cross-validation the test rows are the pooled out-of-fold evaluation, with per-fold values
@@ -203,13 +204,12 @@ def _steps_rows(path: PathLike, window: int = LOSS_WINDOW) -> list[tuple[str, fl
     return rows
 
 
-def _benchmark_seconds(path: PathLike, column: str = "s") -> float:
+def _benchmark_seconds(path: PathLike) -> float:
+    """A job's wall seconds (column ``s``), the mean over repeats."""
     bench = pd.read_csv(path, sep="\t")
-    if column not in bench.columns or bench.empty:
-        raise ValueError(
-            f"{path}: not a Snakemake benchmark file (no {column!r} column or no rows)"
-        )
-    return float(bench[column].astype(float).mean())
+    if "s" not in bench.columns or bench.empty:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column or no rows)")
+    return float(bench["s"].astype(float).mean())
 
 
 def _by_run(files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike]) -> dict:
@@ -290,9 +290,6 @@ def collect_metrics(
     for (exp, seed), path in sorted(_by_run(benchmark_files).items()):
         group = group_of(exp, path)
         rows.append((exp, group, seed, "train", "train_seconds", _benchmark_seconds(path)))
-        # CPU seconds: wall clock of concurrent jobs depends on what else ran beside them
-        cpu = _benchmark_seconds(path, "cpu_time")
-        rows.append((exp, group, seed, "train", "train_cpu_seconds", cpu))
     for exp, n in sorted(params.items()):
         if exp not in run_seeds:
             continue  # a count for an experiment this study did not run

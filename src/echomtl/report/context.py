@@ -209,10 +209,10 @@ VERDICTS = ("higher", "lower", "not distinguishable at 95%")
 
 def _result_numbers(res: Results, nums: _Numbers) -> str:
     """Test values with intervals and paired differences (decimals follow the interval), training
-    quantities, model sizes and CPU times; returns the time unit's name."""
+    quantities, model sizes and training times (wall clock); returns the time unit's name."""
     ref = res.reference
     ran = [e for e in res.experiments.index if res.ran(e)]
-    unit, scale = time_unit(res.get(e, "train_cpu_seconds", "train") for e in ran)
+    unit, scale = time_unit(res.get(e, "train_seconds", "train") for e in ran)
     for exp in ran:
         for m in METRICS:
             ci = res.interval(exp, m)
@@ -246,12 +246,12 @@ def _result_numbers(res: Results, nums: _Numbers) -> str:
                 f"model/{exp}/params_m",
                 format_number(res.mean(exp, "n_parameters", "model") / 1e6, 2),
             )
-        if res.has(exp, "train_cpu_seconds", "train"):
-            cpu = res.mean(exp, "train_cpu_seconds", "train")
-            nums.put(f"time/{exp}", format_number(cpu / scale, 1))
+        if res.has(exp, "train_seconds", "train"):
+            seconds = res.mean(exp, "train_seconds", "train")
+            nums.put(f"time/{exp}", format_number(seconds / scale, 1))
         if res.has(exp, "n_images"):
             nums.put(f"test/{exp}/n_images", int(res.mean(exp, "n_images")))
-    return {"h": "CPU hours", "min": "CPU minutes"}[unit]
+    return {"h": "hours", "min": "minutes"}[unit]
 
 
 def _selection_numbers(res: Results, nums: _Numbers) -> dict[str, int]:

@@ -326,7 +326,7 @@ def table_dual_backbone(
         ]
     if len(experiments) < 2:
         raise ValueError("table_dual_backbone: no dual-backbone experiment ran")
-    unit, scale = time_unit(res.get(e, "train_cpu_seconds", "train") for e in experiments)
+    unit, scale = time_unit(res.get(e, "train_seconds", "train") for e in experiments)
     rows = []
     for exp in experiments:
         params = res.get(exp, "n_parameters", "model")
@@ -334,10 +334,10 @@ def table_dual_backbone(
             {
                 "Method": res.label(exp),
                 "Parameters (M)": cell(params / 1e6, 2) if not _isnan(params) else DASH,
-                f"Training CPU time ({unit})": cell(
-                    res.get(exp, "train_cpu_seconds", "train") / scale,
+                f"Training time ({unit})": cell(
+                    res.get(exp, "train_seconds", "train") / scale,
                     1,
-                    res.std(exp, "train_cpu_seconds", "train") / scale,
+                    res.std(exp, "train_seconds", "train") / scale,
                 ),
                 METRIC_LABELS["map50"]: ci_cell(res, exp, "map50"),
                 METRIC_LABELS["view_accuracy"]: ci_cell(res, exp, "view_accuracy"),
@@ -474,7 +474,6 @@ QUANTITY_WORDS = {
     "weight_cls_initial": "classification weight, first step",
     "weight_cls_final": "classification weight, last step",
     "train_seconds": "training time (wall clock)",
-    "train_cpu_seconds": "training time (CPU seconds)",
     "n_parameters": "parameter count",
 }
 
