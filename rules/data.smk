@@ -8,10 +8,10 @@ rule generate_synthetic:
         f"{R}/logs/generate_synthetic.log",
     benchmark:
         f"{R}/benchmarks/generate_synthetic.tsv"
-    # the images render in parallel (nothing else can run before them); capped at --cores
-    threads: 4
     conda:
         "../environment.yml"
+    # the images render in parallel (nothing else can run before them); capped at --cores
+    threads: 4
     params:
         seed=config["synthetic"]["seed"],
         sizes=config["synthetic"]["sizes"],
