@@ -48,7 +48,7 @@ def job_totals(results: Path) -> dict[str, tuple[int, float]]:
         if bench.name.endswith(".benchmark.tsv"):
             kind = bench.name.removesuffix(".benchmark.tsv")
         elif bench.parent.name == "benchmarks":
-            kind = bench.stem.split("_")[0] + "_" + bench.stem.split("_")[1]
+            kind = "_".join(bench.stem.split("_")[:2])  # the rule: build_cache_<scheme>_...
         else:
             continue
         totals[kind][0] += 1

@@ -357,11 +357,11 @@ def train(
                 due = ni % p.diagnostics_every == 0
                 null: dict[str, float] = {}
                 two_halves = images.shape[0] >= 2
-                balancer.grad_scale = precision.scale
+                balancer.grad_scale = scale = precision.scale  # read once: a GPU sync under fp16
                 if due and trunk and two_halves and has_shared_trunk(losses, out):
                     null = null_reference(
                         half_batch_losses(criterion, det, targets), trunk,
-                        last_shared_weight(model), scale=precision.scale,
+                        last_shared_weight(model), scale=scale,
                     )  # fmt: skip
                 record = balancer.step(losses, out, model, diagnostics_due=due)
                 if ni - last_opt_step >= accumulate:
