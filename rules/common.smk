@@ -6,7 +6,13 @@ from pathlib import Path
 import shutil
 from functools import cache
 
-from echomtl.config import check_study_config, load_experiments, validate_config
+from echomtl.config import (
+    check_study_config,
+    load_experiments,
+    resolve_inits,
+    validate_config,
+    weights_path,
+)
 from echomtl.data.export_reader import present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
@@ -26,8 +32,28 @@ EXPERIMENTS["split"] = (
     EXPERIMENTS["split"].fillna(DEFAULT_SCHEME).replace("", DEFAULT_SCHEME)
 )
 EXPERIMENTS["split_variant"] = EXPERIMENTS["split"] != DEFAULT_SCHEME
+# The start of every network: random weights or the checkpoint of model.weights (read here, at
+# parse time, so that a missing, foreign or wrong-scale file stops the workflow before any job).
+WEIGHTS = weights_path(config)
+EXPERIMENTS["init"] = resolve_inits(EXPERIMENTS, WEIGHTS, config["experiments"])
+WEIGHTS_SHA256 = None
+CHECKPOINT = None  # the file's provenance, for the paper
+if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
+    from echomtl.models.pretrained import CheckpointError, read_checkpoint
+
+    try:
+        CHECKPOINT = read_checkpoint(WEIGHTS, config["model"]["scale"]).provenance()
+        WEIGHTS_SHA256 = CHECKPOINT["sha256"]
+    except CheckpointError as _error:
+        raise ValueError(f"config model.weights: {_error}") from None
+    _scales = set(EXPERIMENTS["scale"].dropna()) - {config["model"]["scale"]}
+    if _scales:
+        raise ValueError(
+            f"{config['experiments']}: rows with scale {', '.join(sorted(_scales))} cannot start "
+            f"from model.weights {WEIGHTS}, a yolov5{config['model']['scale']} checkpoint"
+        )
 STUDY = [n for n in EXPERIMENTS.index if not EXPERIMENTS.loc[n, "split_variant"]]
-_SETTINGS = ["method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split"]
+_SETTINGS = ["method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init"]
 _same = EXPERIMENTS[EXPERIMENTS.astype(str).duplicated(_SETTINGS, keep=False)]
 if len(_same):
     raise ValueError(
@@ -73,7 +99,7 @@ for _group, _n in EXPERIMENTS.loc[STUDY, "group"].value_counts().items():
         _row = EXPERIMENTS.loc[_members[0]].copy()
         _mixed = [
             c
-            for c in ("method", "model", "augment")
+            for c in ("method", "model", "augment", "init")
             if EXPERIMENTS.loc[_members, c].astype(str).nunique() > 1
         ]
         if _mixed:  # the composite row must describe every fold's choice truthfully
@@ -210,6 +236,9 @@ def train_params(wildcards):
         "gradnorm": dict(config["balancing"].get("gradnorm", {})),
         "diagnostics_every": config["balancing"]["diagnostics_every"],
         "amp": config["train"]["amp"],
+        "warmup_min_iterations": config["train"]["warmup_min_iterations"],
+        "init": row["init"],
+        "weights_sha256": WEIGHTS_SHA256 if row["init"] == "pretrained" else None,
     }
 
 

@@ -101,7 +101,7 @@ def load_experiments(
         raise ConfigError("invalid experiments table:\n  " + "\n  ".join(problems))
     frame = pd.DataFrame(rows).set_index("experiment", drop=False)
     frame.index.name = None
-    for column in ("split", "scale", "description"):
+    for column in ("split", "scale", "init", "description"):
         if column not in frame:
             frame[column] = None
     return frame
@@ -244,3 +244,51 @@ def patient_count_problems(config: dict, schemes: set[str], patients: set[str]) 
                 f"data.min_patients ({need})"
             )
     return problems
+
+
+#: Starts of a run (experiments column ``init``): random weights, or config ``model.weights``.
+INITS = ("scratch", "pretrained")
+
+
+def weights_path(config: dict) -> Path | None:
+    """Config ``model.weights`` as a path (``$VARS`` and ``~`` expanded), or None (random start).
+
+    Checked here, at parse time: a path that names no file stops the workflow before any job,
+    naming the key (and the variable when one was left unexpanded).
+    """
+    value = config["model"].get("weights")
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(os.path.expandvars(str(value))))
+    if not path.is_file():
+        unset = "$" in str(path)
+        raise ConfigError(
+            f"invalid config:\n  model.weights: {value!r}"
+            + (f" (expanded: {str(path)!r})" if str(path) != str(value) else "")
+            + " is not a file"
+            + ("; an environment variable it names is not set" if unset else "")
+            + ": give the path of an official YOLOv5 checkpoint such as yolov5n.pt "
+            "(docs/pretrained.md), or null for random weights"
+        )
+    return path
+
+
+def resolve_inits(
+    experiments: pd.DataFrame, weights: Path | None, table: str | Sequence[str]
+) -> pd.Series:
+    """Each experiment's start: its ``init`` column, or the config's default when empty.
+
+    The default is ``pretrained`` when ``model.weights`` is set, else ``scratch``. A
+    ``pretrained`` row without ``model.weights`` is an error naming the table and the rows.
+    """
+    default = "pretrained" if weights is not None else "scratch"
+    column = experiments["init"] if "init" in experiments else pd.Series(None, experiments.index)
+    inits = column.where(column.notna() & (column != ""), default)
+    orphans = [str(n) for n in inits.index if inits[n] == "pretrained" and weights is None]
+    if orphans:
+        raise ConfigError(
+            f"invalid experiments table {table}: experiments {', '.join(orphans)} have init "
+            "'pretrained' but config model.weights is null: set model.weights to a YOLOv5 "
+            "checkpoint (docs/pretrained.md) or make the rows 'scratch'"
+        )
+    return inits

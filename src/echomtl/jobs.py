@@ -160,6 +160,7 @@ def build_cache(snakemake: Any) -> None:
 
 
 def train(snakemake: Any) -> None:
+    from echomtl.config import weights_path
     from echomtl.training.trainer import RunPaths, TrainParams
     from echomtl.training.trainer import train as run_training
 
@@ -172,6 +173,7 @@ def train(snakemake: Any) -> None:
             epochs_csv=Path(out.epochs),
             diagnostics_csv=Path(out.diagnostics),
             checkpoint_dir=Path(snakemake.params.checkpoint_dir),
+            pretrained=weights_path(snakemake.config),
         )
         params = TrainParams.from_dict(dict(snakemake.params.hp))
         summary = run_training(

@@ -54,9 +54,13 @@ def lr_lambda(epochs: int, lrf: float, cosine: bool = False) -> Callable[[int], 
     return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
 
 
-def warmup_iterations(warmup_epochs: float, batches_per_epoch: int) -> int:
-    """Reference rule: at least 100 warmup iterations."""
-    return max(round(warmup_epochs * batches_per_epoch), 100)
+def warmup_iterations(warmup_epochs: float, batches_per_epoch: int, minimum: int = 100) -> int:
+    """Reference rule: ``warmup_epochs`` of batches, at least ``minimum`` (YOLOv5: 100).
+
+    The floor is a parameter because it dominates short schedules: at 22 batches per epoch,
+    100 iterations are 4.5 epochs of warm-up, half of a 9-epoch run.
+    """
+    return max(round(warmup_epochs * batches_per_epoch), minimum)
 
 
 def apply_warmup(

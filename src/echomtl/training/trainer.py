@@ -36,11 +36,13 @@ from echomtl.balancing.base import (
     shared_parameters,
 )
 from echomtl.balancing.diagnostics import null_reference
+from echomtl.config import INITS
 from echomtl.console import duration, say
 from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
 from echomtl.losses import YoloLoss, view_loss
 from echomtl.models.multitask import build_model, count_parameters
+from echomtl.models.pretrained import load_pretrained
 from echomtl.training import checkpoint as ckpt
 from echomtl.training.ema import ModelEMA
 from echomtl.training.optim import (
@@ -101,6 +103,11 @@ class TrainParams:
     gradnorm: dict[str, Any] = field(default_factory=dict)
     diagnostics_every: int = 10
     amp: str = "fp32"
+    warmup_min_iterations: int = 100
+    #: "scratch" (random weights) or "pretrained" (every network from an official checkpoint)
+    init: str = "scratch"
+    #: the checkpoint's SHA-256: a run from another file is another run (fingerprint, metadata)
+    weights_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TrainParams:
@@ -119,6 +126,7 @@ class RunPaths:
     epochs_csv: Path
     diagnostics_csv: Path
     checkpoint_dir: Path
+    pretrained: Path | None = None  # the checkpoint file of a pretrained start
 
 
 class _StopRequest:
@@ -257,7 +265,14 @@ def train(
     n_images = len(dataset)
     model = build_model(
         p.model, p.scale, len(p.class_names), len(p.view_names), p.attach_layer, p.cls_dropout
-    ).to(dev)
+    )
+    if p.init == "pretrained":
+        if paths.pretrained is None:
+            raise ValueError(f"{p.experiment}: init 'pretrained' needs a checkpoint file")
+        load_pretrained(model, paths.pretrained, p.scale, p.weights_sha256)
+    elif p.init != "scratch":
+        raise ValueError(f"{p.experiment}: init {p.init!r} is not one of {INITS}")
+    model = model.to(dev)
     balancer = make_balancer(p.method, **_balancer_kwargs(p, dev))
     criterion = YoloLoss(model.detect, p.imgsz, p.hyp)
     precision = Precision(p.amp, dev)
@@ -273,7 +288,7 @@ def train(
     lf = lr_lambda(p.epochs, p.hyp["lrf"], p.cos_lr)
     ema = ModelEMA(model) if p.ema else None
     batches_per_epoch = n_images // p.batch_size
-    n_warmup = warmup_iterations(p.hyp["warmup_epochs"], batches_per_epoch)
+    n_warmup = warmup_iterations(p.hyp["warmup_epochs"], batches_per_epoch, p.warmup_min_iterations)
 
     step_rows: list[dict] = []
     epoch_rows: list[dict] = []
