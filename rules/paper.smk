@@ -143,6 +143,7 @@ rule render_paper:
         reference=REFERENCE,
         audit_schemes=AUDIT_SCHEMES,
         config=config,
+        checkpoint=CHECKPOINT,
     script:
         "../workflow/scripts/render_paper.py"
 

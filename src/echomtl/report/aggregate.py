@@ -109,6 +109,10 @@ def load_experiments_table(experiments: pd.DataFrame | PathLike) -> pd.DataFrame
     if table.index.duplicated().any():
         raise ValueError(f"duplicate experiments: {sorted(table.index[table.index.duplicated()])}")
     table["augment"] = table["augment"].map(_as_bool)
+    # the start of every network (rules/common.smk resolves an empty cell from model.weights)
+    if "init" not in table:
+        table["init"] = "scratch"
+    table["init"] = table["init"].where(table["init"].notna(), "scratch")
     # rows the workflow adds under cv: a grid group's per-fold selection (never trained)
     table["per_fold_selection"] = (
         table["per_fold_selection"].map(_as_bool) if "per_fold_selection" in table else False

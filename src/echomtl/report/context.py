@@ -104,7 +104,8 @@ class _Numbers(dict):
 def _roles(res: Results) -> dict[str, Any]:
     """Which experiment plays which part (from model/method, not from names)."""
     t = res.experiments
-    ran = [e for e in t.index if res.ran(e)]
+    # the roles are the study's start (the other start's runs are the init axis)
+    ran = [e for e in t.index if res.ran(e) and not res.is_init_variant(e)]
     chosen = {res.chosen[g] for g in res.groups()}
 
     def first(pred: Callable[[pd.Series], bool]) -> str | None:
@@ -666,6 +667,35 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
     return pairs
 
 
+def _start(
+    res: Results, checkpoint: Mapping[str, Any] | None, nums: _Numbers
+) -> dict[str, Any]:
+    """The study's start, the checkpoint's provenance, and the configurations run from both."""
+    study = res.study_init
+    if study == "pretrained" or any(str(i) == "pretrained" for i in res.experiments["init"]):
+        if not checkpoint:
+            raise ValueError("runs started from a checkpoint, but the paper was given none")
+    pairs = []
+    for study_run, variant in res.init_pairs():
+        for m in ("map50", "view_accuracy"):
+            a, b = res.get(study_run, m), res.get(variant, m)
+            if not (math.isnan(a) or math.isnan(b)):
+                nums.put(f"initdiff/{variant}/{m}", format_number(a - b, signed=True))
+        pairs.append(
+            {"study": study_run, "variant": variant, "classifier": res.has_classifier(variant)}
+        )
+    info = None
+    if checkpoint:
+        info = {
+            "file": latex_escape(str(checkpoint["file"])),
+            "sha256": str(checkpoint["sha256"]),
+            "date": latex_escape(str(checkpoint.get("date") or "undated")),
+            "tensors": int(checkpoint["tensors"]),
+        }
+    return {"study": study, "other": "scratch" if study == "pretrained" else "pretrained",
+            "pairs": pairs, "checkpoint": info}  # fmt: skip
+
+
 def _device_words(device: str) -> str:
     """The training device in words (never the config value)."""
     if device == "cpu":
@@ -707,6 +737,7 @@ def build_context(
     files: Mapping[str, Any],
     diagnostics: pd.DataFrame | None = None,
     phases: pd.DataFrame | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Collect what ``paper/main.tex.j2`` needs (see module docstring), one section at a time.
 
@@ -721,6 +752,8 @@ def build_context(
             "figures": {name: path}}`` (names: the registry, :mod:`echomtl.report.outputs`).
         diagnostics: :func:`echomtl.report.aggregate.diagnostics_summary` of the shared-trunk runs.
         phases: :func:`echomtl.report.aggregate.weight_phases` of the reference's steps.
+        checkpoint: the pretrained start's file (``file``, ``sha256``, ``date``, ``tensors``,
+            ``model_class``) when any run started from it, read at parse time.
     """
     nums = _Numbers()
     ref = res.reference
@@ -741,6 +774,7 @@ def build_context(
     diag = _diagnostics_numbers(diagnostics, nums)
     phase = _phase_numbers(phases, nums)
     split_pairs = _split_numbers(res, audits, nums)
+    start = _start(res, checkpoint, nums)
 
     has = {
         "alpha": len(alphas) >= 2,
@@ -763,6 +797,8 @@ def build_context(
         "original_audit": data["original_audit"],
         "ema": bool(config["train"].get("ema", True)),
         "split": bool(split_pairs),
+        "init": bool(start["pairs"]),
+        "pretrained": start["study"] == "pretrained",
         "cv": scheme == "cv",
         "comparisons": bool(verdicts["others"]),
     }
@@ -818,6 +854,7 @@ def build_context(
             )
         ),
         "split_pairs": split_pairs,
+        "start": start,
         "scheme_name": protocol_name(scheme),
         "scheme": scheme,
         "seeds": seeds,

@@ -124,6 +124,7 @@ def render_paper(snakemake: Any) -> None:
             files,
             diagnostics=aggregate.diagnostics_summary(list(i.diagnostics)),
             phases=aggregate.weight_phases(list(i.steps)) if i.steps else None,
+            checkpoint=p.checkpoint,
         )
         latex.write_numbers(ctx["numbers"], o.numbers)
         latex.render_paper(ctx, Path(i.template).parent, o.tex)

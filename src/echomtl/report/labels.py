@@ -23,6 +23,18 @@ MODEL_LABELS = {
 }
 
 
+#: How a label names a run's start when the study holds both (experiments column ``init``).
+START_WORDS = {"scratch": "from scratch", "pretrained": "pretrained"}
+
+
+def _minority_start(table: pd.DataFrame) -> str | None:
+    """The start of the fewer rows when a study holds both (those rows' labels say it)."""
+    if "init" not in table or table["init"].nunique() < 2:
+        return None
+    counts = table["init"].value_counts()
+    return str(counts.index[-1]) if counts.iloc[-1] < counts.iloc[0] else "scratch"
+
+
 def _num(x: float) -> str:
     return f"{x:g}"
 
@@ -51,6 +63,9 @@ def experiment_label(table: pd.DataFrame, experiment: str, with_group_value: boo
         extras.append("augmentation")
     if row["split_variant"]:
         extras.append(f"{latex_escape(str(row['split']))} split")
+    start = _minority_start(table)
+    if start is not None and row.get("init") == start:
+        extras.append(START_WORDS[start])
     if extras:
         text = f"{text} ({', '.join(extras)})"
     return Tex(text)

@@ -234,6 +234,10 @@ def _tables() -> list[Output]:
             "table", "verdicts", "table_verdicts", "comparisons",
             "Paired verdicts of the reference against every configuration, per metric.",
         ),
+        _on_results(
+            "table", "init", "table_init", "init",
+            "The same configurations from random weights and from the pretrained checkpoint.",
+        ),
         Output(
             "split", "table",
             lambda s, out: tables().table_split(s.results, s.audits, out),
@@ -358,6 +362,10 @@ def plan_flags(experiments: pd.DataFrame | str, reference: str) -> dict[str, boo
     ref = t.loc[reference]
     variants = t[t["split_variant"]]
     t = t[~t["split_variant"]]
+    keys = [k for k in ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale") if k in t]
+    other_start = t[t["init"] != ref["init"]]
+    init_axis = other_start.astype(str).merge(t[t["init"] == ref["init"]].astype(str), on=keys)
+    t = t[t["init"] == ref["init"]]
     same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
     alphas = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
     alphas = alphas[alphas["w_cls"] == ref["w_cls"]]
@@ -374,7 +382,8 @@ def plan_flags(experiments: pd.DataFrame | str, reference: str) -> dict[str, boo
         "gradnorm": ref["method"] == "gradnorm",
         "diagnostics": bool((t["model"] == "multitask").any()),
         "split": len(variants) > 0,
-        "comparisons": len(t) > 1,
+        "init": len(init_axis) > 0,
+        "comparisons": len(t) + len(other_start) > 1,
     }
 
 

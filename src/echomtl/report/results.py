@@ -150,9 +150,38 @@ class Results:
         """Whether the run used another split scheme than the study (the split axis)."""
         return bool(self.row(experiment)["split_variant"])
 
+    @property
+    def study_init(self) -> str:
+        """The start of the reference's networks: the study's start (``scratch``/``pretrained``)."""
+        return str(self.row(self.reference)["init"])
+
+    def is_init_variant(self, experiment: str) -> bool:
+        """Whether the run started otherwise than the study (the init axis)."""
+        return str(self.row(experiment)["init"]) != self.study_init
+
+    def init_pairs(self) -> list[tuple[str, str]]:
+        """``(study run, init variant)`` pairs that both ran: rows equal but for the start."""
+        keys = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split")
+        t = self.experiments
+
+        def same(a: str, b: str) -> bool:
+            return all(
+                (t.at[a, k] == t.at[b, k]) or (pd.isna(t.at[a, k]) and pd.isna(t.at[b, k]))
+                for k in keys
+                if k in t
+            )
+
+        pairs = []
+        for variant in [e for e in t.index if self.is_init_variant(e)]:
+            match = [e for e in t.index if not self.is_init_variant(e) and same(e, variant)]
+            match = [e for e in match if not bool(t.at[e, "per_fold_selection"])]
+            if match and self.ran(match[0]) and self.ran(variant):
+                pairs.append((str(match[0]), str(variant)))
+        return pairs
+
     def split_pairs(self) -> list[tuple[str, str]]:
         """``(study run, split variant)`` pairs that both ran: rows equal but for the split."""
-        keys = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale")
+        keys = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "init")
         t = self.experiments
 
         def same(a: str, b: str) -> bool:
@@ -204,6 +233,7 @@ class Results:
         same = self.experiments[
             (self.experiments["method"] == ref["method"])
             & (self.experiments["model"] == ref["model"])
+            & (self.experiments["init"] == ref["init"])
             & ~self.experiments["split_variant"]
         ]
         same = same[[self.ran(e) for e in same.index]]
@@ -216,9 +246,11 @@ class Results:
         return alpha_list, (str(aug.index[0]) if len(aug) else None)
 
     def main_groups(self) -> list[str]:
-        """Groups of the main table: all, except the reference's alpha/augmentation variants."""
+        """Groups of the main table: all, except the reference's alpha/augmentation variants and
+        the runs of the other start (their own table, beside their study runs)."""
         alphas, aug = self.reference_variants()
         variants = {a for a in alphas if a != self.reference} | ({aug} if aug else set())
+        variants |= {v for _, v in self.init_pairs()}
         return [g for g in self.groups() if self.chosen[g] not in variants]
 
     def front_runs(self) -> list[str]:
@@ -227,6 +259,7 @@ class Results:
         rows = t[
             (t["model"] == "multitask")
             & (t["method"] == "fixed")
+            & (t["init"] == self.study_init)
             & ~t["split_variant"]
             & ~t["per_fold_selection"]
         ]

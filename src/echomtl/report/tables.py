@@ -386,6 +386,31 @@ def table_traditional(res: Results, out_tex: PathLike, groups: Sequence[str] | N
     return _write(pd.DataFrame(rows), out_tex, column_format="lrrccc")
 
 
+#: The start of a run in words (experiments column ``init``).
+INIT_WORDS = {"scratch": "random weights", "pretrained": "COCO checkpoint"}
+
+
+def table_init(res: Results, out_tex: PathLike) -> Path:
+    """The init axis: each configuration that ran from both starts, on the same test images,
+    one row per start (the study's first), with 95% intervals."""
+    pairs = res.init_pairs()
+    if not pairs:
+        raise ValueError("table_init: no configuration ran from both starts")
+    rows = []
+    for pair in pairs:
+        for exp in pair:
+            row: dict[Any, Any] = {
+                "Method": experiment_label(res.experiments, pair[0]),
+                "Start": INIT_WORDS[str(res.row(exp)["init"])],
+            }
+            for m in ("map50", "map50_95", "view_accuracy"):
+                show = res.has_classifier(exp) or m != "view_accuracy"
+                row[METRIC_LABELS[m]] = ci_cell(res, exp, m) if show else DASH
+            rows.append(row)
+    change = list(range(2, len(rows), 2))
+    return _write(pd.DataFrame(rows), out_tex, column_format="llccc", midrule_before=change)
+
+
 def table_split(res: Results, audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> Path:
     """The split axis: one method on the export's split and on the patient-grouped split, on
     each evaluation split, beside how many of those images come from training videos."""
