@@ -48,8 +48,9 @@ def setup() -> None:
         sysconfig.get_paths()["purelib"] + "\n"
     )
     pip = [str(PEER_PYTHON), "-m", "pip", "install", "--quiet"]
-    # yolov5 7.0 imports pkg_resources, which setuptools 81 removed
-    subprocess.run([*pip, PEER_PACKAGE, "setuptools<81"], check=True)
+    # yolov5 7.0 imports pkg_resources, which setuptools 81 removed, and its metrics call
+    # np.trapz, which numpy 2.4 removed (this venv's own numpy shadows the shared one)
+    subprocess.run([*pip, PEER_PACKAGE, "setuptools<81", "numpy==2.2.6"], check=True)
 
 
 def peer_hyp(nc: int, imgsz: int, nl: int = 3) -> dict:

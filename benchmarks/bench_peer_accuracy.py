@@ -81,6 +81,23 @@ def peer_dataset(splits_csv: Path, class_names: list[str], out: Path) -> Path:
     return out
 
 
+def offline_font(folder: Path) -> Path:
+    """A settings folder for the peer that already holds the font its train.py would download.
+
+    The peer's ``check_dataset`` fetches Arial.ttf for its plots even with ``--noplots``; with no
+    network it fails. Any TrueType file under that name stops the download (no plot is drawn):
+    matplotlib's DejaVu Sans is used.
+    """
+    import matplotlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (folder / name).exists():
+            (folder / name).symlink_to(font)
+    return folder
+
+
 def train_peer(job: tuple[Path, Path, int, int, int, int]) -> dict:
     """One run of the peer's train.py; returns its last.pt and wall seconds."""
     import time
@@ -94,7 +111,8 @@ def train_peer(job: tuple[Path, Path, int, int, int, int]) -> dict:
         "--workers", "0", "--device", "cpu", "--noautoanchor", "--noplots", "--noval",
         "--project", str(project), "--name", f"seed{seed}", "--exist-ok",
     ]  # fmt: skip
-    env = {**PEER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**PEER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "YOLOV5_CONFIG_DIR": str(offline_font(data / "peer-settings"))}  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=data)
     seconds = time.perf_counter() - started

@@ -51,6 +51,8 @@ def test_schedule_and_accumulation_rules():
     assert cos(0) == 1.0 and cos(10) == pytest.approx(0.01)
     assert cos(5) == pytest.approx((1 - math.cos(math.pi / 2)) / 2 * (0.01 - 1) + 1)
     assert warmup_iterations(3.0, 10) == 100 and warmup_iterations(3.0, 50) == 150
+    # the floor is a setting (train.warmup_min_iterations): 0 leaves warmup_epochs alone
+    assert warmup_iterations(1.0, 22, minimum=0) == 22 and warmup_iterations(0.0, 22, 0) == 0
     assert accumulation_steps(64, 16) == 4 and accumulation_steps(64, 100) == 1
     assert warmup_accumulation(0, 100, 64, 16) == 1
     assert warmup_accumulation(100, 100, 64, 16) == 4

@@ -369,3 +369,36 @@ def test_cv_grid_group_mixing_augmentation_fails_at_parse_time(tmp_path):
     assert "may differ only in w_det, w_cls or alpha; they differ in augment" in (
         result.stdout + result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "weights,expected",
+    [
+        (None, "init 'pretrained' but config model.weights is null"),
+        ("/nonexistent/yolov5n.pt", "model.weights: '/nonexistent/yolov5n.pt' is not a file"),
+    ],
+)
+def test_pretrained_start_without_a_checkpoint_fails_before_any_job(tmp_path, weights, expected):
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\tinit\n"
+    (tmp_path / "e.tsv").write_text(
+        header
+        + "det_only\tdet_only\tfixed\tdet_only\t1.0\t0.0\t\tfalse\tpretrained\n"
+        + "gradnorm_a1.5\tgradnorm_a1.5\tgradnorm\tmultitask\t1.0\t0.01\t1.5\tfalse\t\n"
+    )
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(
+        yaml.safe_dump({"experiments": str(tmp_path / "e.tsv"), "model": {"weights": weights}})
+    )
+    result = run_snakemake("-n", "--quiet", "rules", "--configfile", str(overlay))
+    assert result.returncode != 0 and expected in result.stdout + result.stderr
+
+
+def test_wrong_scale_checkpoint_fails_before_any_job(tmp_path):
+    overlay = tmp_path / "o.yaml"  # the default study (yolov5n) given a yolov5s file
+    overlay.write_text(
+        yaml.safe_dump({"model": {"weights": stub_weights_env()["YOLOV5S_WEIGHTS"]}})
+    )
+    result = run_snakemake("-n", "--quiet", "rules", "--configfile", str(overlay))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "config model.weights:" in output
+    assert "a yolov5s checkpoint, but config model.scale is 'n'" in output

@@ -39,8 +39,11 @@ from echomtl.models.yolo import SCALES
 
 LOG = logging.getLogger(__name__)
 
-#: Module prefixes whose classes may appear in a checkpoint; each becomes an inert record.
-ALLOWED_PREFIXES = ("models.", "torch.nn.modules.")
+#: Module prefixes whose classes may appear in a checkpoint; each becomes an inert record. The
+#: YOLOv5 source tree pickles ``models.*``; its PyPI package (``pip install yolov5``) pickles the
+#: same classes as ``yolov5.models.*``.
+ALLOWED_PREFIXES = ("models.", "yolov5.models.", "torch.nn.modules.")
+PACKAGE_PREFIX = "yolov5."
 #: Top-level model classes of YOLOv5 detection checkpoints (v6.x: Model; v7.0: DetectionModel).
 DETECTION_MODELS = ("models.yolo.Model", "models.yolo.DetectionModel")
 #: Classes that mark a checkpoint of another task, with the task's name.
@@ -88,8 +91,12 @@ class CheckpointObject:
 
 @cache
 def _record_class(qualname: str) -> type[CheckpointObject]:
-    """One record class per qualified name (the unpickler matches classes by identity)."""
-    return type(qualname.rsplit(".", 1)[-1], (CheckpointObject,), {"qualname": qualname})
+    """One record class per qualified name (the unpickler matches classes by identity); the
+    record's name is the source tree's (``yolov5.models.yolo.X`` -> ``models.yolo.X``)."""
+    name = (
+        qualname.removeprefix(PACKAGE_PREFIX) if qualname.startswith("yolov5.models.") else qualname
+    )
+    return type(qualname.rsplit(".", 1)[-1], (CheckpointObject,), {"qualname": name})
 
 
 def sha256_of(path: Path) -> str:
