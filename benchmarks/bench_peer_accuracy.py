@@ -178,8 +178,12 @@ def same_predictions(weights: Path, imgsz: int) -> dict:
         peer = torch.load(out, weights_only=True)
     diff = max(float((a - b).abs().max()) for a, b in zip(ours, peer, strict=True))
     scale = max(float(b.abs().max()) for b in peer)
-    return {"transferred": f"{result.count()}/{len(checkpoint.tensors)}",
-            "anchors_equal": anchors_equal, "max_abs_diff": diff, "max_abs_output": scale}  # fmt: skip
+    return {
+        "transferred": f"{result.count()}/{len(checkpoint.tensors)}",
+        "anchors_equal": anchors_equal,
+        "max_abs_diff": diff,
+        "max_abs_output": scale,
+    }
 
 
 def main() -> None:

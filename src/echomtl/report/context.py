@@ -667,9 +667,7 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
     return pairs
 
 
-def _start(
-    res: Results, checkpoint: Mapping[str, Any] | None, nums: _Numbers
-) -> dict[str, Any]:
+def _start(res: Results, checkpoint: Mapping[str, Any] | None, nums: _Numbers) -> dict[str, Any]:
     """The study's start, the checkpoint's provenance, and the configurations run from both."""
     study = res.study_init
     if study == "pretrained" or any(str(i) == "pretrained" for i in res.experiments["init"]):
