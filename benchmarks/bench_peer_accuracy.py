@@ -108,9 +108,10 @@ def train_peer(job: tuple[Path, Path, int, int, int, int]) -> dict:
         str(PEER_PYTHON), "-m", "yolov5.train", "--data", str(data / "data.yaml"),
         "--hyp", str(data / "hyp.yaml"), "--weights", str(weights), "--img", str(imgsz),
         "--epochs", str(epochs), "--batch-size", str(batch), "--seed", str(seed),
-        "--workers", "0", "--device", "cpu", "--noautoanchor", "--noplots", "--noval",
+        "--workers", "0", "--device", "cpu", "--noautoanchor", "--noplots",
         "--project", str(project), "--name", f"seed{seed}", "--exist-ok",
     ]  # fmt: skip
+    # no --noval: in yolov5 7.0.14 it ends train.py with an UnboundLocalError (map50s)
     env = {**PEER_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "YOLOV5_CONFIG_DIR": str(offline_font(data / "peer-settings"))}  # fmt: skip
     started = time.perf_counter()

@@ -424,6 +424,8 @@ def _config_numbers(config: Mapping, nums: _Numbers, ref_row: pd.Series, res: Re
     nums.put("cfg/diagnostics_every", int(_cfg(config, "balancing.diagnostics_every")))
     hyp = config["train"].get("hyp", {})
     nums.put("cfg/lr0", Tex(f"{hyp.get('lr0', math.nan):g}"))
+    nums.put("cfg/warmup_epochs", Tex(f"{float(_cfg(config, 'train.hyp.warmup_epochs')):g}"))
+    nums.put("cfg/warmup_floor", int(config["train"].get("warmup_min_iterations", 100)))
     alpha = ref_row["alpha"]
     nums.put("cfg/ref_alpha", Tex(f"{alpha:g}") if not math.isnan(alpha) else "--")
     nums.put("cfg/ref_w_det", Tex(f"{ref_row['w_det']:g}"))
