@@ -855,6 +855,10 @@ def build_context(
         ),
         "split_pairs": split_pairs,
         "start": start,
+        "warmup": {
+            "epochs": float(_cfg(config, "train.hyp.warmup_epochs")),
+            "floor": int(config["train"].get("warmup_min_iterations", 100)),
+        },
         "scheme_name": protocol_name(scheme),
         "scheme": scheme,
         "seeds": seeds,
