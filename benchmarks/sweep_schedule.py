@@ -69,9 +69,9 @@ def train_params(config: dict, experiment: str, setting: dict) -> dict:
     init = setting.get("init") or resolve_inits(table, weights, config["experiments"])[experiment]
     sha = None
     if init == "pretrained":
-        from echomtl.models.pretrained import sha256_of
+        from echomtl.atomic import sha256_file
 
-        sha = sha256_of(weights)
+        sha = sha256_file(weights)
     alpha = row.get("alpha")
     train = config["train"]
     params = {

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 import torch
 
+from echomtl.atomic import sha256_file
 from echomtl.config import ConfigError, resolve_inits, weights_path
 from echomtl.models.multitask import build_model
 from echomtl.models.pretrained import (
     CheckpointError,
     load_pretrained,
     read_checkpoint,
-    sha256_of,
     transfer,
 )
 from echomtl.models.yolo import YoloV5
@@ -201,8 +201,8 @@ def test_run_records_the_checkpoint_and_refuses_another_file_on_resume(
     make_checkpoint(file_a, seed=0)
     make_checkpoint(file_b, seed=1)
     run = params(model="det_only", method="fixed", w_cls=0.0, alpha=None, augment=False)
-    run_a = replace(run, init="pretrained", weights_sha256=sha256_of(file_a))
-    run_b = replace(run, init="pretrained", weights_sha256=sha256_of(file_b))
+    run_a = replace(run, init="pretrained", weights_sha256=sha256_file(file_a))
+    run_b = replace(run, init="pretrained", weights_sha256=sha256_file(file_b))
     first = replace(paths(tmp_path / "run", tiny_caches["train"]), pretrained=file_a)
     with pytest.raises(TrainingInterrupted):
         train(run_a, first, stop_after_batches=2)
@@ -214,7 +214,7 @@ def test_run_records_the_checkpoint_and_refuses_another_file_on_resume(
     train(run_b, fresh)
     a = torch.load(tmp_path / "run" / "weights.pt", weights_only=True)
     b = torch.load(tmp_path / "fresh" / "weights.pt", weights_only=True)
-    assert a["params"]["weights_sha256"] == sha256_of(file_b)  # in the run's metadata
+    assert a["params"]["weights_sha256"] == sha256_file(file_b)  # in the run's metadata
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     # a file that changed after the workflow read it stops the run
     with pytest.raises(CheckpointError, match="SHA-256"):

@@ -7,6 +7,7 @@ leaves a half-written file that Snakemake (or a reader) would take for a finishe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -38,6 +39,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def sha256_file(path: PathLike) -> str:
+    """SHA-256 of a file, read in blocks (checkpoints and weights files are megabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: PathLike, text: str) -> Path:

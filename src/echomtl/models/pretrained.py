@@ -23,7 +23,6 @@ Detect output convolutions with YOLOv5's bias priors for the new class count, an
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import zipfile
@@ -35,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from echomtl.atomic import sha256_file
 from echomtl.models.yolo import SCALES
 
 LOG = logging.getLogger(__name__)
@@ -97,15 +97,6 @@ def _record_class(qualname: str) -> type[CheckpointObject]:
         qualname.removeprefix(PACKAGE_PREFIX) if qualname.startswith("yolov5.models.") else qualname
     )
     return type(qualname.rsplit(".", 1)[-1], (CheckpointObject,), {"qualname": name})
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file (the checkpoint's identity in a run's parameters and metadata)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -249,7 +240,7 @@ def read_checkpoint(path: Path | str, scale: str | None = None) -> Checkpoint:
     stride = model.state.get("stride")
     return Checkpoint(
         path=path,
-        sha256=sha256_of(path),
+        sha256=sha256_file(path),
         scale=found,
         model_class=model.qualname,
         source=source,

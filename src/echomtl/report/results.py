@@ -9,7 +9,7 @@ reference") and fails with a message naming the missing result instead of printi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -159,44 +159,36 @@ class Results:
         """Whether the run started otherwise than the study (the init axis)."""
         return str(self.row(experiment)["init"]) != self.study_init
 
-    def init_pairs(self) -> list[tuple[str, str]]:
-        """``(study run, init variant)`` pairs that both ran: rows equal but for the start."""
-        keys = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split")
+    #: The settings that make two rows the same configuration; an axis is one of them varied.
+    SETTINGS = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init")
+
+    def _axis_pairs(self, axis: str, is_variant: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """``(study run, variant)`` pairs that both ran: rows equal in every setting but ``axis``
+        (a per-fold composite is never the study run of a pair)."""
         t = self.experiments
+        keys = [k for k in self.SETTINGS if k != axis and k in t]
 
         def same(a: str, b: str) -> bool:
             return all(
                 (t.at[a, k] == t.at[b, k]) or (pd.isna(t.at[a, k]) and pd.isna(t.at[b, k]))
                 for k in keys
-                if k in t
             )
 
         pairs = []
-        for variant in [e for e in t.index if self.is_init_variant(e)]:
-            match = [e for e in t.index if not self.is_init_variant(e) and same(e, variant)]
-            match = [e for e in match if not bool(t.at[e, "per_fold_selection"])]
+        for variant in [e for e in t.index if is_variant(e)]:
+            composite = t["per_fold_selection"].astype(bool)
+            match = [e for e in t.index[~composite] if not is_variant(e) and same(e, variant)]
             if match and self.ran(match[0]) and self.ran(variant):
                 pairs.append((str(match[0]), str(variant)))
         return pairs
+
+    def init_pairs(self) -> list[tuple[str, str]]:
+        """``(study run, init variant)`` pairs that both ran: rows equal but for the start."""
+        return self._axis_pairs("init", self.is_init_variant)
 
     def split_pairs(self) -> list[tuple[str, str]]:
         """``(study run, split variant)`` pairs that both ran: rows equal but for the split."""
-        keys = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "init")
-        t = self.experiments
-
-        def same(a: str, b: str) -> bool:
-            return all(
-                (t.at[a, k] == t.at[b, k]) or (pd.isna(t.at[a, k]) and pd.isna(t.at[b, k]))
-                for k in keys
-                if k in t
-            )
-
-        pairs = []
-        for variant in t.index[t["split_variant"]]:
-            match = [e for e in t.index[~t["split_variant"]] if same(e, variant)]
-            if match and self.ran(match[0]) and self.ran(variant):
-                pairs.append((str(match[0]), str(variant)))
-        return pairs
+        return self._axis_pairs("split", self.is_split_variant)
 
     def ran(self, experiment: str) -> bool:
         """Whether results exist for the experiment."""

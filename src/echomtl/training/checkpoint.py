@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from echomtl.atomic import atomic_path, write_text
+from echomtl.atomic import atomic_path, sha256_file, write_text
 
 LOG = logging.getLogger(__name__)
 NAMES = ("last.pt", "prev.pt")
@@ -29,21 +29,13 @@ def fingerprint(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
     """Write ``state`` as the newest checkpoint, keeping the previous good one."""
     directory.mkdir(parents=True, exist_ok=True)
     last, prev = directory / NAMES[0], directory / NAMES[1]
     with atomic_path(directory / ".last.pt.new") as tmp:
         torch.save(state, tmp)
-        checksum = _sha256(tmp)
+        checksum = sha256_file(tmp)
     if last.exists() and (directory / "last.pt.sha256").exists():
         os.replace(last, prev)
         os.replace(directory / "last.pt.sha256", directory / "prev.pt.sha256")
@@ -62,7 +54,7 @@ def load_checkpoint(directory: Path, expected_fingerprint: str) -> dict[str, Any
         if not sidecar.exists():
             LOG.warning("checkpoint %s has no checksum file: ignored", path)
             continue
-        if _sha256(path) != sidecar.read_text().strip():
+        if sha256_file(path) != sidecar.read_text().strip():
             LOG.warning(
                 "checkpoint %s fails its SHA-256 check (corrupt or truncated): ignored", path
             )
