@@ -3,6 +3,7 @@ out of the study's own comparisons, and reported in their own table and section.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def test_init_table_and_section(built, tmp_path):
     tex = report["tex"].read_text()
     assert "\\label{tab:init}" in tex and "from the official COCO-pretrained" in tex
     assert rf.CHECKPOINT["sha256"][:16] in tex and "trained from scratch" not in tex
+    assert not re.search(r"\\allowbreak[A-Za-z0-9]", tex)  # the digest never joins a macro name
     assert report["context"]["has"]["init"] and report["context"]["has"]["pretrained"]
 
 
