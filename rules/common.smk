@@ -7,6 +7,7 @@ import shutil
 from functools import cache
 
 from echomtl.config import (
+    SETTINGS,
     check_study_config,
     load_experiments,
     resolve_inits,
@@ -53,7 +54,7 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
             f"from model.weights {WEIGHTS}, a yolov5{config['model']['scale']} checkpoint"
         )
 STUDY = [n for n in EXPERIMENTS.index if not EXPERIMENTS.loc[n, "split_variant"]]
-_SETTINGS = ["method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init"]
+_SETTINGS = list(SETTINGS)
 _same = EXPERIMENTS[EXPERIMENTS.astype(str).duplicated(_SETTINGS, keep=False)]
 if len(_same):
     raise ValueError(

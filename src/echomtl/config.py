@@ -246,6 +246,10 @@ def patient_count_problems(config: dict, schemes: set[str], patients: set[str]) 
     return problems
 
 
+#: The experiments-table columns that make two rows the same configuration: two rows may not
+#: share all of them, and an axis of the study (split, init) is one of them varied.
+SETTINGS = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init")
+
 #: Starts of a run (experiments column ``init``): random weights, or config ``model.weights``.
 INITS = ("scratch", "pretrained")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from echomtl.config import SETTINGS
 from echomtl.methods import METHOD_LABELS, METHODS
 from echomtl.report._io import PathLike
 from echomtl.report.aggregate import load_experiments_table, read_selections, read_tidy
@@ -159,14 +160,11 @@ class Results:
         """Whether the run started otherwise than the study (the init axis)."""
         return str(self.row(experiment)["init"]) != self.study_init
 
-    #: The settings that make two rows the same configuration; an axis is one of them varied.
-    SETTINGS = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init")
-
     def _axis_pairs(self, axis: str, is_variant: Callable[[str], bool]) -> list[tuple[str, str]]:
         """``(study run, variant)`` pairs that both ran: rows equal in every setting but ``axis``
         (a per-fold composite is never the study run of a pair)."""
         t = self.experiments
-        keys = [k for k in self.SETTINGS if k != axis and k in t]
+        keys = [k for k in SETTINGS if k != axis and k in t]
 
         def same(a: str, b: str) -> bool:
             return all(
