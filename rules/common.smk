@@ -47,7 +47,8 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
         WEIGHTS_SHA256 = CHECKPOINT["sha256"]
     except CheckpointError as _error:
         raise ValueError(f"config model.weights: {_error}") from None
-    _scales = set(EXPERIMENTS["scale"].dropna()) - {config["model"]["scale"]}
+    _pretrained = EXPERIMENTS[EXPERIMENTS["init"] == "pretrained"]
+    _scales = set(_pretrained["scale"].dropna()) - {config["model"]["scale"]}
     if _scales:
         raise ValueError(
             f"{config['experiments']}: rows with scale {', '.join(sorted(_scales))} cannot start "

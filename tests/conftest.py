@@ -42,9 +42,19 @@ def tiny_caches(tiny_export, tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+def shared_file(variable: str, what: str) -> Path:
+    """A file the tests reach through an environment variable (.ci/run sets it), else skip."""
+    path = os.environ.get(variable)
+    if not path:
+        pytest.skip(f"{variable} not set: path to {what}")
+    return Path(path)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    path = os.environ.get("REGURG_DATA")
-    if not path:
-        pytest.skip("REGURG_DATA not set: path to the real Roboflow export (docs/dataset.md)")
-    return Path(path)
+    return shared_file("REGURG_DATA", "the real Roboflow export (docs/dataset.md)")
+
+
+@pytest.fixture(scope="session")
+def official_n() -> Path:
+    return shared_file("YOLOV5N_WEIGHTS", "the official yolov5n.pt (docs/pretrained.md)")

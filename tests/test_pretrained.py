@@ -35,14 +35,6 @@ from .test_training import params, paths
 DETECT_OUTPUTS = {f"model.24.m.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
 
 
-@pytest.fixture(scope="session")
-def official_n() -> Path:
-    path = os.environ.get("YOLOV5N_WEIGHTS")
-    if not path:
-        pytest.skip("YOLOV5N_WEIGHTS not set: path to the official yolov5n.pt (docs/pretrained.md)")
-    return Path(path)
-
-
 @pytest.fixture(scope="module")
 def stub_n(tmp_path_factory) -> tuple[Path, YoloV5]:
     path = tmp_path_factory.mktemp("ckpt") / "stub-n.pt"

@@ -267,7 +267,6 @@ class Transfer:
 
     transferred: dict[str, list[str]]  # network -> official keys copied
     skipped: dict[str, dict[str, str]]  # network -> official key -> why not
-    fresh: list[str]  # the model's keys that keep their fresh initialisation
 
     def count(self, network: str = "detector") -> int:
         return len(self.transferred.get(network, []))
@@ -322,7 +321,7 @@ def transfer(model: nn.Module, checkpoint: Checkpoint) -> Transfer:
             f"{checkpoint.path}: no tensor of the checkpoint matches the model's layers"
         )
     model.load_state_dict(update, strict=False)
-    return Transfer(transferred, skipped, sorted(set(own) - set(update)))
+    return Transfer(transferred, skipped)
 
 
 def load_pretrained(
