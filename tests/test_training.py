@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
+from importlib.resources import files
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from echomtl.training import checkpoint as ckpt
+from echomtl.training.state import TrainState
 from echomtl.training.trainer import (
     RunPaths,
     TrainingInterrupted,
@@ -28,14 +31,51 @@ HYP = {
 }  # fmt: skip
 
 
+def schema_defaults() -> dict:
+    """The training parameters a configuration may leave out, as the config schema fills them
+    (rules/common.smk's ``train_params`` reads them from the validated config); the experiment
+    columns ``alpha`` and ``init`` as an empty cell leaves them without ``model.weights``."""
+    schema = yaml.safe_load((files("echomtl") / "schema" / "config.schema.yaml").read_text())
+    model, train, balancing = (
+        schema["properties"][k]["properties"] for k in ("model", "train", "balancing")
+    )
+    return {
+        **{k: model[k]["default"] for k in ("attach_layer", "cls_dropout")},
+        **{
+            k: train[k]["default"]
+            for k in ("nominal_batch", "cos_lr", "grad_clip", "ema", "amp", "warmup_min_iterations")
+        },
+        "gradnorm": {k: v["default"] for k, v in balancing["gradnorm"]["properties"].items()},
+        "diagnostics_every": balancing["diagnostics_every"]["default"],
+        "alpha": None,
+        "init": "scratch",
+        "weights_sha256": None,
+    }
+
+
 def params(**overrides) -> TrainParams:
-    base = TrainParams(
-        experiment="t", seed=0, model="multitask", scale="n", class_names=CLASS_NAMES,
-        view_names=VIEW_NAMES, imgsz=64, epochs=2, batch_size=4, nominal_batch=8,
-        method="gradnorm", w_det=1.0, w_cls=0.01, alpha=1.5, augment=True, hyp=HYP,
-        gradnorm={"lr": 0.025, "optimizer": "adam", "l0_window": 2}, diagnostics_every=3,
-    )  # fmt: skip
+    base = TrainParams(**{
+        **schema_defaults(),
+        **dict(
+            experiment="t", seed=0, model="multitask", scale="n", class_names=CLASS_NAMES,
+            view_names=VIEW_NAMES, imgsz=64, epochs=2, batch_size=4, nominal_batch=8,
+            method="gradnorm", w_det=1.0, w_cls=0.01, alpha=1.5, augment=True, hyp=HYP,
+            gradnorm={"lr": 0.025, "optimizer": "adam", "l0_window": 2}, diagnostics_every=3,
+        ),
+    })  # fmt: skip
     return replace(base, **overrides)
+
+
+def test_train_params_are_all_required_and_checked():
+    """No field repeats a default of the config schema; from_dict names what is wrong."""
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(TrainParams))
+    given = {f.name: getattr(params(), f.name) for f in fields(TrainParams)}
+    assert TrainParams.from_dict(given) == params()
+    with pytest.raises(ValueError, match="missing training parameters: amp"):
+        TrainParams.from_dict({k: v for k, v in given.items() if k != "amp"})
+    with pytest.raises(ValueError, match="unknown training parameters: nope"):
+        TrainParams.from_dict({**given, "nope": 1})
+    assert set(schema_defaults()) < set(given)
 
 
 def paths(root: Path, cache: Path) -> RunPaths:
@@ -114,6 +154,36 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny_caches, caplog
     train(params(), run)
     train(params(), paths(tmp_path / "full", tiny_caches["train"]))
     assert_same_run(tmp_path / "full", tmp_path / "run")
+
+
+def test_train_state_saves_and_loads_every_entry(tmp_path):
+    """The checkpoint's entries, in order (the resume format: older checkpoints keep loading)."""
+    p = params(method="uncertainty")
+    a = TrainState.create(p, torch.device("cpu"), weight_decay=0.0005)
+    assert list(a.state_dict()) == [
+        "fingerprint", "epoch", "batch", "last_opt_step", "model", "optimizer", "balancer",
+        "ema", "grads", "precision", "torch_rng", "steps", "epochs", "diagnostics",
+    ]  # fmt: skip
+    a.last_opt_step, a.steps = 4, [{"epoch": 0, "step": 3}]
+    first = next(a.model.parameters())
+    first.grad = torch.ones_like(first)
+    with torch.no_grad():
+        a.balancer.log_vars.add_(0.5)
+    a.save(tmp_path, epoch=1, batch=2)
+    rng = torch.get_rng_state()
+    torch.manual_seed(123)  # another model init and another global RNG state
+    b = TrainState.create(p, torch.device("cpu"), weight_decay=0.0005)
+    assert b.resume(tmp_path)
+    assert (b.epoch, b.batch, b.last_opt_step, b.steps) == (1, 2, 4, [{"epoch": 0, "step": 3}])
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(b.balancer.log_vars, a.balancer.log_vars)
+    for (name, qa), qb in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(qa, qb), name
+        assert (qa.grad is None and qb.grad is None) or torch.equal(qa.grad, qb.grad), name
+    other = TrainState.create(params(method="uncertainty", seed=1), torch.device("cpu"), 0.0005)
+    assert not other.resume(tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):
+        other.load_state_dict(a.state_dict())
 
 
 def test_checkpoint_of_other_config_is_ignored(tmp_path, tiny_caches):

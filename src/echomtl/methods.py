@@ -1,6 +1,10 @@
-"""The one list of loss-balancing methods: name, label, kind, Jacobian need, scheduling cost.
+"""The registry of loss-balancing methods: name, label, kind, scheduling cost and the class.
 
-No torch import: the experiment-table check, the rules and the report read it at parse time.
+No torch import: the experiment-table check, the rules and the report read it at parse time. The
+class is named by its path under ``echomtl.balancing`` and imported only when a run builds it
+(``echomtl.balancing.balancer_class``); it builds itself from the run's parameters
+(``Balancer.from_params``). Adding a method means writing its class and its line here.
+
 ``cost`` is the training time of one step relative to fixed weights, used only to schedule the
 longest runs first. Measured in the default study of 2026-12-01: GradNorm 1.07 (115 s against
 108 s of training), PCGrad and IMTL-G 1.9 (205 s); the other aggregators are set like those, and
@@ -20,9 +24,9 @@ class Method:
     #: ``fixed`` (constant weights), ``weighting`` (loss weights that change during training) or
     #: ``aggregation`` (the per-task gradients of the trunk are combined by a rule, torchjd).
     kind: str
-    jacobian: bool  # needs both task gradients on the whole trunk at every step
     cost: float
-    reference: str  # bibliography key (paper/references.bib)
+    #: the class, ``module.Class`` under ``echomtl.balancing``
+    balancer: str
     requires: tuple[str, ...] = ()  # importable modules it needs beyond the pinned dependencies
 
     def missing(self) -> list[str]:
@@ -33,30 +37,28 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("fixed", "Fixed weights", "fixed", False, 1.0, "chen2018gradnorm"),
-        Method("gradnorm", "GradNorm", "weighting", False, 1.1, "chen2018gradnorm"),
+        Method("fixed", "Fixed weights", "fixed", 1.0, "fixed.FixedWeights"),
+        Method("gradnorm", "GradNorm", "weighting", 1.1, "gradnorm.GradNorm"),
         Method(
             "uncertainty",
             "Uncertainty weighting",
             "weighting",
-            False,
             1.0,
-            "kendall2018uncertainty",
+            "uncertainty.UncertaintyWeighting",
         ),
-        Method("rlw", "Random loss weighting", "weighting", False, 1.0, "lin2022rlw"),
-        Method("pcgrad", "PCGrad", "aggregation", True, 2.0, "yu2020pcgrad"),
-        Method("imtl_g", "IMTL-G", "aggregation", True, 2.0, "liu2021imtl"),
-        Method("mgda", "MGDA", "aggregation", True, 2.0, "sener2018mgda"),
-        Method("alignedmtl", "Aligned-MTL", "aggregation", True, 2.0, "senushkin2023aligned"),
-        Method("upgrad", "UPGrad", "aggregation", True, 2.0, "quinton2024jacobian"),
-        Method("dualproj", "DualProj", "aggregation", True, 2.0, "quinton2024jacobian"),
         Method(
-            "cagrad", "CAGrad", "aggregation", True, 2.5, "liu2021cagrad", ("cvxpy", "clarabel")
+            "rlw", "Random loss weighting", "weighting", 1.0, "random_weights.RandomLossWeighting"
         ),
-        Method("nashmtl", "Nash-MTL", "aggregation", True, 2.5, "navon2022nashmtl", ("cvxpy",)),
+        Method("pcgrad", "PCGrad", "aggregation", 2.0, "jd.PCGrad"),
+        Method("imtl_g", "IMTL-G", "aggregation", 2.0, "jd.IMTLG"),
+        Method("mgda", "MGDA", "aggregation", 2.0, "jd.MGDA"),
+        Method("alignedmtl", "Aligned-MTL", "aggregation", 2.0, "jd.AlignedMTL"),
+        Method("upgrad", "UPGrad", "aggregation", 2.0, "jd.UPGrad"),
+        Method("dualproj", "DualProj", "aggregation", 2.0, "jd.DualProj"),
+        Method("cagrad", "CAGrad", "aggregation", 2.5, "jd.CAGrad", ("cvxpy", "clarabel")),
+        Method("nashmtl", "Nash-MTL", "aggregation", 2.5, "jd.NashMTL", ("cvxpy",)),
     )
 }
-JACOBIAN_METHODS = tuple(name for name, m in METHODS.items() if m.jacobian)
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 

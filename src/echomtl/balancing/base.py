@@ -1,9 +1,25 @@
-"""The ``Balancer`` interface and the pieces every method shares.
+"""The ``Balancer``: one shared step that calls a method's weight rule, and the measurement path.
 
 A balancer owns the backward pass: given the per-task losses of one micro-batch it ADDS the model
 gradient into the parameters' ``.grad`` (never zeroing them, so gradient accumulation over
 micro-batches works) and returns a ``StepRecord`` with the task weights it used and diagnostic
 rows for ``diagnostics.csv`` (docs/architecture.md, "Balancer").
+
+``Balancer.step`` is the same for every method:
+
+1. the weights of this step (the rule's ``step_weights``);
+2. without a shared trunk (det_only, dual_backbone; or a rule that needs the task gradients on
+   W and the model has no W): a plain backward of the rule's ``objective``, nothing measured;
+3. with one, a ``Measurement``: the null reference on diagnostic steps, then the backward
+   (``backward``: the weighted one below, which measures the ``trunk`` gradients first on the
+   same graph and the ``W``/``feature`` ones with ``backward_with_task_gradients``; torchjd's
+   aggregators override it with the Jacobian's);
+4. the rule's ``update`` from what was measured (GradNorm's weight step, the next random draw);
+5. the diagnostics rows, from the measurement.
+
+A method is a subclass that writes its rule (``weights``, and where it differs from the default
+``step_weights``, ``objective``, ``update``), its resume state and ``from_params``; it is
+registered in ``echomtl.methods``.
 
 Shared helpers:
 - ``weighted_sum``: ``sum_i w_i L_i`` with Python-float weights (no device question).
@@ -16,14 +32,23 @@ Shared helpers:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from echomtl.balancing.diagnostics import diagnostics_row, trunk_diagnostics, unscale
+from echomtl.balancing.diagnostics import (
+    gradient_similarity,
+    null_reference,
+    similarity_row,
+    trunk_gradients,
+    unscale,
+)
+
+if TYPE_CHECKING:
+    from echomtl.training.trainer import TrainParams
 
 TASKS = ("det", "cls")
 #: Columns of a diagnostics row (docs/architecture.md, ``diagnostics.csv`` less epoch/step).
@@ -32,6 +57,8 @@ DIAGNOSTIC_KEYS = (
     "eff_weight_det", "eff_weight_cls", "wnorm_det", "wnorm_cls", "share_det", "share_cls",
     "null_cosine",
 )  # fmt: skip
+#: The measured scopes, in the order of the rows: GradNorm's W, the shared feature, the trunk.
+SCOPES = ("W", "feature", "trunk")
 
 
 @dataclass
@@ -58,24 +85,64 @@ class StepRecord:
         return dict(self.weights if self.effective_weights is None else self.effective_weights)
 
 
-class Balancer:
-    """Base class: turn per-task losses into the model gradient (added into ``.grad``).
+#: ``halves()``: the detection losses of two disjoint halves of the batch (the null reference).
+Halves = Callable[[], Sequence[Tensor]]
 
-    Subclasses implement ``step``; ``extra_parameters`` lists learnable parameters that belong in
-    the MODEL optimizer (without weight decay); ``state_dict``/``load_state_dict`` make resume
-    exact; ``weights`` are the weights the next step will use.
+
+def task_weights(p: TrainParams) -> dict[str, float]:
+    """The experiment's fixed weights: ``w_det`` alone for det_only, else both."""
+    return {"det": p.w_det} if p.model == "det_only" else {"det": p.w_det, "cls": p.w_cls}
+
+
+class Balancer:
+    """Base class: the shared step (module docstring) around a method's weight rule.
+
+    Subclasses implement ``weights`` (the weights the next step uses) and, where they differ
+    from the defaults, ``step_weights``, ``objective``, ``update`` (and ``backward`` for a
+    different backward pass); ``extra_parameters`` lists learnable parameters that belong in the
+    MODEL optimizer (without weight decay); ``state_dict``/``load_state_dict`` make resume exact.
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    #: The rule reads the per-task gradients on W (GradNorm): measured at every step, and
+    #: without W the step is a plain backward.
+    needs_task_gradients: ClassVar[bool] = False
+    #: Measure the ``W``/``feature`` rows at every step even if the rule does not need them.
+    cheap_diagnostics: bool = False
     #: The loss scale of mixed precision (fp16): what the backward multiplies by and every
     #: measured gradient is divided by. The trainer sets it before each step; 1.0 otherwise.
     grad_scale: float = 1.0
 
-    def step(
-        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
-    ) -> StepRecord:
-        """Backward of this micro-batch's losses (adding into ``.grad``); returns the record."""
+    @classmethod
+    def from_params(cls, p: TrainParams, device: torch.device) -> Balancer:
+        """The balancer of a run: its fixed weights, per-step rows on the multi-task model."""
+        return cls(task_weights(p), cheap_diagnostics=p.model == "multitask")
+
+    # -- the weight rule ---------------------------------------------------------------------
+    @property
+    def weights(self) -> dict[str, float]:
+        """Current task weights (those the next step uses)."""
         raise NotImplementedError
+
+    def step_weights(self, tasks: Sequence[str]) -> dict[str, float]:
+        """The loss weights of this step (the measured gradients are un-scaled by them)."""
+        return self.weights
+
+    def objective(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+        """The scalar the backward differentiates: ``sum_i w_i L_i`` unless the rule says other."""
+        return weighted_sum(losses, weights)
+
+    def update(
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        measured: Measurement | None,
+    ) -> dict[str, float]:
+        """After the backward: the rule's own update; returns its ``info`` (none by default).
+
+        ``measured`` is None when the step had no shared trunk (nothing was measured).
+        """
+        return {}
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Parameters to optimise with the model (none by default)."""
@@ -88,10 +155,133 @@ class Balancer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
-    @property
-    def weights(self) -> dict[str, float]:
-        """Current task weights (those the next step uses)."""
-        raise NotImplementedError
+    # -- the shared step ---------------------------------------------------------------------
+    def step(
+        self,
+        losses: dict[str, Tensor],
+        out: Any,
+        model: nn.Module,
+        diagnostics_due: bool,
+        halves: Halves | None = None,
+    ) -> StepRecord:
+        """Backward of this micro-batch's losses (adding into ``.grad``); returns the record.
+
+        ``halves``: the null reference's half-batch losses, measured on diagnostic steps.
+        """
+        weights = self.step_weights(present_tasks(losses))
+        measured = Measurement.of(losses, out, model, weights, self.grad_scale)
+        if measured is not None and self.needs_task_gradients and measured.weight is None:
+            measured = None
+        effective: dict[str, float] | None = None
+        info: dict[str, float] = {}
+        if measured is None:
+            scaled_backward(self.objective(losses, weights), self.grad_scale)
+        else:
+            if diagnostics_due and halves is not None:
+                measured.null_reference(halves)
+            effective, info = self.backward(losses, weights, measured, diagnostics_due)
+        info.update(self.update(losses, weights, measured))
+        rows = [] if measured is None else measured.rows(effective)
+        return StepRecord(weights=weights, diagnostics=rows, info=info, effective_weights=effective)
+
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        measured: Measurement,
+        diagnostics_due: bool,
+    ) -> tuple[dict[str, float] | None, dict[str, float]]:
+        """The backward with a shared trunk; returns ``(effective weights or None, info)``.
+
+        One backward of the ``objective``: the ``trunk`` gradients are measured first on the same
+        graph when due, and the ``W``/``feature`` ones by the backward itself when the rule needs
+        them or ``cheap_diagnostics`` asks for them (and the model has W).
+        """
+        if diagnostics_due:
+            measured.trunk()
+        root = self.objective(losses, weights)
+        if (self.needs_task_gradients or self.cheap_diagnostics) and measured.weight is not None:
+            measured.backward(root)
+        else:
+            scaled_backward(root, measured.scale)
+        return None, {}
+
+
+class Measurement:
+    """What one step measures on the shared trunk, and the diagnostics rows it gives.
+
+    For each scope of ``SCOPES`` that was measured: the norms, cosine and GMS of the two
+    UNWEIGHTED, unscaled task gradients (``gradient_similarity``, computed when measured, so no
+    gradient is held); extra columns a rule adds to a scope's row (GradNorm's, on ``W``); the
+    null reference's cosines (``W`` and ``trunk``). ``weights`` are the step's loss weights,
+    ``scale`` the mixed-precision loss scale.
+    """
+
+    def __init__(
+        self,
+        losses: Mapping[str, Tensor],
+        out: Any,
+        model: nn.Module,
+        weights: Mapping[str, float],
+        scale: float,
+    ) -> None:
+        self.losses, self.out, self.model = losses, out, model
+        self.weights, self.scale = weights, scale
+        self.weight = last_shared_weight(model)
+        self.similarity: dict[str, tuple[float, float, float, float]] = {}
+        self.columns: dict[str, dict[str, float]] = {}
+        self.null: dict[str, float] = {}
+
+    @classmethod
+    def of(
+        cls,
+        losses: Mapping[str, Tensor],
+        out: Any,
+        model: nn.Module,
+        weights: Mapping[str, float],
+        scale: float,
+    ) -> Measurement | None:
+        """A measurement of this step, or None without a shared trunk."""
+        return cls(losses, out, model, weights, scale) if has_shared_trunk(losses, out) else None
+
+    def measure(
+        self, scope: str, g_det: Tensor | Sequence[Tensor], g_cls: Tensor | Sequence[Tensor]
+    ) -> None:
+        """Record the two unweighted task gradients of ``scope``."""
+        self.similarity[scope] = gradient_similarity(g_det, g_cls)
+
+    def null_reference(self, halves: Halves) -> None:
+        """The null reference on the trunk and W (before the backward, on the retained graph)."""
+        params = shared_parameters(self.model)
+        if params:
+            self.null = null_reference(halves(), params, self.weight, scale=self.scale)
+
+    def trunk(self) -> None:
+        """The ``trunk`` scope: two per-task ``autograd.grad`` before the backward."""
+        params = shared_parameters(self.model)
+        if params:
+            self.measure("trunk", *trunk_gradients(self.losses, params, self.weights, self.scale))
+
+    def backward(self, root: Tensor) -> None:
+        """The backward of ``root`` that also measures the ``W`` and ``feature`` scopes."""
+        feature, on_w = backward_with_task_gradients(
+            self.losses, self.weights, self.out.task_features, self.weight, root, self.scale
+        )
+        self.measure("W", on_w["det"], on_w["cls"])
+        self.measure("feature", feature["det"], feature["cls"])
+
+    def rows(self, effective: Mapping[str, float] | None = None) -> list[dict]:
+        """One row per measured scope (``DIAGNOSTIC_KEYS`` and the scope's extra columns)."""
+        rows = []
+        for scope in SCOPES:
+            if scope not in self.similarity:
+                continue
+            row = similarity_row(scope, *self.similarity[scope], self.weights, effective)
+            row.update(self.columns.get(scope, {}))
+            if scope in self.null:
+                row["null_cosine"] = self.null[scope]
+            rows.append(row)
+        return rows
 
 
 def present_tasks(losses: Mapping[str, Tensor], known: tuple[str, ...] = TASKS) -> list[str]:
@@ -235,42 +425,6 @@ def backward_with_task_gradients(
         )
         weight_grads[task] = on_w.get(task, torch.zeros_like(weight))
     return feature_grads, weight_grads
-
-
-def standard_backward(
-    losses: Mapping[str, Tensor],
-    out: Any,
-    model: nn.Module,
-    weights: Mapping[str, float],
-    diagnostics_due: bool,
-    cheap_diagnostics: bool = False,
-    root: Tensor | None = None,
-    scale: float = 1.0,
-) -> list[dict]:
-    """Backward of ``sum_i w_i L_i`` (or of ``root``) into ``.grad``; returns diagnostics rows.
-
-    With a shared trunk: a ``trunk`` row when ``diagnostics_due`` (computed first, on the same
-    graph), and ``W``/``feature`` rows every step when ``cheap_diagnostics`` (via
-    ``backward_with_task_gradients``, same single backward). Without one: a plain backward, no rows.
-    ``scale``: the mixed-precision loss scale (``backward_with_task_gradients``); rows are unscaled.
-    """
-    rows: list[dict] = []
-    trunk = has_shared_trunk(losses, out)
-    if trunk and diagnostics_due:
-        params = shared_parameters(model)
-        if params:
-            rows.append(trunk_diagnostics(losses, params, weights, scale=scale))
-    w_param = last_shared_weight(model)
-    if trunk and cheap_diagnostics and w_param is not None:
-        feat, on_w = backward_with_task_gradients(
-            losses, weights, out.task_features, w_param, root=root, scale=scale
-        )
-        rows.insert(0, diagnostics_row("feature", feat["det"], feat["cls"], weights))
-        rows.insert(0, diagnostics_row("W", on_w["det"], on_w["cls"], weights))
-        return rows
-    total = weighted_sum(losses, weights) if root is None else root
-    scaled_backward(total, scale)
-    return rows
 
 
 def scaled_backward(total: Tensor, scale: float = 1.0) -> None:

@@ -168,14 +168,13 @@ def null_reference(
     return result
 
 
-def trunk_diagnostics(
+def trunk_gradients(
     losses: Mapping[str, Tensor],
     shared_params: Sequence[nn.Parameter],
     weights: Mapping[str, float],
-    effective: Mapping[str, float] | None = None,
     scale: float = 1.0,
-) -> dict:
-    """Scope-``trunk`` row: per-task gradients over ALL shared parameters (the expensive one).
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Per-task gradients over ALL shared parameters: ``(g_det, g_cls)``, unweighted, unscaled.
 
     Two ``torch.autograd.grad`` calls (one per task, ``retain_graph=True`` so that the balancer's
     own backward can follow on the same graph); ``.grad`` is never touched. Parameters a task does
@@ -183,7 +182,7 @@ def trunk_diagnostics(
 
     ``scale`` (mixed precision): each loss is back-propagated as it enters the scaled backward,
     ``scale * w_i * L_i`` (no float16 value larger than the backward's own), and the gradients
-    are divided by that factor in float32: the row holds unscaled, unweighted gradients.
+    are divided by that factor in float32.
     """
     params = [p for p in shared_params if p.requires_grad]
     if not params:
@@ -197,4 +196,16 @@ def trunk_diagnostics(
             torch.zeros_like(p) if g is None else unscale(g, factor)
             for g, p in zip(gs, params, strict=True)
         ]
-    return diagnostics_row("trunk", grads["det"], grads["cls"], weights, effective)
+    return grads["det"], grads["cls"]
+
+
+def trunk_diagnostics(
+    losses: Mapping[str, Tensor],
+    shared_params: Sequence[nn.Parameter],
+    weights: Mapping[str, float],
+    effective: Mapping[str, float] | None = None,
+    scale: float = 1.0,
+) -> dict:
+    """Scope-``trunk`` row of ``trunk_gradients`` (the expensive one; before the backward)."""
+    g_det, g_cls = trunk_gradients(losses, shared_params, weights, scale)
+    return diagnostics_row("trunk", g_det, g_cls, weights, effective)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from torch import Tensor, nn
-
-from echomtl.balancing.base import TASKS, Balancer, StepRecord, standard_backward
+from echomtl.balancing.base import TASKS, Balancer
 
 
 class FixedWeights(Balancer):
@@ -34,13 +31,3 @@ class FixedWeights(Balancer):
     @property
     def weights(self) -> dict[str, float]:
         return dict(self._w)
-
-    def step(
-        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
-    ) -> StepRecord:
-        """Backward of ``sum_i w_i L_i`` (added into ``.grad``)."""
-        rows = standard_backward(
-            losses, out, model, self._w, diagnostics_due, self.cheap_diagnostics,
-            scale=self.grad_scale,
-        )  # fmt: skip
-        return StepRecord(weights=self.weights, diagnostics=rows)

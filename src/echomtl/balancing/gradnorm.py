@@ -14,9 +14,11 @@ Per step t with weights w_i(t) > 0 (tasks ``det`` and ``cls``):
    stay strictly positive (each ends >= ``min_weight * S0 / sum(clamped)``, which may be slightly
    below ``min_weight`` but never 0 or negative). This runs after EVERY update.
 
-The model gradient is that of ``sum_i w_i(t) L_i`` with the pre-update weights, from one backward
-(see ``backward_with_task_gradients``: hooks on the two aliases of the shared feature, then a local
-backward through the last shared layer per task); ``L_grad`` never reaches the model's ``.grad``.
+The model gradient is that of ``sum_i w_i(t) L_i`` with the pre-update weights, from the shared
+backward (``Balancer.backward``, which measures ``g_i`` with ``backward_with_task_gradients``: hooks
+on the two aliases of the shared feature, then a local backward through the last shared layer per
+task); ``L_grad`` never reaches the model's ``.grad``. The update is ``update``, from the measured
+``||g_i||``.
 
 L(0): the mean of the first ``l0_window`` steps' losses, fixed for the rest of training (never
 reset; restored by ``load_state_dict``). Weights are NOT updated while L(0) is unknown: the first
@@ -44,28 +46,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from echomtl.balancing.base import (
-    TASKS,
-    Balancer,
-    StepRecord,
-    backward_with_task_gradients,
-    has_shared_trunk,
-    last_shared_weight,
-    scaled_backward,
-    shared_parameters,
-    weighted_sum,
-)
-from echomtl.balancing.diagnostics import (
-    diagnostics_row,
-    gradient_similarity,
-    similarity_row,
-    trunk_diagnostics,
-)
+from echomtl.balancing.base import TASKS, Balancer, Measurement, task_weights
+
+if TYPE_CHECKING:
+    from echomtl.training.trainer import TrainParams
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -87,6 +76,7 @@ class GradNorm(Balancer):
     """
 
     name = "gradnorm"
+    needs_task_gradients = True
 
     def __init__(
         self,
@@ -178,33 +168,27 @@ class GradNorm(Balancer):
         self._updates = int(state["updates"])
         self.initial_sum = float(state["initial_sum"])
 
-    # -- the step -----------------------------------------------------------------------------
-    def step(
-        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
-    ) -> StepRecord:
-        """Model gradient of ``sum_i w_i L_i`` (into ``.grad``), then one GradNorm weight update."""
-        used = self.weights
-        w_param = last_shared_weight(model)
-        scale = self.grad_scale
-        if len(self.tasks) < 2 or not has_shared_trunk(losses, out) or w_param is None:
-            scaled_backward(weighted_sum(losses, used), scale)
-            return StepRecord(weights=used)
+    @classmethod
+    def from_params(cls, p: TrainParams, device: torch.device) -> GradNorm:
+        """Initial weights ``w_det``/``w_cls``, the experiment's alpha, config ``gradnorm``."""
+        return cls(task_weights(p), alpha=p.alpha, **p.gradnorm)
 
-        rows: list[dict] = []
-        if diagnostics_due:
-            params = shared_parameters(model)
-            if params:
-                rows.append(trunk_diagnostics(losses, params, used, scale=scale))
+    # -- the rule -----------------------------------------------------------------------------
+    def update(
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        measured: Measurement | None,
+    ) -> dict[str, float]:
+        """One GradNorm update from the losses and the measured ``||g_i||`` on W (not measured:
+        no update); its quantities are logged and added to the ``W`` row."""
+        if measured is None:
+            return {}
         loss_values = torch.stack([losses[t].detach().double() for t in self.tasks]).tolist()
-        # G_i from unscaled gradients: backward_with_task_gradients divides by the scale
-        feat, on_w = backward_with_task_gradients(
-            losses, used, out.task_features, w_param, scale=scale
-        )
-        n_det, n_cls, cosine, gms = gradient_similarity(on_w["det"], on_w["cls"])
-        extras = self._update(loss_values, [n_det, n_cls], [used[t] for t in self.tasks])
-        w_row = {**similarity_row("W", n_det, n_cls, cosine, gms, used), **extras}
-        rows = [w_row, diagnostics_row("feature", feat["det"], feat["cls"], used), *rows]
-        return StepRecord(weights=used, diagnostics=rows, info=dict(extras))
+        n_det, n_cls = measured.similarity["W"][:2]
+        extras = self._update(loss_values, [n_det, n_cls], [weights[t] for t in self.tasks])
+        measured.columns["W"] = extras
+        return dict(extras)
 
     def _update(self, loss_values: list[float], norms: list[float], w: list[float]) -> dict:
         """One GradNorm update from this step's losses and ``||g_i||``; returns logged values."""

@@ -38,19 +38,19 @@ Decisions:
 - Without a shared trunk (dual_backbone) or with one task (det_only) the step is a plain weighted
   backward.
 - torchjd's PCGrad draws ``torch.randperm`` (the global RNG) at each aggregation.
-- Speed: the trainer passes ``parallel_chunk_size=1`` on CPU (the two Jacobian rows one after the
-  other; ``torch.vmap`` over the convolution backward is slower there than a second backward)
-  and ``None`` (both rows at once) on GPU.
+- Speed: ``from_params`` sets ``parallel_chunk_size=1`` on CPU (the two Jacobian rows one after
+  the other; ``torch.vmap`` over the convolution backward is slower there than a second
+  backward) and ``None`` (both rows at once) on GPU.
 
-Aggregators by name; those needing optional extras that are missing raise ImportError with
-torchjd's install hint (``available_aggregators()`` lists those that work here).
+One small class per aggregator (registered in ``echomtl.methods``): ``make_aggregator`` builds the
+torchjd aggregator; those needing optional extras that are missing raise ImportError with
+torchjd's install hint (``echomtl.balancing.available_aggregators()`` lists those that work here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import cache
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -58,54 +58,11 @@ from torchjd import aggregation as agg
 from torchjd.autojac import backward as jac_backward
 from torchjd.autojac import jac_to_grad, mtl_backward
 
-from echomtl.balancing.base import (
-    TASKS,
-    Balancer,
-    StepRecord,
-    has_shared_trunk,
-    present_tasks,
-    scaled_backward,
-    shared_parameters,
-    weighted_sum,
-)
-from echomtl.balancing.diagnostics import diagnostics_row, unscale
+from echomtl.balancing.base import TASKS, Balancer, Measurement, shared_parameters, task_weights
+from echomtl.balancing.diagnostics import unscale
 
-#: name -> (factory(n_tasks, **kwargs), optional extra that torchjd needs for it)
-AGGREGATORS: dict[str, tuple[Callable[..., agg.Aggregator], str | None]] = {
-    "pcgrad": (lambda n, **kw: agg.PCGrad(**kw), None),
-    "upgrad": (lambda n, **kw: agg.UPGrad(**kw), "torchjd[quadprog_projector]"),
-    "cagrad": (lambda n, **kw: agg.CAGrad(**{"c": 0.5, **kw}), "torchjd[cagrad]"),
-    "nashmtl": (lambda n, **kw: agg.NashMTL(n_tasks=n, **kw), "torchjd[nash_mtl]"),
-    "alignedmtl": (lambda n, **kw: agg.AlignedMTL(**kw), None),
-    "mgda": (lambda n, **kw: agg.MGDA(**kw), None),
-    "imtl_g": (lambda n, **kw: agg.IMTLG(**kw), None),
-    "dualproj": (lambda n, **kw: agg.DualProj(**kw), "torchjd[quadprog_projector]"),
-}
-
-
-def build_aggregator(name: str, n_tasks: int = 2, **kwargs: Any) -> agg.Aggregator:
-    """The torchjd aggregator called ``name`` (see ``AGGREGATORS``)."""
-    if name not in AGGREGATORS:
-        raise ValueError(f"unknown torchjd aggregator {name!r}; known: {sorted(AGGREGATORS)}")
-    factory, extra = AGGREGATORS[name]
-    try:
-        return factory(n_tasks, **kwargs)
-    except ImportError as exc:
-        hint = f" (pip install '{extra}')" if extra else ""
-        raise ImportError(f"aggregator {name!r} is not available here{hint}: {exc}") from exc
-
-
-@cache
-def available_aggregators() -> tuple[str, ...]:
-    """Names whose aggregator can be built in this environment (optional extras installed)."""
-    names = []
-    for name in AGGREGATORS:
-        try:
-            build_aggregator(name)
-        except ImportError:
-            continue
-        names.append(name)
-    return tuple(names)
+if TYPE_CHECKING:
+    from echomtl.training.trainer import TrainParams
 
 
 def features_are_nested(features: list[Tensor]) -> bool:
@@ -128,21 +85,21 @@ def features_are_nested(features: list[Tensor]) -> bool:
 
 
 class JacobianAggregation(Balancer):
-    """Jacobian descent on the shared trunk with a torchjd aggregator.
+    """Jacobian descent on the shared trunk with a torchjd aggregator (one subclass each).
 
     Args:
-        name: one of ``AGGREGATORS`` (pcgrad, upgrad, cagrad, nashmtl, alignedmtl, mgda, imtl_g,
-            dualproj), subject to ``available_aggregators()``.
         task_weights: fixed ``w_i`` applied to the losses before aggregation (default 1.0 each;
-            the trainer passes the experiment's ``w_det``/``w_cls``).
+            ``from_params`` passes the experiment's ``w_det``/``w_cls``).
         aggregator_kwargs: passed to the torchjd aggregator (e.g. ``{"c": 0.4}`` for CAGrad).
         parallel_chunk_size: torchjd's ``parallel_chunk_size`` (None: both rows at once via
             ``torch.vmap``; 1 avoids vmap).
     """
 
+    #: torchjd's optional extra the aggregator needs (the install hint when it is missing)
+    extra: ClassVar[str | None] = None
+
     def __init__(
         self,
-        name: str,
         task_weights: Mapping[str, float] | None = None,
         aggregator_kwargs: Mapping[str, Any] | None = None,
         parallel_chunk_size: int | None = None,
@@ -153,10 +110,43 @@ class JacobianAggregation(Balancer):
             raise ValueError(f"task_weights must have 'det' and keys in {TASKS}, got {weights}")
         if any(not float(v) > 0 for v in weights.values()):
             raise ValueError(f"task weights must be > 0, got {weights}")
-        self.name = name
         self._w = {t: float(weights[t]) for t in TASKS if t in weights}
-        self.aggregator = build_aggregator(name, len(TASKS), **dict(aggregator_kwargs or {}))
+        self.aggregator = self.build_aggregator(**dict(aggregator_kwargs or {}))
         self.parallel_chunk_size = parallel_chunk_size
+
+    @classmethod
+    def from_params(cls, p: TrainParams, device: torch.device) -> JacobianAggregation:
+        """Fixed weights ``w_det``/``w_cls``; the Jacobian's rows one by one on CPU.
+
+        Rows one after the other on CPU, where vmap over the convolution backward costs more than
+        a second backward (PCGrad step 2.2x fixed weights with vmap, 1.7x without, yolov5n 128 px,
+        1 thread, benchmarks/README.md); at once on GPU.
+        """
+        return cls(task_weights(p), parallel_chunk_size=1 if device.type == "cpu" else None)
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        """The torchjd aggregator (each subclass names its own)."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        """``make_aggregator``, with the install hint when an optional extra is missing."""
+        try:
+            return cls.make_aggregator(**kwargs)
+        except ImportError as exc:
+            hint = f" (pip install '{cls.extra}')" if cls.extra else ""
+            message = f"aggregator {cls.name!r} is not available here{hint}: {exc}"
+            raise ImportError(message) from exc
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the aggregator can be built in this environment (optional extras installed)."""
+        try:
+            cls.build_aggregator()
+        except ImportError:
+            return False
+        return True
 
     @property
     def weights(self) -> dict[str, float]:
@@ -170,25 +160,20 @@ class JacobianAggregation(Balancer):
         if state.get("name", self.name) != self.name:
             raise ValueError(f"state is for {state['name']!r}, balancer is {self.name!r}")
 
-    def step(
-        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
-    ) -> StepRecord:
-        """``mtl_backward`` + ``jac_to_grad`` (adding into ``.grad``); no trunk: plain backward."""
-        present_tasks(losses)
-        used = self.weights
-        scale = self.grad_scale
-        if not has_shared_trunk(losses, out):
-            scaled_backward(weighted_sum(losses, used), scale)
-            return StepRecord(weights=used)
-
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        measured: Measurement,
+        diagnostics_due: bool,
+    ) -> tuple[dict[str, float] | None, dict[str, float]]:
+        """``mtl_backward`` + ``jac_to_grad`` (adding into ``.grad``); W and trunk from the rows."""
         # mixed precision: the Jacobian rows are of the scaled losses (the aggregators are
         # positively homogeneous, so .grad is scaled and the optimizer's scaler undoes it); the
         # rows the diagnostics read are divided by the scale with the weight
-        tensors = [(used[t] * scale) * losses[t] for t in TASKS]
-        features = list(out.shared_features)
-        rows: list[dict] = []
-        info: dict[str, float] = {}
-        effective: dict[str, float] | None = None
+        scale, model = measured.scale, measured.model
+        tensors = [(weights[t] * scale) * losses[t] for t in TASKS]
+        features = list(measured.out.shared_features)
         try:
             if features_are_nested(features):
                 shared = self._full_jacobian(tensors, model)
@@ -204,8 +189,8 @@ class JacobianAggregation(Balancer):
             if w_param is not None and hasattr(w_param, "jac"):
                 # GradNorm's W, every step like the other methods: free, the rows are here.
                 w_rows = (
-                    unscale(w_param.jac[0], used["det"] * scale),
-                    unscale(w_param.jac[1], used["cls"] * scale),
+                    unscale(w_param.jac[0], weights["det"] * scale),
+                    unscale(w_param.jac[1], weights["cls"] * scale),
                 )
             agg_weights = jac_to_grad(shared, self.aggregator, retain_jac=diagnostics_due)
             if not isinstance(agg_weights, Tensor):
@@ -215,18 +200,18 @@ class JacobianAggregation(Balancer):
                 )
             values = agg_weights.detach().to(torch.float64).tolist()
             info = {f"agg_weight_{t}": v for t, v in zip(TASKS, values, strict=True)}
-            effective = {t: used[t] * v for t, v in zip(TASKS, values, strict=True)}
+            effective = {t: weights[t] * v for t, v in zip(TASKS, values, strict=True)}
             if w_rows is not None:
-                rows.append(diagnostics_row("W", *w_rows, used, effective))
+                measured.measure("W", *w_rows)
             if diagnostics_due:
-                rows_det = [unscale(p.jac[0], used["det"] * scale) for p in shared]
-                rows_cls = [unscale(p.jac[1], used["cls"] * scale) for p in shared]
-                rows.append(diagnostics_row("trunk", rows_det, rows_cls, used, effective))
+                rows_det = [unscale(p.jac[0], weights["det"] * scale) for p in shared]
+                rows_cls = [unscale(p.jac[1], weights["cls"] * scale) for p in shared]
+                measured.measure("trunk", rows_det, rows_cls)
         finally:
             for p in model.parameters():
                 if hasattr(p, "jac"):
                     del p.jac
-        return StepRecord(weights=used, diagnostics=rows, info=info, effective_weights=effective)
+        return effective, info
 
     def _full_jacobian(self, tensors: list[Tensor], model: nn.Module) -> list[nn.Parameter]:
         """Nested features: Jacobian w.r.t. every parameter; non-shared ones get the row sum.
@@ -249,3 +234,87 @@ class JacobianAggregation(Balancer):
             else:
                 p.grad += g
         return shared
+
+
+class PCGrad(JacobianAggregation):
+    """Yu et al. 2020; draws ``torch.randperm`` (the global RNG) at each aggregation."""
+
+    name = "pcgrad"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.PCGrad(**kwargs)
+
+
+class UPGrad(JacobianAggregation):
+    """Quinton and Rey 2024."""
+
+    name = "upgrad"
+    extra = "torchjd[quadprog_projector]"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.UPGrad(**kwargs)
+
+
+class CAGrad(JacobianAggregation):
+    """Liu et al. 2021, with ``c = 0.5`` unless given."""
+
+    name = "cagrad"
+    extra = "torchjd[cagrad]"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.CAGrad(**{"c": 0.5, **kwargs})
+
+
+class NashMTL(JacobianAggregation):
+    """Navon et al. 2022."""
+
+    name = "nashmtl"
+    extra = "torchjd[nash_mtl]"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.NashMTL(n_tasks=len(TASKS), **kwargs)
+
+
+class AlignedMTL(JacobianAggregation):
+    """Senushkin et al. 2023."""
+
+    name = "alignedmtl"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.AlignedMTL(**kwargs)
+
+
+class MGDA(JacobianAggregation):
+    """Sener and Koltun 2018."""
+
+    name = "mgda"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.MGDA(**kwargs)
+
+
+class IMTLG(JacobianAggregation):
+    """Liu et al. 2021 (IMTL-G)."""
+
+    name = "imtl_g"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.IMTLG(**kwargs)
+
+
+class DualProj(JacobianAggregation):
+    """Quinton and Rey 2024."""
+
+    name = "dualproj"
+    extra = "torchjd[quadprog_projector]"
+
+    @classmethod
+    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
+        return agg.DualProj(**kwargs)

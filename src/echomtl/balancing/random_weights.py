@@ -10,18 +10,22 @@ alone), and ``E[K softmax(z)_i] = 1`` by symmetry, so on average the objective i
 
 The draws come from the balancer's own ``torch.Generator`` seeded from the run seed, saved in
 ``state_dict``, so a resumed run draws the same weights. The model gradient is that of
-``sum_i w_i L_i`` (one backward, like ``FixedWeights``, with the same optional cheap rows).
+``sum_i w_i L_i`` (the shared weighted backward, like ``FixedWeights``, with the same optional
+cheap rows); the next weights are drawn after it (``update``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from echomtl.balancing.base import TASKS, Balancer, StepRecord, present_tasks, standard_backward
+from echomtl.balancing.base import TASKS, Balancer, Measurement, task_weights
+
+if TYPE_CHECKING:
+    from echomtl.training.trainer import TrainParams
 
 
 class RandomLossWeighting(Balancer):
@@ -66,15 +70,21 @@ class RandomLossWeighting(Balancer):
         self._generator.set_state(state["generator"])
         self._next = {t: float(v) for t, v in state["next"].items()}
 
-    def step(
-        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
-    ) -> StepRecord:
-        """Backward of ``sum_i w_i L_i`` with this step's draw; then draw the next weights."""
-        present_tasks(losses)
-        used = {t: self._next[t] for t in losses}
-        rows = standard_backward(
-            losses, out, model, used, diagnostics_due, self.cheap_diagnostics,
-            scale=self.grad_scale,
-        )  # fmt: skip
+    @classmethod
+    def from_params(cls, p: TrainParams, device: torch.device) -> RandomLossWeighting:
+        """Base weights ``w_det``/``w_cls``, draws seeded from the run seed."""
+        return cls(task_weights(p), seed=p.seed, cheap_diagnostics=p.model == "multitask")
+
+    def step_weights(self, tasks: Sequence[str]) -> dict[str, float]:
+        """This step's draw."""
+        return {t: self._next[t] for t in tasks}
+
+    def update(
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        measured: Measurement | None,
+    ) -> dict[str, float]:
+        """Draw the next step's weights."""
         self._next = self._draw()
-        return StepRecord(weights=used, diagnostics=rows)
+        return {}

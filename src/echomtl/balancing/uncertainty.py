@@ -8,7 +8,7 @@ as the model gradient, so micro-batch accumulation works for them too. Reported 
 ``exp(-s_i)`` (before the optimizer step).
 
 Initialisation: ``initial_log_vars`` (``s_i`` directly), or ``initial_weights`` (``s_i =
--log w_i``: start from the same weights as the other methods; this is what ``make_balancer`` does
+-log w_i``: start from the same weights as the other methods; this is what ``from_params`` does
 with the experiment's ``w_det``/``w_cls``), or 0 (Kendall's default) when neither is given.
 The fixed point of the update does not depend on the start: ``s_i -> log L_i``.
 """
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from echomtl.balancing.base import TASKS, Balancer, StepRecord, present_tasks, standard_backward
+from echomtl.balancing.base import TASKS, Balancer, Measurement
 
 
 class UncertaintyWeighting(Balancer):
@@ -79,11 +79,9 @@ class UncertaintyWeighting(Balancer):
         with torch.no_grad():  # in place: the model optimizer keeps referring to this Parameter
             self.log_vars.copy_(torch.as_tensor(state["log_vars"]))
 
-    def step(
-        self, losses: dict[str, Tensor], out: Any, model: nn.Module, diagnostics_due: bool
-    ) -> StepRecord:
-        """Backward of ``sum_i exp(-s_i) L_i + s_i`` into the model's and ``s``'s ``.grad``."""
-        tasks = present_tasks(losses)
+    def objective(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+        """``sum_i exp(-s_i) L_i + s_i``: its gradient reaches the model's and ``s``'s ``.grad``."""
+        tasks = [t for t in TASKS if t in losses]
         missing = [t for t in tasks if t not in self.tasks]
         if missing:
             raise KeyError(f"no log-variance for task(s) {missing}; balancer has {self.tasks}")
@@ -93,10 +91,16 @@ class UncertaintyWeighting(Balancer):
             s_t = s[self.tasks.index(t)]
             term = torch.exp(-s_t) * losses[t] + s_t
             root = term if root is None else root + term
-        used = self.weights
-        rows = standard_backward(
-            losses, out, model, used, diagnostics_due, self.cheap_diagnostics, root=root,
-            scale=self.grad_scale,
-        )  # fmt: skip
-        info = {f"log_var_{t}": v for t, v in zip(self.tasks, s.detach().tolist(), strict=True)}
-        return StepRecord(weights=used, diagnostics=rows, info=info)
+        if root is None:
+            raise ValueError("losses is empty")
+        return root
+
+    def update(
+        self,
+        losses: Mapping[str, Tensor],
+        weights: Mapping[str, float],
+        measured: Measurement | None,
+    ) -> dict[str, float]:
+        """Nothing to update (the model optimizer steps ``s``); logs the log-variances."""
+        values = self.log_vars.detach().tolist()
+        return {f"log_var_{t}": v for t, v in zip(self.tasks, values, strict=True)}

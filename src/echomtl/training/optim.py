@@ -92,3 +92,46 @@ def accumulation_steps(nominal_batch: int, batch_size: int) -> int:
 def warmup_accumulation(iteration: int, n_warmup: int, nominal_batch: int, batch_size: int) -> int:
     """During warmup the reference accumulates fewer batches, growing to nominal/bs."""
     return max(1, int(np.interp(iteration, [0, n_warmup], [1, nominal_batch / batch_size]).round()))
+
+
+class Schedule:
+    """The learning rate, momentum and gradient accumulation of every iteration of one run.
+
+    ``batches_per_epoch`` full batches an epoch; warm-up over ``n_warmup`` iterations (the bias
+    group's rate falling from ``warmup_bias_lr``, the others rising from 0, the accumulation
+    growing to ``nominal_batch / batch_size``), then the epoch's rate ``lr0 * lf(epoch)``.
+    ``weight_decay`` is the reference's, scaled to the batch that one optimizer step sees.
+    """
+
+    def __init__(
+        self,
+        hyp: dict[str, float],
+        epochs: int,
+        batch_size: int,
+        nominal_batch: int,
+        batches_per_epoch: int,
+        cos_lr: bool,
+        warmup_min_iterations: int,
+    ) -> None:
+        self.hyp, self.batch_size, self.nominal_batch = hyp, batch_size, nominal_batch
+        self.batches_per_epoch = batches_per_epoch
+        self.accumulate = accumulation_steps(nominal_batch, batch_size)
+        self.weight_decay = hyp["weight_decay"] * batch_size * self.accumulate / nominal_batch
+        self.lf = lr_lambda(epochs, hyp["lrf"], cos_lr)
+        self.n_warmup = warmup_iterations(
+            hyp["warmup_epochs"], batches_per_epoch, warmup_min_iterations
+        )
+
+    def apply(self, optimizer: torch.optim.Optimizer, iteration: int, epoch: int) -> int:
+        """Set the rates (and momentum in warm-up) of ``iteration``; returns its accumulation."""
+        if iteration <= self.n_warmup:
+            h = self.hyp
+            apply_warmup(
+                optimizer, iteration, self.n_warmup, self.lf(epoch), h["warmup_bias_lr"],
+                h["warmup_momentum"], h["momentum"],
+            )  # fmt: skip
+            return warmup_accumulation(
+                iteration, self.n_warmup, self.nominal_batch, self.batch_size
+            )
+        set_epoch_lr(optimizer, self.lf(epoch))
+        return self.accumulate

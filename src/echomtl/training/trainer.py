@@ -9,6 +9,11 @@ or saved in the checkpoint (the global torch RNG that dropout uses); the batch o
 a function of (seed, epoch) alone, so a run resumed mid-epoch sees the same batches; and pending
 accumulated gradients are saved with the checkpoint, so resuming between two optimizer steps loses
 nothing. A killed run therefore ends with the same weights as an uninterrupted one.
+
+The run's state is one object, ``echomtl.training.state.TrainState``, which is also the resume
+checkpoint; ``train`` is the loop over epochs and batches: the schedule (``optim.Schedule``), the
+forward pass and the balancer's step (``train_step``, which hands the balancer the null
+reference's half-batch losses), the optimizer step, the logs.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +34,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from echomtl.atomic import atomic_path
-from echomtl.balancing import make_balancer
-from echomtl.balancing.base import (
-    DIAGNOSTIC_KEYS,
-    has_shared_trunk,
-    last_shared_weight,
-    shared_parameters,
-)
-from echomtl.balancing.diagnostics import null_reference
-from echomtl.config import INITS
+from echomtl.balancing import StepRecord
+from echomtl.balancing.base import DIAGNOSTIC_KEYS
 from echomtl.console import duration, say
 from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
 from echomtl.losses import YoloLoss, view_loss
 from echomtl.models.multitask import build_model, count_parameters
-from echomtl.models.pretrained import load_pretrained
 from echomtl.training import checkpoint as ckpt
-from echomtl.training.ema import ModelEMA
-from echomtl.training.optim import (
-    accumulation_steps,
-    apply_warmup,
-    build_optimizer,
-    lr_lambda,
-    set_epoch_lr,
-    warmup_accumulation,
-    warmup_iterations,
-)
-from echomtl.training.precision import Precision
+from echomtl.training.optim import Schedule
 from echomtl.training.runlog import progress, write_csv
+from echomtl.training.state import TrainState
 
 LOG = logging.getLogger("echomtl.train")
 
@@ -77,7 +66,12 @@ DIAGNOSTIC_COLUMNS = ["epoch", "step", *DIAGNOSTIC_KEYS, *GRADNORM_COLUMNS]
 
 @dataclass
 class TrainParams:
-    """Everything that shapes a training run (its hash guards resume)."""
+    """Everything that shapes a training run (its hash guards resume).
+
+    Every field is required: the values come from the configuration (``rules/common.smk``,
+    ``train_params``), whose schema holds the defaults. The names and their order are part of
+    ``weights.pt`` and of the resume fingerprint.
+    """
 
     experiment: str
     seed: int
@@ -93,28 +87,31 @@ class TrainParams:
     w_cls: float
     augment: bool
     hyp: dict[str, float]
-    alpha: float | None = None
-    attach_layer: int = 9
-    cls_dropout: float = 0.2
-    nominal_batch: int = 64
-    cos_lr: bool = False
-    grad_clip: float = 10.0
-    ema: bool = True
-    gradnorm: dict[str, Any] = field(default_factory=dict)
-    diagnostics_every: int = 10
-    amp: str = "fp32"
-    warmup_min_iterations: int = 100
+    alpha: float | None
+    attach_layer: int
+    cls_dropout: float
+    nominal_batch: int
+    cos_lr: bool
+    grad_clip: float
+    ema: bool
+    gradnorm: dict[str, Any]
+    diagnostics_every: int
+    amp: str
+    warmup_min_iterations: int
     #: "scratch" (random weights) or "pretrained" (every network from an official checkpoint)
-    init: str = "scratch"
+    init: str
     #: the checkpoint's SHA-256: a run from another file is another run (fingerprint, metadata)
-    weights_sha256: str | None = None
+    weights_sha256: str | None
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> TrainParams:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(names))
         if unknown:
             raise ValueError(f"unknown training parameters: {', '.join(unknown)}")
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise ValueError(f"missing training parameters: {', '.join(missing)}")
         return cls(**params)
 
 
@@ -173,21 +170,6 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Te
     return list(order[: n - n % batch_size].split(batch_size))
 
 
-def _balancer_kwargs(p: TrainParams, device: torch.device) -> dict[str, Any]:
-    weights = {"det": p.w_det} if p.model == "det_only" else {"det": p.w_det, "cls": p.w_cls}
-    cheap = p.model == "multitask"  # per-step W/feature rows for every shared-trunk method
-    if p.method == "gradnorm":
-        return {"initial_weights": weights, "alpha": p.alpha, **p.gradnorm}
-    if p.method in ("fixed", "uncertainty"):
-        return {"weights": weights, "cheap_diagnostics": cheap}
-    if p.method == "rlw":
-        return {"weights": weights, "seed": p.seed, "cheap_diagnostics": cheap}
-    # torchjd's Jacobian: the two rows one after the other on CPU, where vmap over the
-    # convolution backward costs more than a second backward (PCGrad step 2.2x fixed weights
-    # with vmap, 1.7x without, yolov5n 128 px, 1 thread, benchmarks/README.md); at once on GPU
-    return {"initial_weights": weights, "parallel_chunk_size": 1 if device.type == "cpu" else None}
-
-
 def half_batch_losses(
     criterion: YoloLoss, det: list[torch.Tensor], targets: torch.Tensor
 ) -> list[torch.Tensor]:
@@ -201,24 +183,11 @@ def half_batch_losses(
     return [loss_a, loss_b]
 
 
-def _with_null(rows: list[dict], null: dict[str, float]) -> list[dict]:
-    return [{**r, "null_cosine": null[r["scope"]]} if r["scope"] in null else r for r in rows]
-
-
 def _info_values(info: dict[str, float], step: int) -> dict[str, float]:
     unknown = sorted(set(info) - set(INFO_COLUMNS))
     if unknown:
         raise KeyError(f"step {step}: balancer logged {unknown}, not columns of steps.csv")
     return dict(info)
-
-
-def _pending_grads(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: q.grad.detach().clone() for n, q in model.named_parameters() if q.grad is not None}
-
-
-def _restore_grads(model: nn.Module, grads: dict[str, torch.Tensor]) -> None:
-    for name, param in model.named_parameters():
-        param.grad = grads[name].to(param.device) if name in grads else None
 
 
 def epoch_loader(
@@ -257,83 +226,24 @@ def train(
     """
     dev = configure_torch(threads, device)
     p = params
-    fingerprint = ckpt.fingerprint(asdict(p))
     seed_everything(p.seed)
-
     cache = load_cache(paths.train_cache)
     dataset = CachedDataset(cache, augment=p.augment, hyp=p.hyp, seed=p.seed)
     n_images = len(dataset)
-    model = build_model(
-        p.model, p.scale, len(p.class_names), len(p.view_names), p.attach_layer, p.cls_dropout
-    )
-    if p.init == "pretrained":
-        if paths.pretrained is None:
-            raise ValueError(f"{p.experiment}: init 'pretrained' needs a checkpoint file")
-        load_pretrained(model, paths.pretrained, p.scale, p.weights_sha256)
-    elif p.init != "scratch":
-        raise ValueError(f"{p.experiment}: init {p.init!r} is not one of {INITS}")
-    model = model.to(dev)
-    balancer = make_balancer(p.method, **_balancer_kwargs(p, dev))
-    criterion = YoloLoss(model.detect, p.imgsz, p.hyp)
-    precision = Precision(p.amp, dev)
-
-    accumulate_nominal = accumulation_steps(p.nominal_batch, p.batch_size)
-    weight_decay = p.hyp["weight_decay"] * p.batch_size * accumulate_nominal / p.nominal_batch
-    extra = list(balancer.extra_parameters())
-    for q in extra:
-        q.data = q.data.to(dev)
-    optimizer = build_optimizer(model, p.hyp["lr0"], p.hyp["momentum"], weight_decay, extra)
-    clip_groups = model.clip_groups()  # per network: the controls stay isolated
-    trunk = shared_parameters(model)  # for the null reference
-    lf = lr_lambda(p.epochs, p.hyp["lrf"], p.cos_lr)
-    ema = ModelEMA(model) if p.ema else None
-    batches_per_epoch = n_images // p.batch_size
-    n_warmup = warmup_iterations(p.hyp["warmup_epochs"], batches_per_epoch, p.warmup_min_iterations)
-
-    step_rows: list[dict] = []
-    epoch_rows: list[dict] = []
-    diag_rows: list[dict] = []
-    start_epoch, start_batch, last_opt_step = 0, 0, -1
-    state = ckpt.load_checkpoint(paths.checkpoint_dir, fingerprint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        balancer.load_state_dict(state["balancer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        _restore_grads(model, state["grads"])
-        precision.load_state_dict(state["precision"])
-        torch.set_rng_state(state["torch_rng"])
-        step_rows, epoch_rows, diag_rows = state["steps"], state["epochs"], state["diagnostics"]
-        start_epoch, start_batch = int(state["epoch"]), int(state["batch"])
-        last_opt_step = int(state["last_opt_step"])
-        LOG.info("resumed at epoch %d batch %d", start_epoch, start_batch)
+    schedule = Schedule(
+        p.hyp, p.epochs, p.batch_size, p.nominal_batch, n_images // p.batch_size, p.cos_lr,
+        p.warmup_min_iterations,
+    )  # fmt: skip
+    run = TrainState.create(p, dev, schedule.weight_decay, paths.pretrained)
+    criterion = YoloLoss(run.model.detect, p.imgsz, p.hyp)
+    if run.resume(paths.checkpoint_dir):
+        LOG.info("resumed at epoch %d batch %d", run.epoch, run.batch)
     else:
         LOG.info(
-            "training %s seed %d: %s %s (%d parameters), %d images, %d epochs",
-            p.experiment, p.seed, p.model, p.scale, count_parameters(model), n_images, p.epochs,
+            "training %s seed %d: %s %s (%d parameters), %d images, %d epochs", p.experiment,
+            p.seed, p.model, p.scale, count_parameters(run.model), n_images, p.epochs,
         )  # fmt: skip
-
-    def save(epoch: int, batch: int) -> None:
-        ckpt.save_checkpoint(
-            {
-                "fingerprint": fingerprint,
-                "epoch": epoch,
-                "batch": batch,
-                "last_opt_step": last_opt_step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "balancer": balancer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {},
-                "grads": _pending_grads(model),
-                "precision": precision.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "steps": step_rows,
-                "epochs": epoch_rows,
-                "diagnostics": diag_rows,
-            },
-            paths.checkpoint_dir,
-        )
+    start_epoch, start_batch = run.epoch, run.batch
 
     stop = _StopRequest()
     previous_handler = signal.signal(signal.SIGTERM, stop)
@@ -341,7 +251,7 @@ def train(
     run_started = time.perf_counter()
     try:
         for epoch in range(start_epoch, p.epochs):
-            model.train()
+            run.model.train()
             dataset.set_epoch(epoch)
             batches = batch_order(n_images, p.batch_size, p.seed, epoch)
             first = start_batch if epoch == start_epoch else 0
@@ -349,85 +259,30 @@ def train(
             bar = progress(len(batches) - first, f"{p.experiment} epoch {epoch + 1}/{p.epochs}")
             loader = epoch_loader(dataset, batches[first:], workers, dev)
             for i, (images, targets, views, _) in enumerate(loader, start=first):
-                ni = i + batches_per_epoch * epoch
-                if ni <= n_warmup:
-                    apply_warmup(
-                        optimizer, ni, n_warmup, lf(epoch), p.hyp["warmup_bias_lr"],
-                        p.hyp["warmup_momentum"], p.hyp["momentum"],
-                    )  # fmt: skip
-                    accumulate = warmup_accumulation(ni, n_warmup, p.nominal_batch, p.batch_size)
-                else:
-                    set_epoch_lr(optimizer, lf(epoch))
-                    accumulate = accumulate_nominal
+                ni = i + schedule.batches_per_epoch * epoch
+                accumulate = schedule.apply(run.optimizer, ni, epoch)
                 images = images.to(dev, non_blocking=True)
                 targets, views = targets.to(dev, non_blocking=True), views.to(dev)
-                with precision.autocast():
-                    out = model(images)
-                # the losses in float32 (module docstring of echomtl.training.precision)
-                det = [d.float() for d in out.det]
-                loss_det, parts = criterion(det, targets)
-                losses = {"det": loss_det}
-                if out.view_logits is not None:
-                    losses["cls"] = view_loss(out.view_logits.float(), views)
                 due = ni % p.diagnostics_every == 0
-                null: dict[str, float] = {}
-                two_halves = images.shape[0] >= 2
-                balancer.grad_scale = scale = precision.scale  # read once: a GPU sync under fp16
-                if due and trunk and two_halves and has_shared_trunk(losses, out):
-                    null = null_reference(
-                        half_batch_losses(criterion, det, targets), trunk,
-                        last_shared_weight(model), scale=scale,
-                    )  # fmt: skip
-                record = balancer.step(losses, out, model, diagnostics_due=due)
-                if ni - last_opt_step >= accumulate:
-                    precision.unscale_(optimizer)
-                    for group in clip_groups:
-                        torch.nn.utils.clip_grad_norm_(group, max_norm=p.grad_clip)
-                    precision.step(optimizer)
-                    optimizer.zero_grad(set_to_none=True)
-                    if ema is not None:
-                        ema.update(model)
-                    last_opt_step = ni
-                weights, effective = record.weights, record.effective
-                row = {
-                    "epoch": epoch,
-                    "step": ni,
-                    "lr": optimizer.param_groups[1]["lr"],
-                    "loss_det": float(loss_det.detach()),
-                    "loss_cls": float(losses["cls"].detach()) if "cls" in losses else float("nan"),
-                    "loss_box": parts["box"],
-                    "loss_obj": parts["obj"],
-                    "loss_class": parts["class"],
-                    "weight_det": weights.get("det", float("nan")),
-                    "weight_cls": weights.get("cls", float("nan")),
-                    "eff_weight_det": effective.get("det", float("nan")),
-                    "eff_weight_cls": effective.get("cls", float("nan")),
-                    **_info_values(record.info, ni),
-                }
-                if not np.isfinite(row["loss_det"]):
-                    raise FloatingPointError(f"non-finite detection loss at step {ni}: {row}")
-                step_rows.append(row)
-                for diag in _with_null(record.diagnostics, null):
-                    diag_rows.append({"epoch": epoch, "step": ni, **diag})
+                losses, parts, record = train_step(run, criterion, images, targets, views, due)
+                if ni - run.last_opt_step >= accumulate:
+                    run.optimizer_step(ni, p.grad_clip)
+                log_step(run, epoch, ni, losses, parts, record)
                 bar.update(1)
                 batches_run += 1
                 if stop.requested or (stop_after_batches and batches_run >= stop_after_batches):
-                    save(epoch, i + 1)
+                    run.save(paths.checkpoint_dir, epoch, i + 1)
                     raise TrainingInterrupted(
                         f"stopped at epoch {epoch} batch {i + 1} (checkpoint saved): re-run"
                     )
             bar.close()
-            rows = [r for r in step_rows if r["epoch"] == epoch]
-            summary = {k: float(np.mean([r[k] for r in rows])) for k in EPOCH_COLUMNS[2:-1]}
-            epoch_rows.append(
-                {"epoch": epoch, "lr": optimizer.param_groups[1]["lr"], **summary,
-                 "seconds": time.perf_counter() - started}
-            )  # fmt: skip
+            summary = log_epoch(run, epoch, time.perf_counter() - started)
+            seconds = run.epochs[-1]["seconds"]
             LOG.info(
                 "epoch %d/%d det %.4f cls %.4f w_det %.4f w_cls %.4f applied %.4f/%.4f (%.1f s)",
                 epoch + 1, p.epochs, summary["loss_det"], summary["loss_cls"],
                 summary["weight_det"], summary["weight_cls"], summary["eff_weight_det"],
-                summary["eff_weight_cls"], epoch_rows[-1]["seconds"],
+                summary["eff_weight_cls"], seconds,
             )  # fmt: skip
             done = epoch + 1 - start_epoch
             eta = (time.perf_counter() - run_started) / done * (p.epochs - epoch - 1)
@@ -435,19 +290,85 @@ def train(
                 "train",
                 f"{p.experiment} seed {p.seed}: epoch {epoch + 1}/{p.epochs} "
                 f"det {summary['loss_det']:.3f} cls {summary['loss_cls']:.3f} "
-                f"({duration(epoch_rows[-1]['seconds'])}, ETA {duration(eta)})",
+                f"({duration(seconds)}, ETA {duration(eta)})",
             )
-            save(epoch + 1, 0)
+            run.save(paths.checkpoint_dir, epoch + 1, 0)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
 
-    final = ema.module if ema is not None else model
-    save_weights(final, p, paths.weights)
-    write_csv(step_rows, paths.steps_csv, STEP_COLUMNS)
-    write_csv(epoch_rows, paths.epochs_csv, EPOCH_COLUMNS)
-    write_csv(diag_rows, paths.diagnostics_csv, DIAGNOSTIC_COLUMNS)
+    save_weights(run.ema.module if run.ema is not None else run.model, p, paths.weights)
+    write_csv(run.steps, paths.steps_csv, STEP_COLUMNS)
+    write_csv(run.epochs, paths.epochs_csv, EPOCH_COLUMNS)
+    write_csv(run.diagnostics, paths.diagnostics_csv, DIAGNOSTIC_COLUMNS)
     ckpt.remove_checkpoints(paths.checkpoint_dir)
-    return {"parameters": count_parameters(model), "steps": len(step_rows)}
+    return {"parameters": count_parameters(run.model), "steps": len(run.steps)}
+
+
+def train_step(
+    run: TrainState,
+    criterion: YoloLoss,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    views: torch.Tensor,
+    diagnostics_due: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, float], StepRecord]:
+    """Forward, the losses, and the balancer's backward (into ``.grad``): ``(losses, parts,
+    record)``. On diagnostic steps the balancer also measures the null reference on the
+    detection losses of the batch's two halves."""
+    with run.precision.autocast():
+        out = run.model(images)
+    # the losses in float32 (module docstring of echomtl.training.precision)
+    det = [d.float() for d in out.det]
+    loss_det, parts = criterion(det, targets)
+    losses = {"det": loss_det}
+    if out.view_logits is not None:
+        losses["cls"] = view_loss(out.view_logits.float(), views)
+    run.balancer.grad_scale = run.precision.scale  # read once: a GPU sync under fp16
+    halves = partial(half_batch_losses, criterion, det, targets) if images.shape[0] >= 2 else None
+    record = run.balancer.step(losses, out, run.model, diagnostics_due, halves=halves)
+    return losses, parts, record
+
+
+def log_step(
+    run: TrainState,
+    epoch: int,
+    step: int,
+    losses: dict[str, torch.Tensor],
+    parts: dict[str, float],
+    record: StepRecord,
+) -> None:
+    """The step's row of ``steps.csv`` and its rows of ``diagnostics.csv``."""
+    nan = float("nan")
+    weights, effective = record.weights, record.effective
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "lr": run.optimizer.param_groups[1]["lr"],
+        "loss_det": float(losses["det"].detach()),
+        "loss_cls": float(losses["cls"].detach()) if "cls" in losses else nan,
+        "loss_box": parts["box"],
+        "loss_obj": parts["obj"],
+        "loss_class": parts["class"],
+        "weight_det": weights.get("det", nan),
+        "weight_cls": weights.get("cls", nan),
+        "eff_weight_det": effective.get("det", nan),
+        "eff_weight_cls": effective.get("cls", nan),
+        **_info_values(record.info, step),
+    }
+    if not np.isfinite(row["loss_det"]):
+        raise FloatingPointError(f"non-finite detection loss at step {step}: {row}")
+    run.steps.append(row)
+    for diag in record.diagnostics:
+        run.diagnostics.append({"epoch": epoch, "step": step, **diag})
+
+
+def log_epoch(run: TrainState, epoch: int, seconds: float) -> dict[str, float]:
+    """The epoch's row of ``epochs.csv`` (means of its steps); returns the means."""
+    rows = [r for r in run.steps if r["epoch"] == epoch]
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in EPOCH_COLUMNS[2:-1]}
+    lr = run.optimizer.param_groups[1]["lr"]
+    run.epochs.append({"epoch": epoch, "lr": lr, **summary, "seconds": seconds})
+    return summary
 
 
 def save_weights(model: nn.Module, params: TrainParams, path: Path) -> None:
