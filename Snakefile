@@ -34,6 +34,7 @@ if os.environ.get("ECHOMTL_SUBMIT_ALL") != "1":
         audit_dataset,
         build_cache,
         aggregate_metrics,
+        plan_study,
         select_group,
         bootstrap_experiment,
         paired_bootstrap,

@@ -7,10 +7,8 @@ import shutil
 from functools import cache
 
 from echomtl.config import (
-    SETTINGS,
     check_study_config,
     load_experiments,
-    resolve_inits,
     validate_config,
     weights_path,
 )
@@ -18,25 +16,28 @@ from echomtl.data.export_reader import present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
 from echomtl.report.outputs import FIGURES, TABLES, Layout, output, planned
+from echomtl.study import Study, resolve_inits
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
 
 R = config["results_dir"]
 DATA = f"{R}/data"
 RUNS = f"{R}/runs"
-EXPERIMENTS = load_experiments(config["experiments"])
-DEFAULT_SCHEME = config["data"]["split_scheme"]
-# The split axis: a row whose split differs from data.split_scheme is a split variant of the row
-# that is identical but for the split. Variants are evaluated on their own splits and reported in
-# their own table (their evaluation images differ, so no paired comparison with the others).
-EXPERIMENTS["split"] = (
-    EXPERIMENTS["split"].fillna(DEFAULT_SCHEME).replace("", DEFAULT_SCHEME)
-)
-EXPERIMENTS["split_variant"] = EXPERIMENTS["split"] != DEFAULT_SCHEME
+_TABLE = load_experiments(config["experiments"])
 # The start of every network: random weights or the checkpoint of model.weights (read here, at
 # parse time, so that a missing, foreign or wrong-scale file stops the workflow before any job).
 WEIGHTS = weights_path(config)
-EXPERIMENTS["init"] = resolve_inits(EXPERIMENTS, WEIGHTS, config["experiments"])
+_TABLE["init"] = resolve_inits(_TABLE, WEIGHTS is not None, config["experiments"])
+# The study, planned once (echomtl.study): its rows, their roles and the outputs it has.
+STUDY_MODEL = Study.plan(
+    _TABLE,
+    reference=config["report"]["reference_method"],
+    split_scheme=config["data"]["split_scheme"],
+    seeds=config["seeds"],
+    cv_folds=config["data"]["cv_folds"],
+    source=str(config["experiments"]),
+)
+EXPERIMENTS = STUDY_MODEL.table
 WEIGHTS_SHA256 = None
 CHECKPOINT = None  # the file's provenance, for the paper
 if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
@@ -54,76 +55,23 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
             f"{config['experiments']}: rows with scale {', '.join(sorted(_scales))} cannot start "
             f"from model.weights {WEIGHTS}, a yolov5{config['model']['scale']} checkpoint"
         )
-STUDY = [n for n in EXPERIMENTS.index if not EXPERIMENTS.loc[n, "split_variant"]]
-_SETTINGS = list(SETTINGS)
-_same = EXPERIMENTS[EXPERIMENTS.astype(str).duplicated(_SETTINGS, keep=False)]
-if len(_same):
-    raise ValueError(
-        f"{config['experiments']}: experiments {', '.join(_same.index)} have the same settings "
-        f"({', '.join(_SETTINGS)}; an empty split means data.split_scheme {DEFAULT_SCHEME!r}): "
-        "one run would be reported twice"
-    )
 SEEDS = config["seeds"]
 IMGSZ = config["model"]["imgsz"]
 PAPER = f"{R}/paper"
-REFERENCE = config["report"]["reference_method"]
-if REFERENCE not in EXPERIMENTS.index:
-    raise ValueError(
-        f"config report.reference_method: {REFERENCE!r} is not an experiment of "
-        f"{config['experiments']} (known: {', '.join(EXPERIMENTS.index)})"
-    )
-if EXPERIMENTS.loc[REFERENCE, "split_variant"]:
-    raise ValueError(
-        f"config report.reference_method: {REFERENCE!r} uses split "
-        f"{EXPERIMENTS.loc[REFERENCE, 'split']!r}, not the study's data.split_scheme "
-        f"{DEFAULT_SCHEME!r}"
-    )
+STUDY_JSON = f"{R}/study.json"
+REFERENCE = STUDY_MODEL.reference
 CV_FOLDS = config["data"]["cv_folds"]
 CV_FOLD_PATTERN = CV_PARTITION.format(fold=r"\d+")
 # Cross-validated experiments train one run per outer fold and are evaluated on the pooled
-# out-of-fold predictions; the others (holdout schemes) train and evaluate one run.
-CV = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "split"] == "cv"]
-HOLDOUT = [n for n in EXPERIMENTS.index if n not in CV]
-# Under cv a multi-row group (the manual grid) is selected per fold on that fold's validation
-# part: its pooled predictions are a composite experiment, one row added to the table, that is
-# never trained (each fold's test images are predicted by that fold's chosen configuration).
-TRAINED = list(EXPERIMENTS.index)
-EXPERIMENTS["per_fold_selection"] = False
-for _group, _n in EXPERIMENTS.loc[STUDY, "group"].value_counts().items():
-    _members = [m for m in STUDY if EXPERIMENTS.loc[m, "group"] == _group]
-    if _n > 1 and all(m in CV for m in _members):
-        _name = f"{_group}_per_fold"
-        if _name in EXPERIMENTS.index:
-            raise ValueError(
-                f"{config['experiments']}: experiment name {_name!r} is reserved for the "
-                f"per-fold selection of group {_group!r}"
-            )
-        _row = EXPERIMENTS.loc[_members[0]].copy()
-        _mixed = [
-            c
-            for c in ("method", "model", "augment", "init")
-            if EXPERIMENTS.loc[_members, c].astype(str).nunique() > 1
-        ]
-        if _mixed:  # the composite row must describe every fold's choice truthfully
-            raise ValueError(
-                f"{config['experiments']}: group {_group!r} is selected per fold under cv, so "
-                f"its rows may differ only in w_det, w_cls or alpha; they differ in "
-                f"{', '.join(_mixed)}"
-            )
-        for _col in ("w_det", "w_cls", "alpha"):
-            if EXPERIMENTS.loc[_members, _col].astype(str).nunique() > 1:
-                _row[_col] = None
-        _row["experiment"] = _name
-        _row["description"] = f"{_group}: configuration chosen per fold on validation"
-        _row["per_fold_selection"] = True
-        EXPERIMENTS.loc[_name] = _row
-        STUDY.append(_name)
-        CV.append(_name)
-COMPOSITE = [n for n in EXPERIMENTS.index if EXPERIMENTS.loc[n, "per_fold_selection"]]
-MULTITASK = [
-    n for n in STUDY if n in TRAINED and EXPERIMENTS.loc[n, "model"] == "multitask"
-]
-PLANNED = planned(EXPERIMENTS, REFERENCE)
+# out-of-fold predictions; the others (holdout schemes) train and evaluate one run. Under cv a
+# grid group is selected per fold: its composite row is never trained (echomtl.study).
+STUDY = STUDY_MODEL.study
+CV = STUDY_MODEL.cv
+HOLDOUT = STUDY_MODEL.holdout
+TRAINED = STUDY_MODEL.trained
+COMPOSITE = STUDY_MODEL.composite
+MULTITASK = STUDY_MODEL.multitask
+PLANNED = planned(STUDY_MODEL)
 PLAN = {
     kind: [o.name for o in PLANNED if o.kind == kind[:-1]]
     for kind in ("tables", "figures")
@@ -348,30 +296,31 @@ def run_files(names, filename):
     return [f"{record_dir(name, seed)}/{filename}" for name in names for seed in SEEDS]
 
 
+def selection_file(group):
+    """A grid group's validation choice (the evaluation stage's select_group)."""
+    return f"{R}/selection/{group}.json"
+
+
 def selection_inputs(wildcards):
     """Validation metrics a group's selection reads: per fold under cv."""
-    members = [n for n in TRAINED if EXPERIMENTS.loc[n, "group"] == wildcards.group]
+    members = STUDY_MODEL.members(wildcards.group)
     if all(n in CV for n in members):
         return [f for n in members for f in fold_files(n, "metrics_valid.json")]
     return [f for n in members for f in seed_files(n, "metrics_valid.json")]
 
 
-def multi_row_groups():
-    counts = EXPERIMENTS.loc[TRAINED, "group"].value_counts()
-    return sorted(g for g, n in counts.items() if n > 1)
-
-
 # Where the report stage's inputs are: each table and figure of echomtl.report.outputs takes
 # its exact inputs from it (a figure of the reference's predictions runs only the reference).
-_TRAINED_STUDY = [n for n in STUDY if n in TRAINED]
 LAYOUT = Layout(
     paper=PAPER,
+    stats=f"{R}/stats",
+    study_json=STUDY_JSON,
     reference=REFERENCE,
-    trained=_TRAINED_STUDY,
+    trained=STUDY_MODEL.trained_study,
     study=STUDY,
     multitask=MULTITASK,
-    gradnorm=[n for n in _TRAINED_STUDY if EXPERIMENTS.loc[n, "method"] == "gradnorm"],
-    groups=multi_row_groups(),
+    gradnorm=STUDY_MODEL.gradnorm,
+    selections=[selection_file(g) for g in STUDY_MODEL.grid_groups],
     audits=[f"{DATA}/audit/{scheme}/audit.json" for scheme in AUDIT_SCHEMES],
     claims=str(PAPER_SOURCES / "claims.yaml"),
     first_run=run_dir(REFERENCE, SEEDS[0]),
@@ -388,7 +337,10 @@ LAYOUT = Layout(
 
 def output_inputs(kind):
     """The input function of the table (kind "table") or figure rule: the entry's own files."""
-    return lambda wildcards: output(kind, wildcards.name).inputs(LAYOUT)
+    return lambda wildcards: {
+        "study": STUDY_JSON,
+        **output(kind, wildcards.name).inputs(LAYOUT),
+    }
 
 
 def paper_inputs(wildcards):

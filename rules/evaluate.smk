@@ -4,7 +4,22 @@
 # by the same rule under another name (evaluate_available). Under cross-validation each fold's
 # run is evaluated on its fold's validation and test parts (evaluate_fold), and the folds' test
 # predictions are pooled (pool_folds): every image predicted once, by the model that never saw
-# its patient.
+# its patient. A grid group's configuration is chosen on validation (select_group), per fold
+# under cv (pool_selected pools each fold's choice).
+
+
+# The study's plan (echomtl.study) as the evaluation and report jobs read it.
+rule plan_study:
+    output:
+        STUDY_JSON,
+    log:
+        f"{R}/logs/plan_study.log",
+    conda:
+        "../environment.yml"
+    params:
+        study=STUDY_MODEL.to_dict(),
+    script:
+        "../workflow/scripts/plan_study.py"
 
 
 rule evaluate:
@@ -108,17 +123,15 @@ rule pool_folds:
 
 rule pool_selected:
     input:
-        selection=lambda w: f"{PAPER}/selection/{EXPERIMENTS.loc[w.experiment, 'group']}.json",
+        selection=lambda w: selection_file(EXPERIMENTS.loc[w.experiment, "group"]),
         predictions=lambda w: [
             f
-            for n in TRAINED
-            if EXPERIMENTS.loc[n, "group"] == EXPERIMENTS.loc[w.experiment, "group"]
+            for n in STUDY_MODEL.members(EXPERIMENTS.loc[w.experiment, "group"])
             for f in fold_files(n, "predictions_test.json")
         ],
         metrics=lambda w: [
             f
-            for n in TRAINED
-            if EXPERIMENTS.loc[n, "group"] == EXPERIMENTS.loc[w.experiment, "group"]
+            for n in STUDY_MODEL.members(EXPERIMENTS.loc[w.experiment, "group"])
             for f in fold_files(n, "metrics_test.json")
         ],
         splits=[
@@ -133,3 +146,59 @@ rule pool_selected:
         "../environment.yml"
     script:
         "../workflow/scripts/pool_folds.py"
+
+
+rule select_group:
+    input:
+        study=STUDY_JSON,
+        metrics=selection_inputs,
+    output:
+        selection_file("{group}"),
+    log:
+        f"{R}/logs/select_group_{{group}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        score=config["report"]["selection_metric"],
+    script:
+        "../workflow/scripts/select_group.py"
+
+
+# Patient-level statistics of the test predictions (echomtl.evaluation.statistics): a bootstrap
+# interval per experiment and a paired comparison of each with the reference.
+rule bootstrap_experiment:
+    input:
+        lambda w: seed_files(w.experiment, "predictions_test.json"),
+    output:
+        json=f"{R}/stats/bootstrap/{{experiment}}.json",
+        # every resample's values: the paired comparisons read them instead of re-scoring
+        values=f"{R}/stats/bootstrap/{{experiment}}.values.npz",
+    log:
+        f"{R}/logs/stats/bootstrap_{{experiment}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        n_resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../workflow/scripts/bootstrap_experiment.py"
+
+
+rule paired_bootstrap:
+    input:
+        reference=seed_files(REFERENCE, "predictions_test.json"),
+        other=lambda w: seed_files(w.experiment, "predictions_test.json"),
+        reference_values=f"{R}/stats/bootstrap/{REFERENCE}.values.npz",
+        other_values=f"{R}/stats/bootstrap/{{experiment}}.values.npz",
+    output:
+        f"{R}/stats/paired/{{experiment}}.json",
+    log:
+        f"{R}/logs/stats/paired_{{experiment}}.log",
+    conda:
+        "../environment.yml"
+    params:
+        reference=REFERENCE,
+        n_resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../workflow/scripts/paired_bootstrap.py"

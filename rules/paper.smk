@@ -1,10 +1,11 @@
-# Report stage: tidy metrics -> selection and statistics -> tables and figures -> LaTeX -> PDF.
+# Report stage: tidy metrics -> tables and figures -> LaTeX -> PDF.
 # Every table and figure is one job of one rule (`snakemake results/paper/figures/<name>.pdf`),
 # whose inputs are that output's own (echomtl.report.outputs): nothing else is scheduled.
 
 
 rule aggregate_metrics:
     input:
+        study=STUDY_JSON,
         metrics=all_metrics(),
         steps=all_runs("{run}/steps.csv"),
         benchmarks=all_runs("{run}/train.benchmark.tsv"),
@@ -14,64 +15,8 @@ rule aggregate_metrics:
         f"{R}/logs/paper/aggregate_metrics.log",
     conda:
         "../environment.yml"
-    params:
-        experiments=EXPERIMENTS,
     script:
         "../workflow/scripts/aggregate_metrics.py"
-
-
-rule select_group:
-    input:
-        selection_inputs,
-    output:
-        f"{PAPER}/selection/{{group}}.json",
-    log:
-        f"{R}/logs/paper/select_group_{{group}}.log",
-    conda:
-        "../environment.yml"
-    params:
-        experiments=EXPERIMENTS,
-        score=config["report"]["selection_metric"],
-    script:
-        "../workflow/scripts/select_group.py"
-
-
-rule bootstrap_experiment:
-    input:
-        lambda w: seed_files(w.experiment, "predictions_test.json"),
-    output:
-        json=f"{PAPER}/stats/bootstrap/{{experiment}}.json",
-        # every resample's values: the paired comparisons read them instead of re-scoring
-        values=f"{PAPER}/stats/bootstrap/{{experiment}}.values.npz",
-    log:
-        f"{R}/logs/paper/bootstrap_{{experiment}}.log",
-    conda:
-        "../environment.yml"
-    params:
-        n_resamples=config["report"]["bootstrap_resamples"],
-        seed=config["report"]["bootstrap_seed"],
-    script:
-        "../workflow/scripts/bootstrap_experiment.py"
-
-
-rule paired_bootstrap:
-    input:
-        reference=seed_files(REFERENCE, "predictions_test.json"),
-        other=lambda w: seed_files(w.experiment, "predictions_test.json"),
-        reference_values=f"{PAPER}/stats/bootstrap/{REFERENCE}.values.npz",
-        other_values=f"{PAPER}/stats/bootstrap/{{experiment}}.values.npz",
-    output:
-        f"{PAPER}/stats/paired/{{experiment}}.json",
-    log:
-        f"{R}/logs/paper/paired_{{experiment}}.log",
-    conda:
-        "../environment.yml"
-    params:
-        reference=REFERENCE,
-        n_resamples=config["report"]["bootstrap_resamples"],
-        seed=config["report"]["bootstrap_seed"],
-    script:
-        "../workflow/scripts/paired_bootstrap.py"
 
 
 rule table:
@@ -86,10 +31,7 @@ rule table:
     conda:
         "../environment.yml"
     params:
-        experiments=EXPERIMENTS,
-        reference=REFERENCE,
         audit_schemes=AUDIT_SCHEMES,
-        order=list(EXPERIMENTS.index),
     script:
         "../workflow/scripts/make_table.py"
 
@@ -112,10 +54,7 @@ rule figure:
     conda:
         "../environment.yml"
     params:
-        experiments=EXPERIMENTS,
-        reference=REFERENCE,
         audit_schemes=AUDIT_SCHEMES,
-        order=list(EXPERIMENTS.index),
         caption=lambda wildcards: output("figure", wildcards.name).caption,
     script:
         "../workflow/scripts/make_figure.py"
@@ -139,8 +78,6 @@ rule render_paper:
     conda:
         "../environment.yml"
     params:
-        experiments=EXPERIMENTS,
-        reference=REFERENCE,
         audit_schemes=AUDIT_SCHEMES,
         config=config,
         checkpoint=CHECKPOINT,

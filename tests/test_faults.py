@@ -20,7 +20,7 @@ from pathlib import Path
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from tests.test_training import params, paths
-from echomtl.training.runlog import setup_logging
+from echomtl.console import setup_logging
 from echomtl.training.trainer import train
 root = Path(sys.argv[1])
 setup_logging(root / "train.log")

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
+from echomtl.atomic import run_id_from_path
 from echomtl.evaluation.pooling import check_folds_cover, fold_summary, pool_fold_predictions
-from echomtl.report._io import run_id_from_path
-from echomtl.report.aggregate import select_group_per_fold
+from echomtl.evaluation.selection import select_group_per_fold
 
 
 def _doc(names: list[str]) -> dict:

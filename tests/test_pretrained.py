@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from echomtl.atomic import sha256_file
-from echomtl.config import ConfigError, resolve_inits, weights_path
+from echomtl.config import ConfigError, weights_path
 from echomtl.models.multitask import build_model
 from echomtl.models.pretrained import (
     CheckpointError,
@@ -27,6 +27,7 @@ from echomtl.models.pretrained import (
     transfer,
 )
 from echomtl.models.yolo import YoloV5
+from echomtl.study import resolve_inits
 from echomtl.training.trainer import TrainingInterrupted, train
 
 from .checkpoints import make_checkpoint
@@ -170,11 +171,11 @@ def test_pretrained_row_without_weights_is_refused_at_parse_time():
     table = pd.DataFrame(
         {"init": ["pretrained", None, "scratch"]}, index=["det_only", "fixed", "fixed_scratch"]
     )
-    with pytest.raises(ConfigError, match="det_only have init 'pretrained'.*model.weights"):
-        resolve_inits(table, None, "config/experiments.tsv")
-    inits = resolve_inits(table, Path("w.pt"), "t.tsv")
+    with pytest.raises(ValueError, match="det_only have init 'pretrained'.*model.weights"):
+        resolve_inits(table, False, "config/experiments.tsv")
+    inits = resolve_inits(table, True, "t.tsv")
     assert list(inits) == ["pretrained", "pretrained", "scratch"]
-    assert list(resolve_inits(table.iloc[1:], None, "t.tsv")) == ["scratch", "scratch"]
+    assert list(resolve_inits(table.iloc[1:], False, "t.tsv")) == ["scratch", "scratch"]
 
 
 def test_missing_weights_file_is_refused_at_parse_time(tmp_path, monkeypatch):

@@ -12,8 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 import report_fixture as rf  # noqa: E402
 
+from echomtl.atomic import run_id_from_path  # noqa: E402
+from echomtl.evaluation import selection  # noqa: E402
 from echomtl.report import aggregate  # noqa: E402
-from echomtl.report._io import run_id_from_path  # noqa: E402
 
 EXPS = ["det_only", "fixed", "manual_wcls0.05", "manual_wcls0.2", "gradnorm_a1.5", "dual_backbone"]
 
@@ -89,7 +90,7 @@ def test_collect_metrics_errors(study, tmp_path):
 
 
 def test_select_group_uses_validation_only(study, tidy, tmp_path):
-    sel = aggregate.select_group(tidy, study.experiments, "manual", tmp_path / "manual.json")
+    sel = selection.select_group(tidy, study.experiments, "manual", tmp_path / "manual.json")
     scores = {c["experiment"]: c["score"] for c in sel["candidates"]}
     assert sel["chosen"] == max(scores, key=scores.get)
     assert sel["varying"] == ["w_cls"]
@@ -99,22 +100,22 @@ def test_select_group_uses_validation_only(study, tidy, tmp_path):
     flipped = tidy.copy()
     mask = (flipped.split == "test") & (flipped.experiment == sel["chosen"])
     flipped.loc[mask, "value"] = 0.0
-    assert aggregate.select_group(flipped, study.experiments, "manual")["chosen"] == sel["chosen"]
+    assert selection.select_group(flipped, study.experiments, "manual")["chosen"] == sel["chosen"]
     # ties go to the first row of the table
     tied = tidy.copy()
     tied.loc[tied.split == "valid", "value"] = 0.5
-    assert aggregate.select_group(tied, study.experiments, "manual")["chosen"] == "manual_wcls0.05"
+    assert selection.select_group(tied, study.experiments, "manual")["chosen"] == "manual_wcls0.05"
     with pytest.raises(ValueError, match="not in the experiments table"):
-        aggregate.select_group(tidy, study.experiments, "nope")
-    det = aggregate.validation_score(tidy, "det_only", False)
+        selection.select_group(tidy, study.experiments, "nope")
+    det = selection.validation_score(tidy, "det_only", False)
     assert det["score"] == det["map50"]
 
 
 def test_read_selections(study, tidy, tmp_path):
     with pytest.raises(ValueError, match="no selection.json"):
-        aggregate.read_selections([], study.experiments)
-    aggregate.select_group(tidy, study.experiments, "manual", tmp_path / "s.json")
-    chosen, selections = aggregate.read_selections([tmp_path / "s.json"], study.experiments)
+        selection.read_selections([], study.experiments)
+    selection.select_group(tidy, study.experiments, "manual", tmp_path / "s.json")
+    chosen, selections = selection.read_selections([tmp_path / "s.json"], study.experiments)
     assert chosen["fixed"] == "fixed" and chosen["manual"] == selections["manual"]["chosen"]
     assert list(chosen) == list(dict.fromkeys(study.experiments.group))
 

@@ -193,7 +193,7 @@ def test_front_places_every_configuration(built, monkeypatch):
     study, res, out = built
     _, texts, _ = _render(monkeypatch, lambda: fig.fig_front(res, out / "front"))
     legend = "\n".join(texts)
-    placed = [e for e in EXPS if e not in res.front_runs() and res.has(e, "view_accuracy")]
+    placed = [e for e in EXPS if e not in res.study.front_runs and res.has(e, "view_accuracy")]
     assert "gradnorm_a1.0" in placed and "gradnorm_a1.5_aug" in placed  # not only the rivals
     for e in placed:
         assert res.plain_label(e) in legend, e
@@ -209,7 +209,7 @@ def test_paired_differences(built, monkeypatch):
     assert "claimed by the seed guide" in with_claim
     assert any(f"{ref} minus configuration" in t for t in with_claim)
     rows = [t.get_text() for t in figure.axes[0].get_yticklabels()]
-    main = [res.chosen[g] for g in res.main_groups() if res.chosen[g] != res.reference]
+    main = [res.chosen[g] for g in res.study.main_groups if res.chosen[g] != res.reference]
     assert rows == [res.plain_label(e) for e in main] + [res.plain_label("gradnorm_a1.0")]
     # the claimed markers sit at the claimed values, on the mAP@0.5 panel only
     panel = {ax.get_title(): ax for ax in figure.axes}

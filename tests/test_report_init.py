@@ -14,6 +14,7 @@ import report_fixture as rf  # noqa: E402
 
 from echomtl.report import outputs, tables  # noqa: E402
 from echomtl.report.labels import experiment_label  # noqa: E402
+from echomtl.study import Study
 
 SCRATCH = [f"{e}_scratch" for e in rf.INIT_VARIANTS]
 
@@ -30,16 +31,16 @@ def built(tmp_path_factory):
 def test_init_variants_pair_with_their_study_runs_and_leave_its_comparisons(built):
     study, report = built
     res = report["results"]
-    assert res.study_init == "pretrained"
-    assert res.init_pairs() == [(e.removesuffix("_scratch"), e) for e in SCRATCH]
-    main = [res.chosen[g] for g in res.main_groups()]
+    assert res.study.start == "pretrained"
+    assert res.study.init_pairs == [(e.removesuffix("_scratch"), e) for e in SCRATCH]
+    main = [res.chosen[g] for g in res.study.main_groups]
     assert not set(SCRATCH) & set(main) and {"det_only", "fixed"} <= set(main)
-    alphas, _ = res.reference_variants()
+    alphas = res.study.alpha_variants
     assert "gradnorm_a1.5_scratch" not in alphas and "gradnorm_a1.5" in alphas
-    assert "fixed_scratch" not in res.front_runs()
-    flags = outputs.plan_flags(study.experiments, "gradnorm_a1.5")
+    assert "fixed_scratch" not in res.study.front_runs
+    flags = study.plan.flags
     assert flags["init"] and flags["alpha"]
-    planned = outputs.planned(study.experiments.drop(SCRATCH), "gradnorm_a1.5")
+    planned = outputs.planned(Study.from_table(study.experiments.drop(SCRATCH), "gradnorm_a1.5"))
     assert "init" not in [o.name for o in planned]
 
 

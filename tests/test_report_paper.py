@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 import report_fixture as rf  # noqa: E402
 
+from echomtl.report import aggregate  # noqa: E402
 from echomtl.report import context as context_mod  # noqa: E402
 from echomtl.report.pdf import LatexError, compile_pdf, scan_log  # noqa: E402
 
@@ -95,9 +96,13 @@ def test_context_fails_clearly_on_missing_files(full):
     study, built = full
     files = dict(built["files"])
     files["tables"] = {k: v for k, v in files["tables"].items() if k != "alpha"}
-    with pytest.raises(ValueError, match=r"tables.alpha \(the study ran alpha\)"):
+    claims, res = rf.REPO / "paper" / "claims.yaml", built["results"]
+    with pytest.raises(ValueError, match="shared-trunk runs, but their diagnostics have no rows"):
+        context_mod.build_context(res, study.config, study.audits, claims, files)
+    diagnostics = aggregate.diagnostics_summary(study.files("diagnostics.csv", res.study.multitask))
+    with pytest.raises(ValueError, match=r"tables.alpha \(the study has alpha\)"):
         context_mod.build_context(
-            built["results"], study.config, study.audits, rf.REPO / "paper" / "claims.yaml", files
+            res, study.config, study.audits, claims, files, diagnostics=diagnostics
         )
 
 
@@ -140,39 +145,14 @@ def test_pdf_build_reports_a_missing_figure(full, tmp_path):
         compile_pdf(broken, tmp_path)
 
 
-def test_plan_follows_the_experiments_table():
-    from echomtl.report.outputs import planned
-
-    table = rf.pd.DataFrame(
-        rf.EXPERIMENTS,
-        columns=["experiment", "group", "method", "model", "w_det", "w_cls", "alpha", "augment"],
-    )
-
-    def names(outputs, kind):
-        return {o.name for o in outputs if o.kind == kind}
-
-    plan = planned(table, "gradnorm_a1.5")
-    assert {"alpha", "augmentation", "dual_backbone", "selection", "weight_phases"} <= names(
-        plan, "table"
-    )
-    assert "paired_differences" in names(plan, "figure")
-    small = planned(table[table.experiment.isin(["gradnorm_a1.5", "det_only"])], "gradnorm_a1.5")
-    assert "alpha" not in names(small, "table") and "selection" not in names(small, "table")
-    assert "alpha_sensitivity" not in names(small, "figure")
-    alone = planned(table[table.experiment == "gradnorm_a1.5"], "gradnorm_a1.5")
-    assert "paired_differences" not in names(alone, "figure")  # nothing to compare with
-    with pytest.raises(ValueError, match="reference"):
-        planned(table, "nope")
-
-
 def test_registry_declares_each_outputs_own_inputs():
     """What each entry declares is what the rule schedules (tests/test_report_dag.py runs the
     DAG; the fixture's build_report renders every entry from its declared inputs only)."""
     from echomtl.report.outputs import OUTPUTS, Layout
 
     layout = Layout(
-        paper="P", reference="r", trained=["a", "r"], study=["a", "r"], multitask=["a", "r"],
-        gradnorm=["r"], groups=["g"], audits=["x.json"], claims="c.yaml", first_run="r/seed0",
+        paper="P", stats="S", study_json="study.json", reference="r", trained=["a", "r"],
+        study=["a", "r"], multitask=["a", "r"], gradnorm=["r"], selections=["g.json"], audits=["x.json"], claims="c.yaml", first_run="r/seed0",
         records="rec.csv", run_files=lambda names, fn: [f"{n}/seed0/{fn}" for n in names],
         seed_files=lambda name, fn: [f"{name}/seed0/{fn}"],
     )  # fmt: skip

@@ -78,7 +78,7 @@ def test_every_table_has_rules_and_escaped_names(built):
 def test_main_table_rows_and_comparisons(built):
     _, res, out = built
     text = tables.table_main(res, out / "main.tex").read_text()
-    for g in res.main_groups():
+    for g in res.study.main_groups:
         assert str(res.group_label(g)) in text
     assert "Manual weights" in text and "$^\\dagger$" in text
     assert "reference" in text and "(higher)" in text
@@ -145,8 +145,8 @@ def test_claims_table_uses_the_yaml_and_marks_what_did_not_run(built, tmp_path):
     from echomtl.report.results import Results
 
     small = Results(
-        experiments=res.experiments, tidy=sub, chosen=res.chosen, selections=res.selections,
-        intervals=res.intervals, paired=res.paired, reference=res.reference,
+        study=res.study, tidy=sub, chosen=res.chosen, selections=res.selections,
+        intervals=res.intervals, paired=res.paired,
     )  # fmt: skip
     assert {r["id"]: r for r in queries.claims_rows(claims, small)}["map_alpha_1.0"]["status"] == (
         "not run"
@@ -171,9 +171,9 @@ def test_ablation_tables_fail_clearly_without_their_runs(tmp_path):
 
 def test_split_table_puts_each_scheme_beside_its_leakage(built):
     study, res, out = built
-    assert res.split_pairs() == [("gradnorm_a1.5", "gradnorm_a1.5_original")]
-    assert "split_original" not in res.groups()  # not a study group: no main-table row
-    assert "gradnorm_a1.5_original" not in res.reference_variants()[0]
+    assert res.study.split_pairs == [("gradnorm_a1.5", "gradnorm_a1.5_original")]
+    assert "split_original" not in res.study.groups  # not a study group: no main-table row
+    assert "gradnorm_a1.5_original" not in res.study.alpha_variants
     text = tables.table_split(res, study.audits, out / "split.tex").read_text()
     body = [line for line in text.splitlines() if line.endswith("\\\\") and "Scheme" not in line]
     # the study run on valid and test, the variant on valid only (its export has no test split)

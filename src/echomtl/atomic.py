@@ -1,4 +1,4 @@
-"""Atomic file writes, shared by every stage.
+"""Files, shared by every stage: atomic writes, the JSON reader and the run-path contract.
 
 An output is written to a temporary file in its destination folder, flushed to disk, and moved
 into place with ``os.replace`` only when writing succeeded, so an interrupted or failed job never
@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,3 +75,34 @@ def write_json(path: PathLike, data: Any) -> Path:
     """Write strict JSON atomically (NaN and infinities written as null)."""
     text = json.dumps(_json_clean(data), indent=2, allow_nan=False)
     return write_text(path, text + "\n")
+
+
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+_FOLD_DIR = re.compile(r"^fold(\d+)$")
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON file, naming the file in the error when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def run_id_from_path(path: PathLike) -> tuple[str, int]:
+    """``(experiment, seed)`` from a path inside ``.../<experiment>/seed<k>/`` (the run contract).
+
+    The path may be the run folder itself, any file directly inside it, or a file of one of its
+    cross-validation fold runs (``.../seed<k>/fold<f>/<file>``: the report reads one fold's
+    training record per experiment and seed).
+    """
+    p = Path(path)
+    for folder in (p, p.parent, p.parent.parent):
+        m = _SEED_DIR.match(folder.name)
+        if m and (folder in (p, p.parent) or _FOLD_DIR.match(p.parent.name)):
+            return folder.parent.name, int(m.group(1))
+    raise ValueError(
+        f"{path}: expected a run path of the form <...>/<experiment>/seed<k>/<file>; "
+        "pass an explicit {(experiment, seed): path} mapping instead"
+    )

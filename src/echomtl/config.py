@@ -246,12 +246,7 @@ def patient_count_problems(config: dict, schemes: set[str], patients: set[str]) 
     return problems
 
 
-#: The experiments-table columns that make two rows the same configuration: two rows may not
-#: share all of them, and an axis of the study (split, init) is one of them varied.
-SETTINGS = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init")
-
-#: Starts of a run (experiments column ``init``): random weights, or config ``model.weights``.
-INITS = ("scratch", "pretrained")
+#: Starts of a run (one list, echomtl.study.INITS), named here for the trainer's check.
 
 
 def weights_path(config: dict) -> Path | None:
@@ -275,24 +270,3 @@ def weights_path(config: dict) -> Path | None:
             "(docs/pretrained.md), or null for random weights"
         )
     return path
-
-
-def resolve_inits(
-    experiments: pd.DataFrame, weights: Path | None, table: str | Sequence[str]
-) -> pd.Series:
-    """Each experiment's start: its ``init`` column, or the config's default when empty.
-
-    The default is ``pretrained`` when ``model.weights`` is set, else ``scratch``. A
-    ``pretrained`` row without ``model.weights`` is an error naming the table and the rows.
-    """
-    default = "pretrained" if weights is not None else "scratch"
-    column = experiments["init"] if "init" in experiments else pd.Series(None, experiments.index)
-    inits = column.where(column.notna() & (column != ""), default)
-    orphans = [str(n) for n in inits.index if inits[n] == "pretrained" and weights is None]
-    if orphans:
-        raise ConfigError(
-            f"invalid experiments table {table}: experiments {', '.join(orphans)} have init "
-            "'pretrained' but config model.weights is null: set model.weights to a YOLOv5 "
-            "checkpoint (docs/pretrained.md) or make the rows 'scratch'"
-        )
-    return inits

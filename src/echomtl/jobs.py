@@ -9,31 +9,16 @@ Snakemake removes its (atomically written, hence never half-written) outputs. He
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import platform
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from echomtl.atomic import write_json
-from echomtl.console import say
-from echomtl.training.runlog import setup_logging
+from echomtl.atomic import read_json, write_json
+from echomtl.console import job_logging, say
 
 LOG = logging.getLogger("echomtl.jobs")
-
-
-@contextlib.contextmanager
-def job_logging(snakemake: Any) -> Iterator[logging.Logger]:
-    """Send the job's log lines (and any failure, with traceback) to its Snakemake log file."""
-    log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
-    logger = setup_logging(log_path)
-    try:
-        yield logger
-    except Exception:
-        logger.exception("job failed")
-        raise
 
 
 def versions() -> dict[str, str]:
@@ -248,7 +233,6 @@ def pool_folds(snakemake: Any) -> None:
     from echomtl.data.records import read_records
     from echomtl.evaluation.inference import evaluate_predictions
     from echomtl.evaluation.pooling import check_folds_cover, fold_summary, pool_fold_predictions
-    from echomtl.report._io import read_json
 
     with job_logging(snakemake):
         experiment, seed = snakemake.wildcards.experiment, int(snakemake.wildcards.seed)
@@ -310,3 +294,60 @@ def pool_folds(snakemake: Any) -> None:
             "pooled over %d folds (%d images): mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
             len(chosen), metrics["n_images"], det["map50"], det["map50_95"], cls.get("accuracy"),
         )  # fmt: skip
+
+
+def plan_study(snakemake: Any) -> None:
+    """The study's plan (``echomtl.study``) as ``study.json``, for the evaluation and report."""
+    from echomtl.atomic import write_text
+    from echomtl.study import Study
+
+    with job_logging(snakemake):
+        study = Study.from_dict(snakemake.params.study)
+        write_text(snakemake.output[0], study.to_json())
+        LOG.info("%d experiments, flags %s", len(study.names), study.flags)
+
+
+def select_group(snakemake: Any) -> None:
+    """Validation choice of a grid group: on its validation metrics, per fold under cv."""
+    from echomtl.evaluation.selection import select
+    from echomtl.study import Study
+
+    with job_logging(snakemake):
+        sel = select(
+            list(snakemake.input.metrics),
+            Study.read(snakemake.input.study),
+            snakemake.wildcards.group,
+            snakemake.output[0],
+            snakemake.params.score,
+        )
+        LOG.info("group %s: chose %s", snakemake.wildcards.group, sel["chosen"])
+
+
+def bootstrap_experiment(snakemake: Any) -> None:
+    from echomtl.evaluation.statistics import bootstrap_experiment as bootstrap
+
+    with job_logging(snakemake):
+        bootstrap(
+            snakemake.wildcards.experiment,
+            list(snakemake.input),
+            snakemake.output.json,
+            n_resamples=snakemake.params.n_resamples,
+            seed=snakemake.params.seed,
+            values_out=snakemake.output.values,
+        )
+
+
+def paired_bootstrap(snakemake: Any) -> None:
+    from echomtl.evaluation.statistics import paired_experiment
+
+    with job_logging(snakemake):
+        paired_experiment(
+            snakemake.params.reference,
+            snakemake.wildcards.experiment,
+            list(snakemake.input.reference),
+            list(snakemake.input.other),
+            snakemake.output[0],
+            n_resamples=snakemake.params.n_resamples,
+            seed=snakemake.params.seed,
+            values=(snakemake.input.reference_values, snakemake.input.other_values),
+        )

@@ -1,7 +1,7 @@
-"""Snakemake entry point: logic in echomtl.report.jobs.select_group."""
+"""Snakemake entry point: logic in echomtl.jobs.select_group."""
 
 import _package  # noqa: F401  (--use-conda: echomtl from src/)
 
-from echomtl.report.jobs import select_group
+from echomtl.jobs import select_group
 
 select_group(snakemake)

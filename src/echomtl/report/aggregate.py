@@ -1,4 +1,4 @@
-"""Aggregation of run outputs into one tidy table, and the validation selection of grid groups.
+"""Aggregation of run outputs into one tidy table, and summaries of the training records.
 
 The tidy table has one row per measured value, columns ``experiment, group, seed, split, metric,
 value`` (CSV: :data:`TIDY_COLUMNS`). Metric names:
@@ -18,11 +18,7 @@ value`` (CSV: :data:`TIDY_COLUMNS`). Metric names:
 
 Under cross-validation the test rows are the pooled out-of-fold evaluation, with per-fold values
 as ``fold<f>/<metric>`` (``map50``, ..., ``view_accuracy``, ``view_macro_f1``, ``n_images``,
-``n_patients``); the train rows come from each experiment's first fold run.
-
-The selection score (:func:`validation_score`) is documented there and written into every
-``selection.json`` so the paper can state it.
-"""
+``n_patients``); the train rows come from each experiment's first fold run."""
 
 from __future__ import annotations
 
@@ -34,21 +30,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echomtl.report._io import PathLike, read_json, run_id_from_path, write_json, write_text
+from echomtl.atomic import PathLike, read_json, run_id_from_path, write_text
+from echomtl.study import Study, as_table
 
 __all__ = [
+    "diagnostics_by_configuration",
+    "summarise_seeds",
     "TIDY_COLUMNS",
     "LOSS_WINDOW",
-    "SCORES",
-    "score_definition",
-    "load_experiments_table",
     "collect_metrics",
     "read_tidy",
     "write_tidy",
-    "validation_score",
-    "select_group",
-    "select_group_per_fold",
-    "read_selections",
     "diagnostics_summary",
     "load_audit",
     "PHASES",
@@ -64,87 +56,6 @@ CLASSIFICATION_KEYS = {
     "n_evaluated": "view_n_evaluated",
     "n_missing": "view_n_missing",
 }
-EXPERIMENT_COLUMNS = (
-    "experiment",
-    "group",
-    "method",
-    "model",
-    "w_det",
-    "w_cls",
-    "alpha",
-    "augment",
-)
-
-#: selection scores accepted by :func:`select_group` (config ``report.selection_metric``); with
-#: several seeds each validation value is the mean over seeds (:data:`SEED_CLAUSE`).
-SCORES = {
-    "mean_map50_accuracy": (
-        "mean of validation mAP@0.5 and validation view accuracy (mAP@0.5 alone for models "
-        "without a classification head)"
-    ),
-    "map50": "validation mAP@0.5",
-    "accuracy": "validation view accuracy",
-}
-SEED_CLAUSE = ", each value averaged over seeds"
-
-
-def score_definition(score: str, n_seeds: int) -> str:
-    """The selection score in words; the seed clause only when there are several seeds."""
-    return SCORES[score] + (SEED_CLAUSE if n_seeds > 1 else "")
-
-
-def load_experiments_table(experiments: pd.DataFrame | PathLike) -> pd.DataFrame:
-    """The experiments table as a frame indexed by experiment (a path is read and validated)."""
-    if isinstance(experiments, pd.DataFrame):
-        table = experiments.copy()
-    else:
-        from echomtl.config import load_experiments
-
-        table = load_experiments(Path(experiments))
-    missing = [c for c in EXPERIMENT_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"experiments table lacks columns {missing}")
-    table = table.set_index("experiment", drop=False)
-    table.index.name = None
-    if table.index.duplicated().any():
-        raise ValueError(f"duplicate experiments: {sorted(table.index[table.index.duplicated()])}")
-    table["augment"] = table["augment"].map(_as_bool)
-    # the start of every network (rules/common.smk resolves an empty cell from model.weights)
-    if "init" not in table:
-        table["init"] = "scratch"
-    table["init"] = table["init"].where(table["init"].notna(), "scratch")
-    # rows the workflow adds under cv: a grid group's per-fold selection (never trained)
-    table["per_fold_selection"] = (
-        table["per_fold_selection"].map(_as_bool) if "per_fold_selection" in table else False
-    )
-    # split axis (see rules/common.smk): the workflow fills both; hand-made tables may omit them
-    if "split" not in table:
-        table["split"] = None
-    table["split_variant"] = (
-        table["split_variant"].map(_as_bool) if "split_variant" in table else False
-    )
-    mixed = [
-        g for g, rows in table.groupby("group", sort=False) if rows["split_variant"].nunique() > 1
-    ]
-    if mixed:
-        raise ValueError(
-            f"experiments table: group(s) {mixed} mix rows on the study's split with split "
-            "variants; give each split variant a group of its own"
-        )
-    for col in ("w_det", "w_cls", "alpha"):
-        table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
-    return table
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes"}:
-        return True
-    if text in {"false", "0", "no", "", "nan", "none"}:
-        return False
-    raise ValueError(f"augment: {value!r} is not a boolean")
 
 
 def _float(value: Any) -> float:
@@ -241,7 +152,7 @@ def _param_counts(param_counts: Mapping[str, int] | PathLike | None) -> dict[str
 
 def collect_metrics(
     metric_files: Iterable[PathLike],
-    experiments: pd.DataFrame | PathLike,
+    experiments: Study | pd.DataFrame | PathLike,
     steps_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
     benchmark_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
     param_counts: Mapping[str, int] | PathLike | None = None,
@@ -260,7 +171,7 @@ def collect_metrics(
             with a top-level ``n_parameters`` is used too.
         out_csv: where to write the table (atomically); None: only return it.
     """
-    table = load_experiments_table(experiments)
+    table = as_table(experiments)
     rows: list[tuple] = []
     seen: set[tuple[str, int, str]] = set()
     params = _param_counts(param_counts)
@@ -329,180 +240,8 @@ def read_tidy(path: PathLike) -> pd.DataFrame:
     return tidy
 
 
-def _seed_mean(tidy: pd.DataFrame, exp: str, split: str, metric: str) -> tuple[float, int]:
-    sel = tidy[(tidy.experiment == exp) & (tidy.split == split) & (tidy.metric == metric)]
-    values = sel["value"].astype(float)
-    values = values[np.isfinite(values)]
-    return (float(values.mean()), int(len(values))) if len(values) else (math.nan, 0)
-
-
-def validation_score(
-    tidy: pd.DataFrame, experiment: str, has_classifier: bool, score: str = "mean_map50_accuracy"
-) -> dict[str, float]:
-    """Validation score of one experiment (see :data:`SCORES`), with its ingredients.
-
-    Returns ``{"map50", "view_accuracy", "score", "n_seeds"}`` (NaN where not measured).
-    """
-    if score not in SCORES:
-        raise ValueError(f"unknown selection score {score!r}; expected one of {list(SCORES)}")
-    m, n_m = _seed_mean(tidy, experiment, "valid", "map50")
-    a, _ = _seed_mean(tidy, experiment, "valid", "view_accuracy")
-    if n_m == 0:
-        raise ValueError(f"no validation mAP@0.5 for {experiment!r}: was it evaluated on valid?")
-    if score == "map50":
-        value = m
-    elif score == "accuracy":
-        if not has_classifier:
-            raise ValueError(f"{experiment!r} has no classifier: cannot select it on view accuracy")
-        value = a
-    else:
-        value = (m + a) / 2.0 if has_classifier else m
-    if has_classifier and score != "map50" and math.isnan(a):
-        raise ValueError(f"no validation view accuracy for {experiment!r}")
-    return {"map50": m, "view_accuracy": a, "score": value, "n_seeds": n_m}
-
-
-def select_group(
-    tidy: pd.DataFrame,
-    experiments: pd.DataFrame | PathLike,
-    group: str,
-    out_json: PathLike | None = None,
-    score: str = "mean_map50_accuracy",
-) -> dict:
-    """Choose the experiment of ``group`` with the best validation score; write ``selection.json``.
-
-    Ties go to the row that comes first in the experiments table (deterministic). The JSON holds
-    the score's name and definition, the grid (the columns that vary within the group), every
-    candidate's validation values and the chosen experiment. Test values are never read here.
-    """
-    table = load_experiments_table(experiments)
-    rows = table[(table["group"] == group) & ~table["per_fold_selection"]]
-    if rows.empty:
-        raise ValueError(f"group {group!r} is not in the experiments table")
-    varying = [
-        c
-        for c in ("method", "model", "w_det", "w_cls", "alpha", "augment")
-        if rows[c].astype(str).nunique() > 1
-    ]
-    candidates = []
-    for exp, row in rows.iterrows():
-        values = validation_score(tidy, str(exp), row["model"] != "det_only", score)
-        params = {
-            c: _plain(row[c]) for c in ("method", "model", "w_det", "w_cls", "alpha", "augment")
-        }
-        candidates.append({"experiment": str(exp), **params, **values})
-    best = None
-    for cand in candidates:
-        if math.isnan(cand["score"]):
-            raise ValueError(f"validation score of {cand['experiment']!r} is NaN")
-        if best is None or cand["score"] > best["score"]:
-            best = cand
-    assert best is not None
-    result = {
-        "group": group,
-        "split": "valid",
-        "score": {"name": score, "definition": score_definition(score, len(set(tidy["seed"])))},
-        "varying": varying,
-        "candidates": candidates,
-        "chosen": best["experiment"],
-        "tie_rule": "first row of the experiments table among equal scores",
-    }
-    if out_json is not None:
-        write_json(out_json, result)
-    return result
-
-
-def select_group_per_fold(
-    fold_tidies: Mapping[int, pd.DataFrame],
-    experiments: pd.DataFrame | PathLike,
-    group: str,
-    out_json: PathLike | None = None,
-    score: str = "mean_map50_accuracy",
-) -> dict:
-    """Cross-validated selection: :func:`select_group` on each fold's validation part.
-
-    The group's pooled result is then the composite row of the table (``per_fold_selection``):
-    fold ``f``'s test images predicted by the configuration fold ``f``'s validation chose. Each
-    candidate also gets its validation values averaged over folds and the number of folds that
-    chose it.
-    """
-    table = load_experiments_table(experiments)
-    composite = table[(table["group"] == group) & table["per_fold_selection"]]
-    if len(composite) != 1:
-        raise ValueError(
-            f"group {group!r}: expected one per-fold selection row in the experiments table, "
-            f"found {len(composite)}"
-        )
-    per_fold = []
-    for fold, tidy in sorted(fold_tidies.items()):
-        sel = select_group(tidy, table, group, score=score)
-        per_fold.append({"fold": fold, "chosen": sel["chosen"], "candidates": sel["candidates"]})
-    if not per_fold:
-        raise ValueError(f"group {group!r}: no fold to select on")
-    candidates = []
-    for i, cand in enumerate(per_fold[0]["candidates"]):
-        values = [f["candidates"][i] for f in per_fold]
-        merged = dict(cand)
-        for key in ("map50", "view_accuracy", "score"):
-            merged[key] = float(np.mean([v[key] for v in values]))
-        merged["n_folds_chosen"] = sum(f["chosen"] == cand["experiment"] for f in per_fold)
-        candidates.append(merged)
-    result = {
-        **{k: v for k, v in sel.items() if k not in ("candidates", "chosen")},
-        "protocol": "cv",
-        "per_fold": per_fold,
-        "candidates": candidates,
-        "chosen": str(composite.index[0]),
-    }
-    if out_json is not None:
-        write_json(out_json, result)
-    return result
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def read_selections(
-    selection_files: Iterable[PathLike], experiments: pd.DataFrame | PathLike
-) -> tuple[dict[str, str], dict[str, dict]]:
-    """``({group: chosen experiment}, {group: selection dict})`` for every group of the table.
-
-    Single-row groups need no file (the row is the choice); a multi-row group without a
-    selection file is an error (its test result must not be picked by hand).
-    """
-    table = load_experiments_table(experiments)
-    selections: dict[str, dict] = {}
-    for path in selection_files:
-        sel = read_json(path)
-        if sel.get("group") in selections:
-            raise ValueError(f"{path}: a second selection for group {sel.get('group')!r}")
-        if sel.get("chosen") not in table.index or table.at[sel["chosen"], "group"] != sel["group"]:
-            raise ValueError(
-                f"{path}: chosen {sel.get('chosen')!r} is not a row of {sel['group']!r}"
-            )
-        selections[sel["group"]] = sel
-    chosen: dict[str, str] = {}
-    for group in dict.fromkeys(table["group"]):
-        rows = table[table["group"] == group]
-        if group in selections:
-            chosen[group] = selections[group]["chosen"]
-        elif len(rows) == 1:
-            chosen[group] = str(rows.index[0])
-        else:
-            raise ValueError(
-                f"group {group!r} has {len(rows)} rows but no selection.json was given"
-            )
-    return chosen, selections
-
-
 def diagnostics_summary(
     diagnostics_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike],
-    out_csv: PathLike | None = None,
 ) -> pd.DataFrame:
     """Per run and scope: how often and how strongly the two task gradients conflict.
 
@@ -569,9 +308,21 @@ def diagnostics_summary(
             "median_null_cosine",
         ],
     )
-    if out_csv is not None:
-        write_text(out_csv, frame.to_csv(index=False, float_format="%.10g"))
     return frame
+
+
+def diagnostics_by_configuration(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """:func:`diagnostics_summary` averaged over seeds, per ``(experiment, scope)``: the means of
+    the per-run medians and shares, and the steps summed (the tables and the text read this)."""
+    return diagnostics.groupby(["experiment", "scope"], sort=False).agg(
+        median_cosine=("median_cosine", "mean"),
+        frac_negative=("frac_negative", "mean"),
+        n=("n", "sum"),
+        ratio=("median_log10_norm_ratio", "mean"),
+        wratio=("median_log10_wnorm_ratio", "mean"),
+        share=("median_share_det", "mean"),
+        null=("median_null_cosine", "mean"),
+    )
 
 
 AUDIT_KEYS = ("class_names", "view_names", "splits", "totals", "counts", "leakage", "view_missing")
@@ -650,4 +401,23 @@ def weight_phases(
         .reset_index()
     )
     out["ratio"] = out["weight_det"] / out["weight_cls"]
+    return out
+
+
+def summarise_seeds(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std over seeds of every (experiment, split, metric).
+
+    Columns: ``experiment, group, split, metric, mean, std, n_seeds, one_seed``. With one seed
+    ``std`` is NaN and ``one_seed`` True, so that text and tables say "one seed" instead of
+    printing a spread of 0. NaN values (metric undefined on a run) are not counted.
+    """
+    frame = tidy.copy()
+    frame["value"] = frame["value"].astype(float)
+    frame = frame[np.isfinite(frame["value"])]
+    grouped = frame.groupby(["experiment", "group", "split", "metric"], sort=False)["value"]
+    out = grouped.agg(
+        mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else math.nan, n_seeds="count"
+    ).reset_index()
+    out["n_seeds"] = out["n_seeds"].astype(int)
+    out["one_seed"] = out["n_seeds"] == 1
     return out

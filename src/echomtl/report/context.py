@@ -21,18 +21,20 @@ Template helpers (callables in the context, each failing on a missing result):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from echomtl.atomic import PathLike
 from echomtl.data.splits import cv_fold_of
-from echomtl.report._io import PathLike
+from echomtl.evaluation.selection import score_definition
+from echomtl.evaluation.statistics import UNDECIDED
 from echomtl.report.aggregate import (
     LOSS_WINDOW,
     PHASES,
+    diagnostics_by_configuration,
     load_audit,
-    score_definition,
 )
 from echomtl.report.front import split_by_front
 from echomtl.report.latex import (
@@ -45,7 +47,7 @@ from echomtl.report.latex import (
     latex_escape,
     macro_name,
 )
-from echomtl.report.outputs import required
+from echomtl.report.outputs import planned
 from echomtl.report.queries import (
     SPLIT_WORDS,
     claims_rows,
@@ -67,7 +69,7 @@ from echomtl.report.reading import (
     interference_reading,
     versus_majority,
 )
-from echomtl.report.results import METRIC_LABELS, TORCHJD_METHODS, Results
+from echomtl.report.results import METRIC_LABELS, Results
 
 __all__ = [
     "build_context",
@@ -102,37 +104,10 @@ class _Numbers(dict):
 
 
 def _roles(res: Results) -> dict[str, Any]:
-    """Which experiment plays which part (from model/method, not from names)."""
-    t = res.experiments
-    # the roles are the study's start (the other start's runs are the init axis)
-    ran = [e for e in t.index if res.ran(e) and not res.is_init_variant(e)]
-    chosen = {res.chosen[g] for g in res.groups()}
-
-    def first(pred: Callable[[pd.Series], bool]) -> str | None:
-        for e in ran:
-            if e in chosen and pred(t.loc[e]):
-                return str(e)
-        return None
-
-    group_size = t["group"].map(t["group"].value_counts())
-    return {
-        "det_only": first(lambda r: r["model"] == "det_only"),
-        "dual": first(lambda r: r["model"] == "dual_backbone"),
-        "stopgrad": first(lambda r: r["model"] == "stopgrad"),
-        "rlw": first(lambda r: r["method"] == "rlw"),
-        "fixed": first(
-            lambda r: (
-                r["model"] == "multitask" and r["method"] == "fixed" and group_size[r.name] == 1
-            )
-        ),
-        "manual": first(
-            lambda r: (
-                r["model"] == "multitask" and r["method"] == "fixed" and group_size[r.name] > 1
-            )
-        ),
-        "uncertainty": first(lambda r: r["method"] == "uncertainty"),
-        "torchjd": [e for e in ran if e in chosen and t.loc[e, "method"] in TORCHJD_METHODS],
-    }
+    """The experiment that plays each role of the study's plan: its group's chosen row."""
+    roles = res.study.roles
+    out = {r: (res.chosen[g] if g else None) for r, g in roles.items() if r != "torchjd"}
+    return {**out, "torchjd": [res.chosen[g] for g in roles["torchjd"]]}
 
 
 def _span(start: float, end: float) -> str:
@@ -152,9 +127,9 @@ def _cfg(config: Mapping, path: str) -> Any:
 
 def _front(res: Results, nums: _Numbers) -> dict[str, list[str]] | None:
     """The configurations a fixed-weight run dominates, and those beyond the front
-    (``report.front``, on test point estimates); None with fewer than two front runs."""
-    front = res.front_runs()
-    if len(front) < 2:
+    (``report.front``, on test point estimates); None when the study has no front."""
+    front = res.study.front_runs
+    if not res.study.flags["front"]:
         return None
     point = {e: (res.get(e, "map50"), res.get(e, "view_accuracy")) for e in front}
     rivals = {e: (res.get(e, "map50"), res.get(e, "view_accuracy")) for e in res.front_rivals()}
@@ -166,11 +141,11 @@ def _front(res: Results, nums: _Numbers) -> dict[str, list[str]] | None:
     return split
 
 
-def _check_files(files: Mapping, has: Mapping[str, bool]) -> None:
-    """Every output of the registry that the paper includes (given what ran) was rendered."""
+def _check_files(files: Mapping, res: Results) -> None:
+    """Every output the study's plan has was rendered."""
     missing = [
-        f"{o.kind}s.{o.name}" + (f" (the study ran {o.condition})" if o.condition else "")
-        for o in required(has)
+        f"{o.kind}s.{o.name}" + (f" (the study has {o.condition})" if o.condition else "")
+        for o in planned(res.study)
         if o.name not in files.get(o.kind + "s", {})
     ]
     missing += [k for k in ("numbers", "bibliography") if k not in files]
@@ -198,14 +173,11 @@ def _pooled_fold_audit(fold_audits: list[dict]) -> dict:
 
 
 METRICS = ("map50", "map50_95", "precision", "recall", "f1", "view_accuracy", "view_macro_f1")
-#: the metrics whose paired verdicts the paper reports (every one the stats files hold)
-VERDICT_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
 TRAIN_METRICS = (
     "loss_det_initial", "loss_det_final", "loss_det_change_pct", "loss_cls_initial",
     "loss_cls_final", "loss_cls_change_pct", "weight_det_initial", "weight_det_final",
     "weight_cls_initial", "weight_cls_final",
 )  # fmt: skip
-VERDICTS = ("higher", "lower", "not distinguishable at 95%")
 
 
 def _result_numbers(res: Results, nums: _Numbers) -> str:
@@ -305,7 +277,7 @@ class _Helpers:
         detectable difference (what the comparison could have seen; never read as equality)."""
         k, r = f"diff/{exp}/{metric}", self.nums.ref
         text = f"{r(k)} [{r(k + '/low')}, {r(k + '/high')}]"
-        if self.verdict(exp, metric) == VERDICTS[2] and k + "/mdd" in self.nums:
+        if self.verdict(exp, metric) == UNDECIDED and k + "/mdd" in self.nums:
             text += f"; minimum detectable difference {r(k + '/mdd')}"
         return Tex(text)
 
@@ -353,32 +325,23 @@ class _Helpers:
 
 
 def _verdicts(res: Results, help_: _Helpers, nums: _Numbers, roles: dict) -> dict[str, Any]:
-    """Every paired verdict of the main comparison, per metric, with the counts and the range of
-    minimum detectable differences of the undecided ones."""
-    main_exps = [res.chosen[g] for g in res.main_groups()]
-    others = [e for e in main_exps if e != res.reference and help_.comparable(e)]
-    verdicts: dict[str, dict[str, list[str]]] = {}
-    for m in VERDICT_METRICS:
-        by = {v: [] for v in VERDICTS}
-        for e in others:
-            if help_.comparable(e, m):
-                by[help_.verdict(e, m)].append(e)
-        verdicts[m] = by
+    """Every paired verdict of the main comparison (``Results.verdicts``), per metric, with the
+    counts and the range of minimum detectable differences of the undecided ones."""
+    main_exps = [res.chosen[g] for g in res.study.main_groups]
+    others, verdicts = res.compared, res.verdicts
+    for m, by in verdicts.items():
         nums.put(f"count/{m}/compared", sum(len(v) for v in by.values()))
         nums.put(f"count/{m}/higher", len(by["higher"]))
         nums.put(f"count/{m}/lower", len(by["lower"]))
-        nums.put(f"count/{m}/nd", len(by[VERDICTS[2]]))
-        mdds = [float(res.pair(e, m)["mdd"]) for e in by[VERDICTS[2]]
-                if res.pair(e, m).get("mdd") is not None]  # fmt: skip
-        mdds = [x for x in mdds if not math.isnan(x)]
-        if mdds:
+        nums.put(f"count/{m}/nd", len(by[UNDECIDED]))
+        if mdds := res.undecided_mdds(m):
             nums.put(f"mdd/{m}/min", format_number(min(mdds), 2))
             nums.put(f"mdd/{m}/max", format_number(max(mdds), 2))
     by_map = verdicts["map50"]
     nums.put("count/main_others", len(others))
     nums.put("count/higher", len(by_map["higher"]))
     nums.put("count/lower", len(by_map["lower"]))
-    nums.put("count/nd", len(by_map[VERDICTS[2]]))
+    nums.put("count/nd", len(by_map[UNDECIDED]))
     ranked = sorted(
         main_exps, key=lambda e: -res.get(e, "map50") if res.has(e, "map50") else math.inf
     )
@@ -390,13 +353,13 @@ def _verdicts(res: Results, help_: _Helpers, nums: _Numbers, roles: dict) -> dic
         "main_exps": main_exps,
         "others": others,
         "verdicts": verdicts,
-        "verdict_metrics": [m for m in VERDICT_METRICS if sum(map(len, verdicts[m].values()))],
+        "verdict_metrics": [m for m, by in verdicts.items() if sum(map(len, by.values()))],
         "higher_than": by_map["higher"],
         "lower_than": by_map["lower"],
-        "nd_from": by_map[VERDICTS[2]],
+        "nd_from": by_map[UNDECIDED],
         "view_higher_than": view["higher"],
         "view_lower_than": view["lower"],
-        "view_nd_from": view[VERDICTS[2]],
+        "view_nd_from": view[UNDECIDED],
         "key_rivals": key_rivals,
         "other_rivals": [e for e in others if e not in key_rivals],
         "best_by_map": ranked[0] if ranked else None,
@@ -444,7 +407,7 @@ def _config_numbers(config: Mapping, nums: _Numbers, ref_row: pd.Series, res: Re
                    and not bool(res.row(e).get("per_fold_selection", False))]  # fmt: skip
         nums.put(
             "count/cv_trainings",
-            n_folds * len(seeds) * sum(not res.is_split_variant(e) for e in trained),
+            n_folds * len(seeds) * sum(not res.study.is_split_variant(e) for e in trained),
         )
 
 
@@ -572,15 +535,7 @@ def _diagnostics_numbers(diagnostics: pd.DataFrame | None, nums: _Numbers) -> di
     of :func:`~echomtl.report.reading.interference_reading` (stated in the paper with its rule)."""
     rows: list[dict] = []
     if diagnostics is not None and not diagnostics.empty:
-        agg = diagnostics.groupby(["experiment", "scope"], sort=False).agg(
-            median_cosine=("median_cosine", "mean"),
-            frac_negative=("frac_negative", "mean"),
-            n=("n", "sum"),
-            ratio=("median_log10_norm_ratio", "mean"),
-            wratio=("median_log10_wnorm_ratio", "mean"),
-            share=("median_share_det", "mean"),
-            null=("median_null_cosine", "mean"),
-        )
+        agg = diagnostics_by_configuration(diagnostics)
         for (exp, scope), r in agg.iterrows():
             base = f"diag/{exp}/{scope}"
             reading = interference_reading(
@@ -642,7 +597,7 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
         nums.put(f"{key}/leak_pct", format_number(r["n_from_train_videos"] / r["n_images"], 1,
                                                   percent=True))  # fmt: skip
     pairs = []
-    for study_run, variant in res.split_pairs():
+    for study_run, variant in res.study.split_pairs:
         both = [s for s in ("valid", "test")
                 if all(res.has(e, "map50", s) for e in (study_run, variant))]  # fmt: skip
         # (variant's split, study run's split): the same split name where both have it, else
@@ -671,12 +626,12 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
 
 def _start(res: Results, checkpoint: Mapping[str, Any] | None, nums: _Numbers) -> dict[str, Any]:
     """The study's start, the checkpoint's provenance, and the configurations run from both."""
-    study = res.study_init
+    study = res.study.start
     if study == "pretrained" or any(str(i) == "pretrained" for i in res.experiments["init"]):
         if not checkpoint:
             raise ValueError("runs started from a checkpoint, but the paper was given none")
     pairs = []
-    for study_run, variant in res.init_pairs():
+    for study_run, variant in res.study.init_pairs:
         for m in ("map50", "view_accuracy"):
             a, b = res.get(study_run, m), res.get(variant, m)
             if not (math.isnan(a) or math.isnan(b)):
@@ -759,7 +714,7 @@ def build_context(
     ref = res.reference
     ref_row = res.row(ref)
     roles = _roles(res)
-    alphas, aug = res.reference_variants()
+    alphas, aug = res.study.alpha_variants, res.study.augmentation_variant
     audits = {k: (v if isinstance(v, dict) else load_audit(v)) for k, v in audits.items()}
     scheme = str(_cfg(config, "data.split_scheme"))
     seeds = [str(s) for s in _cfg(config, "seeds")]
@@ -776,35 +731,19 @@ def build_context(
     split_pairs = _split_numbers(res, audits, nums)
     start = _start(res, checkpoint, nums)
 
+    if res.study.flags["diagnostics"] and not diag["diag"]:
+        raise ValueError("the study has shared-trunk runs, but their diagnostics have no rows")
+    # what the study has is its plan's (echomtl.study); the rest is known only from its files
     has = {
-        "alpha": len(alphas) >= 2,
-        "augmentation": aug is not None,
-        "dual_backbone": roles["dual"] is not None,
-        "stopgrad": roles["stopgrad"] is not None,
-        "det_only": roles["det_only"] is not None,
-        "fixed": roles["fixed"] is not None,
-        "manual": roles["manual"] is not None
-        and roles["manual"] in [res.chosen.get(g) for g in res.selections],
-        "uncertainty": roles["uncertainty"] is not None,
-        "torchjd": bool(roles["torchjd"]),
-        "gradnorm": ref_row["method"] == "gradnorm",
-        "diagnostics": bool(diag["diag"]),
-        "multi_seed": len(seeds) > 1,
+        **res.study.flags,
         "synthetic": _cfg(config, "data.source") == "synthetic",
         "view_order_differs": bool(claims["source_view_order"])
         and claims["source_view_order"] != list(_cfg(config, "data.view_names")),
         "exact_view_counts": data["exact_views"],
         "original_audit": data["original_audit"],
         "ema": bool(config["train"].get("ema", True)),
-        "split": bool(split_pairs),
-        "init": bool(start["pairs"]),
-        "pretrained": start["study"] == "pretrained",
-        "cv": scheme == "cv",
-        "comparisons": bool(verdicts["others"]),
     }
-    has["traditional"] = has["fixed"] or has["manual"]
     front = _front(res, nums)
-    has["front"] = front is not None
     map_highs = [res.interval(e, "map50")["high"] for e in verdicts["main_exps"]
                  if res.interval(e, "map50")]  # fmt: skip
     has["detection_learned"] = detection_learned(map_highs)
@@ -818,7 +757,7 @@ def build_context(
         if view_ci is not None and not math.isnan(data["majority"])
         else None
     )
-    _check_files(files, has)
+    _check_files(files, res)
 
     return {
         "numbers": dict(nums),
@@ -836,7 +775,7 @@ def build_context(
                 "label": res.group_label(g),
                 "is_ref": res.chosen[g] == ref,
             }
-            for g in res.main_groups()
+            for g in res.study.main_groups
         ],
         **verdicts,
         **data,

@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import patches, ticker  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from echomtl.report._io import PathLike, atomic_path, read_json, run_id_from_path  # noqa: E402
+from echomtl.atomic import PathLike, atomic_path, read_json, run_id_from_path  # noqa: E402
 from echomtl.report.reading import DETECTION_EXAMPLES_RULE, SMALL_CLASS_BOXES  # noqa: E402
 from echomtl.report.results import METRIC_LABELS, Results  # noqa: E402
 
@@ -393,7 +393,7 @@ def fig_main_comparison(
     groups: Sequence[str] | None = None,
 ) -> list[Path]:
     """Test metrics of every main-table group with 95% bootstrap intervals (dashed: reference)."""
-    groups = list(groups) if groups is not None else res.main_groups()
+    groups = list(groups) if groups is not None else res.study.main_groups
     exps = [res.chosen[g] for g in groups]
     colors = _colors(exps, list(res.experiments.index))
     with plt.rc_context(RC):
@@ -525,7 +525,7 @@ def fig_front(res: Results, out_stem: PathLike) -> list[Path]:
     """
     from echomtl.report.front import dominated_by
 
-    front = res.front_runs()
+    front = res.study.front_runs
     if len(front) < 2:
         raise ValueError("fig_front: fewer than two fixed-weight runs with a view head ran")
     others = res.front_rivals()
@@ -614,7 +614,7 @@ def _paired_rows(
     experiments: Sequence[str] | None,
 ) -> list[str]:
     if experiments is None:
-        experiments = [res.chosen[g] for g in res.main_groups()]
+        experiments = [res.chosen[g] for g in res.study.main_groups]
         experiments += [e for e in res.experiments.index if e in claimed and e not in experiments]
     rows = []
     for e in experiments:
@@ -704,7 +704,7 @@ def fig_paired_differences(
 
 def fig_alpha_sensitivity(res: Results, out_stem: PathLike) -> list[Path]:
     """Reference method vs alpha: test metrics (with intervals) and final task weights."""
-    alphas, _ = res.reference_variants()
+    alphas = res.study.alpha_variants
     if len(alphas) < 2:
         raise ValueError("fig_alpha_sensitivity: fewer than two alpha values ran")
     xs = [float(res.row(e)["alpha"]) for e in alphas]
@@ -745,7 +745,7 @@ def fig_augmentation(
     metrics: Sequence[str] = ("map50", "map50_95", "precision", "recall", "view_accuracy"),
 ) -> list[Path]:
     """Reference method with augmentation off vs on, per metric (intervals where computed)."""
-    _, aug = res.reference_variants()
+    aug = res.study.augmentation_variant
     if aug is None:
         raise ValueError("fig_augmentation: no augmentation variant of the reference ran")
     metrics = [m for m in metrics if res.has(res.reference, m) or res.has(aug, m)]
@@ -998,7 +998,7 @@ def fig_per_class_ap(
     """
     if metric not in _AP_LABELS:
         raise ValueError(f"fig_per_class_ap: metric {metric!r} is not one of {sorted(_AP_LABELS)}")
-    groups = list(groups) if groups is not None else res.main_groups()
+    groups = list(groups) if groups is not None else res.study.main_groups
     classes = res.class_names()
     if not classes:
         raise ValueError("fig_per_class_ap: no per-class AP in the results")

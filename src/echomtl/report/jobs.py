@@ -1,7 +1,7 @@
 """Report-stage workflow jobs: one function per rule of ``rules/paper.smk``.
 
 Every job reads only files earlier rules wrote (metrics, predictions, logs, audits) and the
-experiments table, and writes its outputs atomically. Table and figure jobs render the entry of
+study's plan, and writes its outputs atomically. Table and figure jobs render the entry of
 the output registry (:mod:`echomtl.report.outputs`) named by the ``name`` wildcard, from the
 inputs that entry declared.
 """
@@ -12,74 +12,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from echomtl.jobs import job_logging
+from echomtl.console import job_logging
 
 
 def aggregate_metrics(snakemake: Any) -> None:
     from echomtl.report.aggregate import collect_metrics
+    from echomtl.study import Study
 
     with job_logging(snakemake):
         i = snakemake.input
         collect_metrics(
             list(i.metrics),
-            snakemake.params.experiments,
+            Study.read(i.study),
             steps_files=list(i.steps),
             benchmark_files=list(i.benchmarks),
             out_csv=snakemake.output[0],
-        )
-
-
-def select_group(snakemake: Any) -> None:
-    """Validation selection of a grid group: on its validation metrics, per fold under cv."""
-    from echomtl.report._io import read_json
-    from echomtl.report.aggregate import collect_metrics, select_group_per_fold
-    from echomtl.report.aggregate import select_group as select
-
-    with job_logging(snakemake):
-        p, files = snakemake.params, list(snakemake.input)
-        by_fold: dict[int | None, list[str]] = {}
-        for path in files:
-            by_fold.setdefault(read_json(path).get("fold"), []).append(path)
-        tidies = {f: collect_metrics(paths, p.experiments) for f, paths in by_fold.items()}
-        if list(tidies) == [None]:
-            select(tidies[None], p.experiments, snakemake.wildcards.group, snakemake.output[0],
-                   score=p.score)  # fmt: skip
-        elif None in tidies:
-            raise ValueError(
-                f"selection of {snakemake.wildcards.group}: fold and holdout runs mixed"
-            )
-        else:
-            select_group_per_fold(tidies, p.experiments, snakemake.wildcards.group,
-                                  snakemake.output[0], score=p.score)  # fmt: skip
-
-
-def bootstrap_experiment(snakemake: Any) -> None:
-    from echomtl.report.stats import bootstrap_experiment as bootstrap
-
-    with job_logging(snakemake):
-        bootstrap(
-            snakemake.wildcards.experiment,
-            list(snakemake.input),
-            snakemake.output.json,
-            n_resamples=snakemake.params.n_resamples,
-            seed=snakemake.params.seed,
-            values_out=snakemake.output.values,
-        )
-
-
-def paired_bootstrap(snakemake: Any) -> None:
-    from echomtl.report.stats import paired_experiment
-
-    with job_logging(snakemake):
-        paired_experiment(
-            snakemake.params.reference,
-            snakemake.wildcards.experiment,
-            list(snakemake.input.reference),
-            list(snakemake.input.other),
-            snakemake.output[0],
-            n_resamples=snakemake.params.n_resamples,
-            seed=snakemake.params.seed,
-            values=(snakemake.input.reference_values, snakemake.input.other_values),
         )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import jinja2
 
-from echomtl.report._io import PathLike, write_text
+from echomtl.atomic import PathLike, write_text
 
 __all__ = [
     "Tex",

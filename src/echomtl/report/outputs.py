@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
-from echomtl.report.aggregate import load_experiments_table
+from echomtl.study import Study
 
 __all__ = [
     "Layout",
@@ -31,7 +31,6 @@ __all__ = [
     "OUTPUTS",
     "TABLES",
     "FIGURES",
-    "plan_flags",
     "planned",
     "output",
 ]
@@ -44,6 +43,10 @@ class Layout:
     """Where a configured study's files are (paths as the rules write them)."""
 
     paper: str
+    #: the evaluation's statistics (bootstrap intervals, paired comparisons)
+    stats: str
+    #: the study's plan (echomtl.study), which every renderer reads
+    study_json: str
     reference: str
     #: the study's trained experiments (not split variants, not per-fold composites)
     trained: Sequence[str]
@@ -53,8 +56,8 @@ class Layout:
     multitask: Sequence[str]
     #: trained GradNorm experiments: they log their task weights
     gradnorm: Sequence[str]
-    #: groups with more than one row (chosen on validation)
-    groups: Sequence[str]
+    #: the grid groups' validation choices (written by the evaluation stage)
+    selections: Sequence[str]
     audits: Sequence[str]
     claims: str
     #: the reference's first evaluation folder (its test predictions and metrics)
@@ -69,12 +72,11 @@ class Layout:
     def results(self) -> Inputs:
         """The tidy table, selections and statistics (they read every run of the study)."""
         return {
+            "study": self.study_json,
             "tidy": f"{self.paper}/tidy.csv",
-            "selections": [f"{self.paper}/selection/{g}.json" for g in self.groups],
-            "intervals": [f"{self.paper}/stats/bootstrap/{n}.json" for n in self.study],
-            "paired": [
-                f"{self.paper}/stats/paired/{n}.json" for n in self.study if n != self.reference
-            ],
+            "selections": list(self.selections),
+            "intervals": [f"{self.stats}/bootstrap/{n}.json" for n in self.study],
+            "paired": [f"{self.stats}/paired/{n}.json" for n in self.study if n != self.reference],
         }
 
     def audit_files(self) -> Inputs:
@@ -96,8 +98,12 @@ class Sources:
         return str(getattr(self.inputs, key))
 
     @functools.cached_property
+    def study(self) -> Study:
+        return Study.read(self.inputs.study)
+
+    @functools.cached_property
     def experiments(self) -> pd.DataFrame:
-        return load_experiments_table(self.params.experiments)
+        return self.study.table
 
     @functools.cached_property
     def results(self) -> Any:
@@ -106,11 +112,10 @@ class Sources:
         i = self.inputs
         return load_results(
             i.tidy,
-            self.experiments,
+            self.study,
             self.files("selections"),
             self.files("intervals"),
             self.files("paired"),
-            reference=self.params.reference,
         )
 
     @functools.cached_property
@@ -120,10 +125,10 @@ class Sources:
     def plain_labels(self) -> dict[str, str]:
         from echomtl.report.labels import experiment_label, plain_text
 
-        return {e: plain_text(experiment_label(self.experiments, e)) for e in self.params.order}
+        return {e: plain_text(experiment_label(self.experiments, e)) for e in self.study.names}
 
     def run_files(self, key: str) -> dict[tuple[str, int], Path]:
-        from echomtl.report._io import run_id_from_path
+        from echomtl.atomic import run_id_from_path
 
         return {run_id_from_path(p): Path(p) for p in self.files(key)}
 
@@ -138,7 +143,7 @@ class Output:
     render: Callable[[Sources, Path], Any]
     #: ``inputs(layout)``: the named files it reads (the rule's ``input:``)
     inputs: Callable[[Layout], Inputs]
-    #: flag of :func:`plan_flags` under which the study has it; None: always
+    #: flag of the study's plan (``echomtl.study.FLAGS``) under which it exists; None: always
     condition: str | None
     #: one sentence for the Snakemake report (the paper's caption is in the template)
     caption: str
@@ -257,7 +262,7 @@ def _claimed_differences(sources: Sources) -> dict[str, float]:
     from echomtl.report.queries import claimed_differences, load_claims
 
     claims = load_claims(sources.file("claims"))
-    return claimed_differences(claims, sources.params.reference, sources.results.chosen)
+    return claimed_differences(claims, sources.study.reference, sources.results.chosen)
 
 
 def _figures() -> list[Output]:
@@ -268,7 +273,7 @@ def _figures() -> list[Output]:
         Output(
             "training_curves", "figure",
             lambda s, out: figures().fig_training_curves(
-                s.run_files("epochs"), out, s.plain_labels(), s.params.order
+                s.run_files("epochs"), out, s.plain_labels(), s.study.names
             ),
             lambda lay: {"epochs": lay.run_files(lay.trained, "epochs.csv")}, None,
             "Training and validation losses per epoch.",
@@ -276,7 +281,7 @@ def _figures() -> list[Output]:
         Output(
             "gradnorm_weights", "figure",
             lambda s, out: figures().fig_gradnorm_weights(
-                s.run_files("steps"), out, s.plain_labels(), s.params.order
+                s.run_files("steps"), out, s.plain_labels(), s.study.names
             ),
             lambda lay: {"steps": lay.run_files(lay.gradnorm, "steps.csv")}, "gradnorm",
             "GradNorm's task weights over training.",
@@ -284,7 +289,7 @@ def _figures() -> list[Output]:
         Output(
             "gradient_diagnostics", "figure",
             lambda s, out: figures().fig_gradient_diagnostics(
-                s.run_files("diagnostics"), out, s.plain_labels(), s.params.order
+                s.run_files("diagnostics"), out, s.plain_labels(), s.study.names
             ),
             lambda lay: {"diagnostics": lay.run_files(lay.multitask, "diagnostics.csv")},
             "diagnostics", "Per-step cosine between the task gradients, with the null band.",
@@ -353,46 +358,6 @@ def output(kind: str, name: str) -> Output:
     return OUTPUTS[key]
 
 
-def plan_flags(experiments: pd.DataFrame | str, reference: str) -> dict[str, bool]:
-    """Which parts of the study are configured, from the experiments table alone (known before
-    any run, so the DAG can be built)."""
-    t = load_experiments_table(experiments)
-    if reference not in t.index:
-        raise ValueError(f"reference experiment {reference!r} is not in the experiments table")
-    ref = t.loc[reference]
-    variants = t[t["split_variant"]]
-    t = t[~t["split_variant"]]
-    keys = [k for k in ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale") if k in t]
-    other_start = t[t["init"] != ref["init"]]
-    init_axis = other_start.astype(str).merge(t[t["init"] == ref["init"]].astype(str), on=keys)
-    t = t[t["init"] == ref["init"]]
-    same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
-    alphas = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
-    alphas = alphas[alphas["w_cls"] == ref["w_cls"]]
-    aug = same[(same["augment"] != ref["augment"]) & (same["alpha"] == ref["alpha"])]
-    group_size = t["group"].map(t["group"].value_counts())
-    fixed_mt = (t["model"] == "multitask") & (t["method"] == "fixed")
-    return {
-        "alpha": alphas["alpha"].nunique() >= 2,
-        "augmentation": len(aug) > 0,
-        "dual_backbone": bool((t["model"] == "dual_backbone").any()),
-        "traditional": bool(fixed_mt.any()),
-        "front": int(fixed_mt.sum()) >= 2,
-        "manual": bool((fixed_mt & (group_size > 1)).any()),
-        "gradnorm": ref["method"] == "gradnorm",
-        "diagnostics": bool((t["model"] == "multitask").any()),
-        "split": len(variants) > 0,
-        "init": len(init_axis) > 0,
-        "comparisons": len(t) + len(other_start) > 1,
-    }
-
-
-def planned(experiments: pd.DataFrame | str, reference: str) -> list[Output]:
-    """The outputs the configured study has, in registry order."""
-    flags = plan_flags(experiments, reference)
-    return [o for o in OUTPUTS.values() if o.condition is None or flags[o.condition]]
-
-
-def required(flags: Mapping[str, bool]) -> list[Output]:
-    """Outputs the paper must have given flags of what ran (``context["has"]``)."""
-    return [o for o in OUTPUTS.values() if o.condition is None or flags.get(o.condition)]
+def planned(study: Study) -> list[Output]:
+    """The outputs the study has (its plan's flags), in registry order."""
+    return [o for o in OUTPUTS.values() if o.condition is None or study.flags[o.condition]]

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from echomtl.report._io import PathLike
+from echomtl.atomic import PathLike
 
 __all__ = ["LatexError", "compile_pdf", "scan_log", "LOG_PROBLEMS"]
 

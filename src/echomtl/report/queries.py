@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from echomtl.atomic import PathLike
 from echomtl.data.splits import cv_fold_of
-from echomtl.report._io import PathLike
 from echomtl.report.aggregate import load_audit
 from echomtl.report.results import Results
 
@@ -149,7 +149,7 @@ def split_rows(res: Results, audits: Mapping[str, PathLike | dict]) -> list[dict
     split (images from training videos, from its scheme's audit) and the metrics (seed means)."""
     leak = leakage_rows(audits)
     rows = []
-    for pair in res.split_pairs():
+    for pair in res.study.split_pairs:
         for exp in pair:
             scheme = str(res.row(exp)["split"])
             for split in ("valid", "test"):

@@ -8,19 +8,27 @@ reference") and fails with a message naming the missing result instead of printi
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from echomtl.config import SETTINGS
+from echomtl.atomic import PathLike
+from echomtl.evaluation.selection import read_selections
+from echomtl.evaluation.statistics import (
+    STATISTICS_METRICS,
+    UNDECIDED,
+    VERDICTS,
+    load_intervals,
+    load_paired,
+)
 from echomtl.methods import METHOD_LABELS, METHODS
-from echomtl.report._io import PathLike
-from echomtl.report.aggregate import load_experiments_table, read_selections, read_tidy
+from echomtl.report.aggregate import read_tidy, summarise_seeds
 from echomtl.report.labels import experiment_label, plain_text
 from echomtl.report.latex import Tex
-from echomtl.report.stats import load_intervals, load_paired, summarise_seeds
+from echomtl.study import Study
 
 __all__ = ["Results", "load_results", "METHOD_LABELS", "METRIC_LABELS"]
 
@@ -39,25 +47,28 @@ METRIC_LABELS = {
 
 @dataclass
 class Results:
-    """Everything measured, indexed for the report (see module docstring)."""
+    """Everything measured, indexed for the report (see module docstring). The study's design
+    (its rows, roles and axes) is ``study``'s; this class adds what the runs measured."""
 
-    experiments: pd.DataFrame
+    study: Study
     tidy: pd.DataFrame
     chosen: dict[str, str]
     selections: dict[str, dict] = field(default_factory=dict)
     intervals: dict[str, dict] = field(default_factory=dict)
     paired: dict[str, dict] = field(default_factory=dict)
-    reference: str = "gradnorm_a1.5"
     summary: pd.DataFrame = field(init=False)
+
+    @property
+    def experiments(self) -> pd.DataFrame:
+        return self.study.table
+
+    @property
+    def reference(self) -> str:
+        return self.study.reference
 
     def __post_init__(self) -> None:
         self.summary = summarise_seeds(self.tidy)
         self._index = self.summary.set_index(["experiment", "split", "metric"]).sort_index()
-        if self.reference not in self.experiments.index:
-            raise ValueError(
-                f"reference experiment {self.reference!r} (config report.reference_method) is "
-                "not in the experiments table"
-            )
         if self.reference not in set(self.tidy["experiment"]):
             raise ValueError(f"no results for the reference experiment {self.reference!r}")
 
@@ -147,47 +158,6 @@ class Results:
         """Whether the model predicts views."""
         return self.row(experiment)["model"] != "det_only"
 
-    def is_split_variant(self, experiment: str) -> bool:
-        """Whether the run used another split scheme than the study (the split axis)."""
-        return bool(self.row(experiment)["split_variant"])
-
-    @property
-    def study_init(self) -> str:
-        """The start of the reference's networks: the study's start (``scratch``/``pretrained``)."""
-        return str(self.row(self.reference)["init"])
-
-    def is_init_variant(self, experiment: str) -> bool:
-        """Whether the run started otherwise than the study (the init axis)."""
-        return str(self.row(experiment)["init"]) != self.study_init
-
-    def _axis_pairs(self, axis: str, is_variant: Callable[[str], bool]) -> list[tuple[str, str]]:
-        """``(study run, variant)`` pairs that both ran: rows equal in every setting but ``axis``
-        (a per-fold composite is never the study run of a pair)."""
-        t = self.experiments
-        keys = [k for k in SETTINGS if k != axis and k in t]
-
-        def same(a: str, b: str) -> bool:
-            return all(
-                (t.at[a, k] == t.at[b, k]) or (pd.isna(t.at[a, k]) and pd.isna(t.at[b, k]))
-                for k in keys
-            )
-
-        pairs = []
-        for variant in [e for e in t.index if is_variant(e)]:
-            composite = t["per_fold_selection"].astype(bool)
-            match = [e for e in t.index[~composite] if not is_variant(e) and same(e, variant)]
-            if match and self.ran(match[0]) and self.ran(variant):
-                pairs.append((str(match[0]), str(variant)))
-        return pairs
-
-    def init_pairs(self) -> list[tuple[str, str]]:
-        """``(study run, init variant)`` pairs that both ran: rows equal but for the start."""
-        return self._axis_pairs("init", self.is_init_variant)
-
-    def split_pairs(self) -> list[tuple[str, str]]:
-        """``(study run, split variant)`` pairs that both ran: rows equal but for the split."""
-        return self._axis_pairs("split", self.is_split_variant)
-
     def ran(self, experiment: str) -> bool:
         """Whether results exist for the experiment."""
         return experiment in set(self.tidy["experiment"])
@@ -208,60 +178,35 @@ class Results:
             return Tex(f"{label}$^\\dagger$")
         return label
 
-    def groups(self) -> list[str]:
-        """Groups in table order, only those that ran (split variants are not study groups)."""
-        return [g for g, e in self.chosen.items() if self.ran(e) and not self.is_split_variant(e)]
+    @functools.cached_property
+    def compared(self) -> list[str]:
+        """The main table's rows paired with the reference (on mAP@0.5), table order."""
+        main = [self.chosen[g] for g in self.study.main_groups]
+        return [e for e in main if e != self.reference and self.pair(e, "map50") is not None]
 
-    def reference_variants(self) -> tuple[list[str], str | None]:
-        """``(alpha variants, augmentation variant)`` of the reference method.
+    @functools.cached_property
+    def verdicts(self) -> dict[str, dict[str, list[str]]]:
+        """``{metric: {verdict: [experiment, ...]}}``: every paired verdict of the main comparison
+        (:attr:`compared`), per metric the statistics hold; the tables and the text count these."""
+        return {
+            m: {
+                v: [e for e in self.compared if (self.pair(e, m) or {}).get("verdict") == v]
+                for v in VERDICTS
+            }  # fmt: skip
+            for m in STATISTICS_METRICS
+        }
 
-        Alpha variants: experiments with the reference's method, model, weights and augmentation
-        but any alpha (reference included), sorted by alpha. Augmentation variant: the one
-        differing from the reference only in ``augment``.
-        """
-        ref = self.row(self.reference)
-        same = self.experiments[
-            (self.experiments["method"] == ref["method"])
-            & (self.experiments["model"] == ref["model"])
-            & (self.experiments["init"] == ref["init"])
-            & ~self.experiments["split_variant"]
-        ]
-        same = same[[self.ran(e) for e in same.index]]
-        alphas = same[same["augment"] == ref["augment"]]
-        for col in ("w_det", "w_cls"):
-            alphas = alphas[alphas[col] == ref[col]]
-        alpha_list = list(alphas.sort_values("alpha", kind="stable").index)
-        aug = same[(same["augment"] != ref["augment"])]
-        aug = aug[(aug["alpha"] == ref["alpha"]) & (aug["w_cls"] == ref["w_cls"])]
-        return alpha_list, (str(aug.index[0]) if len(aug) else None)
-
-    def main_groups(self) -> list[str]:
-        """Groups of the main table: all, except the reference's alpha/augmentation variants and
-        the runs of the other start (their own table, beside their study runs)."""
-        alphas, aug = self.reference_variants()
-        variants = {a for a in alphas if a != self.reference} | ({aug} if aug else set())
-        variants |= {v for _, v in self.init_pairs()}
-        return [g for g in self.groups() if self.chosen[g] not in variants]
-
-    def front_runs(self) -> list[str]:
-        """Fixed-weight multi-task runs of the study (the fixed-weight front), by ``w_cls``."""
-        t = self.experiments
-        rows = t[
-            (t["model"] == "multitask")
-            & (t["method"] == "fixed")
-            & (t["init"] == self.study_init)
-            & ~t["split_variant"]
-            & ~t["per_fold_selection"]
-        ]
-        names = [e for e in rows.index if self.has(e, "map50") and self.has(e, "view_accuracy")]
-        return sorted(names, key=lambda e: (float(t.loc[e, "w_cls"]), float(t.loc[e, "w_det"])))
+    def undecided_mdds(self, metric: str) -> list[float]:
+        """Minimum detectable differences of the comparisons not decided on ``metric``."""
+        mdds = [self.pair(e, metric).get("mdd") for e in self.verdicts[metric][UNDECIDED]]
+        return [float(x) for x in mdds if x is not None and not math.isnan(float(x))]
 
     def front_rivals(self) -> list[str]:
         """Every other configuration of the study with both metrics, placed against the front:
         the main table's (its order), then the reference's alpha and augmentation variants."""
-        front = set(self.front_runs())
+        front = set(self.study.front_runs)
         t = self.experiments
-        main = [self.chosen[g] for g in self.main_groups()]
+        main = [self.chosen[g] for g in self.study.main_groups]
         rest = [e for e in t.index if self.ran(e) and not bool(t.at[e, "split_variant"])
                 and not bool(t.at[e, "per_fold_selection"])]  # fmt: skip
         out: list[str] = []
@@ -287,22 +232,18 @@ class Results:
 
 def load_results(
     tidy_csv: PathLike,
-    experiments: pd.DataFrame | PathLike,
+    study: Study,
     selection_files: Iterable[PathLike] = (),
     interval_files: Iterable[PathLike] = (),
     paired_files: Iterable[PathLike] = (),
-    reference: str = "gradnorm_a1.5",
 ) -> Results:
     """Read everything :class:`Results` needs from the workflow's files."""
-    table = load_experiments_table(experiments)
-    chosen, selections = read_selections(selection_files, table)
-    paired = load_paired(paired_files, reference)
+    chosen, selections = read_selections(selection_files, study)
     return Results(
-        experiments=table,
+        study=study,
         tidy=read_tidy(tidy_csv),
         chosen=chosen,
         selections=selections,
         intervals=load_intervals(interval_files),
-        paired=paired,
-        reference=reference,
+        paired=load_paired(paired_files, study.reference),
     )

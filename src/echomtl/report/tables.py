@@ -16,8 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from echomtl.report._io import PathLike, write_text
-from echomtl.report.aggregate import PHASES, weight_phases
+from echomtl.atomic import PathLike, write_text
+from echomtl.evaluation.statistics import UNDECIDED, VERDICTS
+from echomtl.report.aggregate import PHASES, diagnostics_by_configuration, weight_phases
 from echomtl.report.labels import experiment_label
 from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
 from echomtl.report.queries import (
@@ -49,12 +50,11 @@ __all__ = [
     "table_diagnostics",
     "table_claims",
     "table_verdicts",
-    "verdict_counts",
 ]
 
 DASH = Tex("--")
 DIFF_HEADER = Tex("\\makecell{$\\Delta$ mAP@0.5\\\\reference $-$ row}")
-VERDICT_SHORT = {"higher": "higher", "lower": "lower", "not distinguishable at 95%": "n.d."}
+VERDICT_SHORT = dict(zip(VERDICTS, ("higher", "lower", "n.d."), strict=True))
 
 
 def _isnan(x: Any) -> bool:
@@ -198,7 +198,7 @@ def _seeds_cell(res: Results, exp: str) -> Tex:
 
 def table_main(res: Results, out_tex: PathLike, groups: Sequence[str] | None = None) -> Path:
     """Main results on test: one row per group (its validation-chosen experiment)."""
-    groups = list(groups) if groups is not None else res.main_groups()
+    groups = list(groups) if groups is not None else res.study.main_groups
     if not groups:
         raise ValueError("table_main: no group has results")
     ref_label = res.label(res.reference)
@@ -272,7 +272,7 @@ def table_weight_phases(
 
 def table_alpha(res: Results, out_tex: PathLike) -> Path:
     """Alpha ablation of the reference method: final weights and test metrics per alpha."""
-    alphas, _ = res.reference_variants()
+    alphas = res.study.alpha_variants
     if len(alphas) < 2:
         raise ValueError("table_alpha: fewer than two alpha values of the reference method ran")
     rows = []
@@ -293,7 +293,7 @@ def table_alpha(res: Results, out_tex: PathLike) -> Path:
 
 def table_augmentation(res: Results, out_tex: PathLike) -> Path:
     """Augmentation on/off for the reference method."""
-    _, aug = res.reference_variants()
+    aug = res.study.augmentation_variant
     if aug is None:
         raise ValueError("table_augmentation: no augmentation variant of the reference ran")
     rows = []
@@ -359,7 +359,7 @@ def table_traditional(res: Results, out_tex: PathLike, groups: Sequence[str] | N
     if groups is None:
         groups = [
             g
-            for g in res.groups()
+            for g in res.study.groups
             if res.row(res.chosen[g])["method"] == "fixed"
             and res.row(res.chosen[g])["model"] == "multitask"
         ]
@@ -393,7 +393,7 @@ INIT_WORDS = {"scratch": "random weights", "pretrained": "COCO checkpoint"}
 def table_init(res: Results, out_tex: PathLike) -> Path:
     """The init axis: each configuration that ran from both starts, on the same test images,
     one row per start (the study's first), with 95% intervals."""
-    pairs = res.init_pairs()
+    pairs = res.study.init_pairs
     if not pairs:
         raise ValueError("table_init: no configuration ran from both starts")
     rows = []
@@ -599,10 +599,7 @@ def table_diagnostics(
     """
     if diagnostics.empty:
         raise ValueError("table_diagnostics: no diagnostics rows (no shared-trunk run?)")
-    agg = diagnostics.groupby(["experiment", "scope"], sort=False).agg(
-        cos=("median_cosine", "mean"), neg=("frac_negative", "mean"),
-        null=("median_null_cosine", "mean"), wratio=("median_log10_wnorm_ratio", "mean"),
-    )  # fmt: skip
+    agg = diagnostics_by_configuration(diagnostics)
     names = {"W": "$W$", "trunk": "trunk", "feature": "feature"}
     rows = []
     for exp in [e for e in experiments.index if e in agg.index.get_level_values(0)]:
@@ -612,68 +609,36 @@ def table_diagnostics(
             if (exp, scope) not in agg.index:
                 raise ValueError(f"table_diagnostics: no {scope!r} rows for {exp!r}")
             r = agg.loc[(exp, scope)]
-            row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = format_small(r["cos"])
+            row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = format_small(r["median_cosine"])
             row[Tex(f"\\makecell{{null cos\\\\({s})}}")] = format_small(r["null"])
             row[Tex(f"\\makecell{{cos $<0$\\\\({s})}}")] = Tex(
-                format_number(r["neg"], 0, percent=True)
+                format_number(r["frac_negative"], 0, percent=True)
             )
             row[Tex(f"\\makecell{{weighted\\\\norm ratio\\\\({s})}}")] = cell(10 ** r["wratio"], 1)
         rows.append(row)
     return _write(pd.DataFrame(rows), out_tex, column_format="l" + "r" * 4 * len(scopes))
 
 
-def verdict_counts(res: Results, metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Per metric: the main comparison's paired verdicts (reference against each other
-    configuration) counted, and the range of minimum detectable differences of the undecided."""
-    others = [res.chosen[g] for g in res.main_groups() if res.chosen[g] != res.reference]
-    rows = []
-    for m in metrics:
-        pairs = [res.pair(e, m) for e in others]
-        pairs = [p for p in pairs if p is not None]
-        if not pairs:
-            continue
-        undecided = [p for p in pairs if p["verdict"] == "not distinguishable at 95%"]
-        mdds = [float(p["mdd"]) for p in undecided if p.get("mdd") is not None]
-        mdds = [x for x in mdds if not _isnan(x)]
-        rows.append(
-            {
-                "metric": m,
-                "compared": len(pairs),
-                "higher": sum(p["verdict"] == "higher" for p in pairs),
-                "lower": sum(p["verdict"] == "lower" for p in pairs),
-                "undecided": len(undecided),
-                "mdd_min": min(mdds) if mdds else math.nan,
-                "mdd_max": max(mdds) if mdds else math.nan,
-            }
-        )
-    return rows
-
-
-def table_verdicts(
-    res: Results,
-    out_tex: PathLike,
-    metrics: Sequence[str] = ("map50", "map50_95", "view_accuracy", "view_macro_f1"),
-) -> Path:
-    """Every paired verdict the statistics hold, per metric: how often the reference was higher,
-    lower or not distinguishable, and what the undecided comparisons could have detected."""
-    rows = verdict_counts(res, metrics)
-    if not rows:
-        raise ValueError("table_verdicts: no paired comparison with the reference")
+def table_verdicts(res: Results, out_tex: PathLike) -> Path:
+    """Every paired verdict the statistics hold (``Results.verdicts``), per metric: how often the
+    reference was higher, lower or not distinguishable, and what the undecided could detect."""
     cells = []
-    for r in rows:
-        mdd = (
-            DASH
-            if _isnan(r["mdd_min"])
-            else Tex(f"{format_number(r['mdd_min'], 2)}--{format_number(r['mdd_max'], 2)}")
-        )
+    for m, by in res.verdicts.items():
+        if not sum(map(len, by.values())):
+            continue
+        mdds = res.undecided_mdds(m)
+        mdd = DASH if not mdds else Tex(f"{format_number(min(mdds), 2)}--"
+                                        f"{format_number(max(mdds), 2)}")  # fmt: skip
         cells.append(
             {
-                "Metric": latex_escape(METRIC_LABELS[r["metric"]]),
-                "Compared": Tex(str(r["compared"])),
-                "Reference higher": Tex(str(r["higher"])),
-                "Reference lower": Tex(str(r["lower"])),
-                "Not distinguishable": Tex(str(r["undecided"])),
+                "Metric": latex_escape(METRIC_LABELS[m]),
+                "Compared": Tex(str(sum(map(len, by.values())))),
+                "Reference higher": Tex(str(len(by["higher"]))),
+                "Reference lower": Tex(str(len(by["lower"]))),
+                "Not distinguishable": Tex(str(len(by[UNDECIDED]))),
                 Tex("\\makecell{MDD of the not\\\\distinguishable}"): mdd,
             }
         )
+    if not cells:
+        raise ValueError("table_verdicts: no paired comparison with the reference")
     return _write(pd.DataFrame(cells), out_tex, column_format="lrrrrc")

@@ -1,4 +1,4 @@
-"""Statistics for the paper: seed means, bootstrap intervals, paired comparisons, verdicts.
+"""Patient-level statistics of the evaluation: bootstrap intervals, paired comparisons, verdicts.
 
 Resampling is done by ``echomtl.evaluation.bootstrap`` (percentile bootstrap over test images);
 this module only decides what is resampled together and how a result is worded:
@@ -6,7 +6,7 @@ this module only decides what is resampled together and how a result is worded:
 - several seeds of one experiment are pooled: the image lists of all seeds are concatenated, each
   image renamed ``s<seed>/<name>``, so one resampling unit is one (seed, image) prediction. The
   interval then reflects test-image sampling of the pooled predictions; seed-to-seed spread is
-  reported separately (:func:`summarise_seeds`).
+  reported separately (``echomtl.report.aggregate.summarise_seeds``).
 - a paired comparison pairs seed k of A with seed k of B, image by image (seeds present in both
   runs only), so both are scored on the same resampled images.
 - :func:`verdict` reads an interval of a difference: entirely above 0 -> ``"higher"``, entirely
@@ -22,22 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from echomtl.report._io import (
+from echomtl.atomic import (
     PathLike,
     atomic_path,
     read_json,
     run_id_from_path,
     write_json,
-    write_text,
 )
 
 __all__ = [
     "VERDICTS",
-    "DEFAULT_METRICS",
+    "STATISTICS_METRICS",
     "verdict",
-    "summarise_seeds",
     "load_predictions",
     "bootstrap_experiment",
     "paired_experiment",
@@ -45,8 +42,11 @@ __all__ = [
     "load_paired",
 ]
 
+#: The words of a paired comparison (:func:`verdict`); the last one decides nothing.
 VERDICTS = ("higher", "lower", "not distinguishable at 95%")
-DEFAULT_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
+UNDECIDED = VERDICTS[2]
+#: The metrics the intervals and the paired comparisons cover (the verdicts the paper reports).
+STATISTICS_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
 
 
 def verdict(diff: float, low: float, high: float) -> str:
@@ -65,28 +65,7 @@ def verdict(diff: float, low: float, high: float) -> str:
         return "higher"
     if high < 0:
         return "lower"
-    return "not distinguishable at 95%"
-
-
-def summarise_seeds(tidy: pd.DataFrame, out_csv: PathLike | None = None) -> pd.DataFrame:
-    """Mean and sample std over seeds of every (experiment, split, metric).
-
-    Columns: ``experiment, group, split, metric, mean, std, n_seeds, one_seed``. With one seed
-    ``std`` is NaN and ``one_seed`` True, so that text and tables say "one seed" instead of
-    printing a spread of 0. NaN values (metric undefined on a run) are not counted.
-    """
-    frame = tidy.copy()
-    frame["value"] = frame["value"].astype(float)
-    frame = frame[np.isfinite(frame["value"])]
-    grouped = frame.groupby(["experiment", "group", "split", "metric"], sort=False)["value"]
-    out = grouped.agg(
-        mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else math.nan, n_seeds="count"
-    ).reset_index()
-    out["n_seeds"] = out["n_seeds"].astype(int)
-    out["one_seed"] = out["n_seeds"] == 1
-    if out_csv is not None:
-        write_text(out_csv, out.to_csv(index=False, float_format="%.10g"))
-    return out
+    return UNDECIDED
 
 
 def _seed_of(path: PathLike, index: int) -> int:
@@ -211,7 +190,7 @@ def bootstrap_experiment(
     out_json: PathLike | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = STATISTICS_METRICS,
     bootstrap_fn: Callable | None = None,
     unit: str = "patient",
     values_out: PathLike | None = None,
@@ -271,7 +250,7 @@ def paired_experiment(
     out_json: PathLike | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = STATISTICS_METRICS,
     paired_fn: Callable | None = None,
     unit: str = "patient",
     values: tuple[PathLike, PathLike] | None = None,

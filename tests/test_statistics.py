@@ -1,4 +1,4 @@
-"""Seed summaries, bootstrap wiring and verdicts of echomtl.report.stats."""
+"""Seed summaries, bootstrap wiring and verdicts of echomtl.evaluation.statistics."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import math
 import pandas as pd
 import pytest
 
-from echomtl.report.stats import (
+from echomtl.evaluation.statistics import (
     bootstrap_experiment,
     load_intervals,
     load_paired,
     load_predictions,
     paired_experiment,
     patient_of,
-    summarise_seeds,
     verdict,
 )
+from echomtl.report.aggregate import summarise_seeds
 
 
 def test_verdict():

@@ -1,0 +1,51 @@
+"""Compare two results folders of the same study, byte for byte (issue: a refactor that keeps
+every number).
+
+    python scripts/compare_outputs.py BEFORE/results AFTER/results
+
+Compares ``paper/tidy.csv``, ``paper/numbers.tex``, every ``paper/tables/*.tex`` and every run's
+``metrics_*.json`` (``runs/**``). Prints one line per file that differs or exists on one side
+only, and exits 1 if any does; exit 0 means every compared file is byte-identical. Figures and
+the PDF are not compared: matplotlib and TeX embed dates and their own ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+PATTERNS = ("paper/tidy.csv", "paper/numbers.tex", "paper/tables/*.tex", "runs/**/metrics_*.json")
+
+
+def digests(root: Path) -> dict[str, str]:
+    """``{path relative to root: sha256}`` of every compared file."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for pattern in PATTERNS
+        for p in sorted(root.glob(pattern))
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    args = parser.parse_args(argv)
+    a, b = digests(args.before), digests(args.after)
+    if not a or not b:
+        print(f"nothing to compare: {len(a)} files in {args.before}, {len(b)} in {args.after}")
+        return 1
+    problems = [f"only in {args.before}: {k}" for k in sorted(a.keys() - b.keys())]
+    problems += [f"only in {args.after}: {k}" for k in sorted(b.keys() - a.keys())]
+    problems += [f"differs: {k}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    for line in problems:
+        print(line)
+    same = len(a.keys() & b.keys()) - sum(p.startswith("differs") for p in problems)
+    print(f"{same} of {len(a.keys() | b.keys())} files byte-identical")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""The study: its experiments, the part each one plays and which tables and figures it has.
+
+Built once, from the validated config and the experiments table(s), before any job:
+``rules/common.smk`` asks it for the targets, the ``plan_study`` rule writes it as ``study.json``
+and the evaluation and report jobs read it back. Every question about the study's *design* is
+answered here and nowhere else ("which rows are GradNorm's alpha grid?", "does the paper have an
+augmentation table?"), so the workflow's targets and the paper's sections cannot disagree.
+Questions about *outcomes* (did detection learn, which grid row won on validation) belong to the
+evaluation and report stages.
+
+Pure: no torch, no Snakemake, no file written (unit-tested on its own).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echomtl.methods import METHODS
+
+__all__ = [
+    "SETTINGS",
+    "GRID_SETTINGS",
+    "INITS",
+    "COLUMNS",
+    "ROLES",
+    "FLAGS",
+    "Study",
+    "as_table",
+    "resolve_inits",
+]
+
+#: The experiments-table columns that make two rows the same configuration: two rows may not
+#: share all of them, and an axis of the study (split, init) is one of them varied.
+SETTINGS = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "split", "init")
+#: The settings a grid group's rows may vary in and still be one configuration chosen per fold
+#: under cross-validation (the composite row leaves them empty).
+GRID_SETTINGS = ("w_det", "w_cls", "alpha")
+#: Starts of a run (experiments column ``init``): random weights, or config ``model.weights``.
+INITS = ("scratch", "pretrained")
+#: Every column of the study's table: the name, group and description, the settings, and two
+#: the study derives (``split_variant``: the row's split is not the study's; ``per_fold_selection``:
+#: a grid group's per-fold choice under cv, never trained).
+COLUMNS = ("experiment", "group", *SETTINGS, "description", "split_variant", "per_fold_selection")
+_NUMERIC = ("w_det", "w_cls", "alpha")
+_FLAGS_OF_ROWS = ("split_variant", "per_fold_selection", "augment")
+
+#: The roles a group of the study can play, each a test on the group's first row; a role goes to
+#: the first group (table order) of the study's start that passes it.
+ROLES: dict[str, Callable[[pd.Series, int], bool]] = {
+    "det_only": lambda r, n: r["model"] == "det_only",
+    "dual": lambda r, n: r["model"] == "dual_backbone",
+    "stopgrad": lambda r, n: r["model"] == "stopgrad",
+    "fixed": lambda r, n: r["model"] == "multitask" and r["method"] == "fixed" and n == 1,
+    "manual": lambda r, n: r["model"] == "multitask" and r["method"] == "fixed" and n > 1,
+    "uncertainty": lambda r, n: r["method"] == "uncertainty",
+    "rlw": lambda r, n: r["method"] == "rlw",
+}
+
+#: Every flag of the plan (what the study has), with what sets it. Tables and figures are
+#: conditioned on these names (``echomtl.report.outputs``), and so are the paper's sections.
+FLAGS = {
+    "alpha": "two or more GradNorm alphas beside the reference, all else equal",
+    "augmentation": "the reference with the other augmentation setting, all else equal",
+    "dual_backbone": "a dual-backbone group",
+    "stopgrad": "a stop-gradient group",
+    "det_only": "a detector-alone group",
+    "fixed": "a single fixed-weight multi-task group",
+    "manual": "a fixed-weight multi-task grid (a group of several rows)",
+    "traditional": "fixed or manually tuned weights",
+    "front": "two or more fixed-weight multi-task runs (the fixed-weight front)",
+    "uncertainty": "an uncertainty-weighting group",
+    "torchjd": "a torchjd aggregator group",
+    "gradnorm": "the reference is GradNorm",
+    "diagnostics": "a shared-trunk run (gradient diagnostics)",
+    "split": "a split variant paired with a study row",
+    "init": "a row of the other start paired with a study row",
+    "comparisons": "a main-table row besides the reference",
+    "pretrained": "the study starts from the checkpoint",
+    "cv": "the study is cross-validated",
+    "multi_seed": "more than one seed",
+}
+
+
+def resolve_inits(
+    experiments: pd.DataFrame, has_weights: bool, table: str | Sequence[str]
+) -> pd.Series:
+    """Each experiment's start: its ``init`` column, or the config's default when empty.
+
+    The default is ``pretrained`` when ``model.weights`` is set, else ``scratch``. A
+    ``pretrained`` row without ``model.weights`` is an error naming the table and the rows.
+    """
+    default = "pretrained" if has_weights else "scratch"
+    column = experiments["init"] if "init" in experiments else pd.Series(None, experiments.index)
+    inits = column.where(column.notna() & (column != ""), default)
+    orphans = [str(n) for n in inits.index if inits[n] == "pretrained" and not has_weights]
+    if orphans:
+        raise ValueError(
+            f"invalid experiments table {table}: experiments {', '.join(orphans)} have init "
+            "'pretrained' but config model.weights is null: set model.weights to a YOLOv5 "
+            "checkpoint (docs/pretrained.md) or make the rows 'scratch'"
+        )
+    return inits
+
+
+def _as_bool(value: Any, column: str) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no", "", "nan", "none"}:
+        return False
+    raise ValueError(f"{column}: {value!r} is not a boolean")
+
+
+def as_table(experiments: Study | pd.DataFrame | str | Path) -> pd.DataFrame:
+    """The study's table: of a :class:`Study`, of a frame (typed and completed), or of an
+    experiments TSV (read and validated)."""
+    if isinstance(experiments, Study):
+        return experiments.table
+    if not isinstance(experiments, pd.DataFrame):
+        from echomtl.config import load_experiments
+
+        experiments = load_experiments(Path(experiments))
+    return _normalise(experiments)
+
+
+def _normalise(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every column of :data:`COLUMNS`, typed (floats, booleans, strings)."""
+    table = table.copy()
+    if "experiment" not in table:
+        table["experiment"] = table.index
+    table = table.set_index("experiment", drop=False)
+    table.index.name = None
+    missing = [c for c in ("group", "method", "model", "w_det", "w_cls") if c not in table]
+    if missing:
+        raise ValueError(f"experiments table lacks columns {missing}")
+    if table.index.duplicated().any():
+        raise ValueError(f"duplicate experiments: {sorted(table.index[table.index.duplicated()])}")
+    for column in COLUMNS:
+        if column not in table:
+            table[column] = False if column in _FLAGS_OF_ROWS else None
+    for column in _FLAGS_OF_ROWS:
+        table[column] = table[column].map(lambda v, c=column: _as_bool(v, c))
+    for column in _NUMERIC:
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
+    table["init"] = table["init"].where(table["init"].notna(), "scratch")
+    return table[list(COLUMNS)]
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) or (pd.isna(a) and pd.isna(b))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Study:
+    """The experiments of one configured study and everything their design decides.
+
+    ``table`` has the columns of :data:`COLUMNS`, one row per experiment in table order (the
+    per-fold composite rows of cross-validated grid groups included, after the group's rows).
+    """
+
+    table: pd.DataFrame
+    reference: str
+    seeds: tuple[int, ...] = (0,)
+    cv_folds: int = 0
+
+    # ---- building ----------------------------------------------------------------------
+    @classmethod
+    def plan(
+        cls,
+        experiments: pd.DataFrame,
+        *,
+        reference: str,
+        split_scheme: str,
+        seeds: Sequence[int] = (0,),
+        cv_folds: int = 0,
+        source: str | Sequence[str] = "experiments",
+    ) -> Study:
+        """The study of a validated experiments table (``init`` already resolved).
+
+        Fills the split axis (an empty split is ``split_scheme``; another split makes a split
+        variant), refuses two rows of the same settings and a reference that is not a study row,
+        and adds, under cv, one composite row per grid group (its configuration chosen per fold).
+        Errors name the table (``source``) and the config key.
+        """
+        t = experiments.copy()
+        t["split"] = t["split"].fillna(split_scheme).replace("", split_scheme)
+        t["split_variant"] = t["split"] != split_scheme
+        same = t[t.astype(str).duplicated(list(SETTINGS), keep=False)]
+        if len(same):
+            raise ValueError(
+                f"{source}: experiments {', '.join(same.index)} have the same settings "
+                f"({', '.join(SETTINGS)}; an empty split means data.split_scheme "
+                f"{split_scheme!r}): one run would be reported twice"
+            )
+        if reference not in t.index:
+            raise ValueError(
+                f"config report.reference_method: {reference!r} is not an experiment of "
+                f"{source} (known: {', '.join(t.index)})"
+            )
+        if t.loc[reference, "split_variant"]:
+            raise ValueError(
+                f"config report.reference_method: {reference!r} uses split "
+                f"{t.loc[reference, 'split']!r}, not the study's data.split_scheme "
+                f"{split_scheme!r}"
+            )
+        t = _normalise(t)
+        mixed = [g for g, rows in t.groupby("group", sort=False)
+                 if rows["split_variant"].nunique() > 1]  # fmt: skip
+        if mixed:
+            raise ValueError(
+                f"{source}: group(s) {mixed} mix rows on the study's split with split "
+                "variants; give each split variant a group of its own"
+            )
+        study = t[~t["split_variant"]]
+        composites = []
+        for group, members in study.groupby("group", sort=False):
+            if len(members) < 2 or not (members["split"] == "cv").all():
+                continue
+            name = f"{group}_per_fold"
+            if name in t.index:
+                raise ValueError(
+                    f"{source}: experiment name {name!r} is reserved for the per-fold selection "
+                    f"of group {group!r}"
+                )
+            differ = [c for c in SETTINGS if c not in GRID_SETTINGS
+                      and members[c].astype(str).nunique() > 1]  # fmt: skip
+            if differ:  # the composite row must describe every fold's choice truthfully
+                raise ValueError(
+                    f"{source}: group {group!r} is selected per fold under cv, so its rows may "
+                    f"differ only in {', '.join(GRID_SETTINGS)}; they differ in "
+                    f"{', '.join(differ)}"
+                )
+            row = members.iloc[0].copy()
+            for column in GRID_SETTINGS:
+                if members[column].astype(str).nunique() > 1:
+                    row[column] = math.nan
+            row["experiment"] = name
+            row["description"] = f"{group}: configuration chosen per fold on validation"
+            row["per_fold_selection"] = True
+            composites.append(row.rename(name))
+        if composites:
+            t = pd.concat([t, pd.DataFrame(composites)])
+            t = _normalise(t)
+        return cls(t, reference, tuple(int(s) for s in seeds), int(cv_folds))
+
+    @classmethod
+    def from_table(
+        cls, table: pd.DataFrame | str | Path, reference: str, seeds: Sequence[int] = (0,)
+    ) -> Study:
+        """A study of a table whose split axis and composites are already filled in (a table
+        written by hand for a test or a notebook; a path is read and validated)."""
+        t = as_table(table)
+        if reference not in t.index:
+            raise ValueError(
+                f"reference experiment {reference!r} (config report.reference_method) is not in "
+                "the experiments table"
+            )
+        return cls(t, reference, tuple(int(s) for s in seeds))
+
+    # ---- study.json ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{c: _plain(self.table.at[n, c]) for c in COLUMNS} for n in self.table.index]
+        return {
+            "reference": self.reference,
+            "seeds": list(self.seeds),
+            "cv_folds": self.cv_folds,
+            "flags": self.flags,
+            "roles": self.roles,
+            "rows": rows,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Study:
+        table = pd.DataFrame(list(data["rows"]), columns=list(COLUMNS))
+        return cls(_normalise(table), str(data["reference"]), tuple(data["seeds"]),
+                   int(data["cv_folds"]))  # fmt: skip
+
+    @classmethod
+    def read(cls, path: str | Path) -> Study:
+        """A ``study.json`` written by the ``plan_study`` rule."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a study.json of echomtl.study ({exc})") from None
+
+    # ---- rows ----------------------------------------------------------------------------
+    def row(self, name: str) -> pd.Series:
+        return self.table.loc[name]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.table.index)
+
+    def _where(self, mask: Iterable[bool]) -> list[str]:
+        return [str(n) for n, keep in zip(self.table.index, mask, strict=True) if keep]
+
+    @functools.cached_property
+    def study(self) -> list[str]:
+        """The rows of the result tables: not split variants."""
+        return self._where(~self.table["split_variant"])
+
+    @functools.cached_property
+    def trained(self) -> list[str]:
+        """Every experiment that trains (all but the per-fold composites)."""
+        return self._where(~self.table["per_fold_selection"])
+
+    @functools.cached_property
+    def composite(self) -> list[str]:
+        return self._where(self.table["per_fold_selection"])
+
+    @functools.cached_property
+    def cv(self) -> list[str]:
+        """Cross-validated experiments (one run per outer fold)."""
+        return self._where(self.table["split"] == "cv")
+
+    @functools.cached_property
+    def holdout(self) -> list[str]:
+        return [n for n in self.names if n not in self.cv]
+
+    @functools.cached_property
+    def trained_study(self) -> list[str]:
+        return [n for n in self.study if n in self.trained]
+
+    @functools.cached_property
+    def multitask(self) -> list[str]:
+        """Trained shared-trunk study runs: they log gradient diagnostics."""
+        return [n for n in self.trained_study if self.row(n)["model"] == "multitask"]
+
+    @functools.cached_property
+    def gradnorm(self) -> list[str]:
+        """Trained GradNorm study runs: they log their task weights."""
+        return [n for n in self.trained_study if self.row(n)["method"] == "gradnorm"]
+
+    def members(self, group: str) -> list[str]:
+        """The trained rows of a group."""
+        return [n for n in self.trained if self.row(n)["group"] == group]
+
+    @functools.cached_property
+    def grid_groups(self) -> list[str]:
+        """Groups with more than one trained row: chosen on validation (sorted by name)."""
+        counts = self.table.loc[self.trained, "group"].value_counts()
+        return sorted(str(g) for g, n in counts.items() if n > 1)
+
+    def composite_of(self, group: str) -> str | None:
+        """The per-fold composite row of a grid group (cv), or None."""
+        rows = [n for n in self.composite if self.row(n)["group"] == group]
+        return rows[0] if rows else None
+
+    # ---- the start and the axes ------------------------------------------------------------
+    @property
+    def start(self) -> str:
+        """The study's start (the reference's): ``scratch`` or ``pretrained``."""
+        return str(self.row(self.reference)["init"])
+
+    def is_split_variant(self, name: str) -> bool:
+        return bool(self.row(name)["split_variant"])
+
+    def is_init_variant(self, name: str) -> bool:
+        return str(self.row(name)["init"]) != self.start
+
+    def _pairs(self, axis: str, is_variant: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """``(study row, variant)``: rows equal in every setting but ``axis`` (a per-fold
+        composite is never the study row of a pair)."""
+        t = self.table
+        keys = [k for k in SETTINGS if k != axis]
+        pairs = []
+        for variant in [n for n in self.names if is_variant(n)]:
+            match = [n for n in self.trained if not is_variant(n)
+                     and all(_same(t.at[n, k], t.at[variant, k]) for k in keys)]  # fmt: skip
+            if match:
+                pairs.append((match[0], variant))
+        return pairs
+
+    @functools.cached_property
+    def init_pairs(self) -> list[tuple[str, str]]:
+        """``(study row, row of the other start)``: equal but for ``init``."""
+        return self._pairs("init", self.is_init_variant)
+
+    @functools.cached_property
+    def split_pairs(self) -> list[tuple[str, str]]:
+        """``(study row, split variant)``: equal but for ``split``."""
+        return self._pairs("split", self.is_split_variant)
+
+    def _of_start(self) -> pd.DataFrame:
+        """The study's rows (not split variants) of the study's start."""
+        t = self.table
+        return t[~t["split_variant"] & (t["init"] == self.start)]
+
+    @functools.cached_property
+    def alpha_variants(self) -> list[str]:
+        """The reference method's rows that differ from the reference at most in ``alpha``
+        (the reference included), by alpha."""
+        ref, t = self.row(self.reference), self._of_start()
+        same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
+        same = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
+        same = same[same["w_cls"] == ref["w_cls"]]
+        return [str(n) for n in same.sort_values("alpha", kind="stable").index]
+
+    @functools.cached_property
+    def augmentation_variant(self) -> str | None:
+        """The row that differs from the reference only in ``augment`` (None when absent)."""
+        ref, t = self.row(self.reference), self._of_start()
+        aug = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
+        aug = aug[(aug["augment"] != ref["augment"]) & (aug["alpha"] == ref["alpha"])]
+        aug = aug[aug["w_cls"] == ref["w_cls"]]
+        return str(aug.index[0]) if len(aug) else None
+
+    @functools.cached_property
+    def variants(self) -> set[str]:
+        """Rows reported beside their study row, not in the main table: the reference's other
+        alphas and augmentation, the other start's rows."""
+        out = {a for a in self.alpha_variants if a != self.reference}
+        out |= {self.augmentation_variant} if self.augmentation_variant else set()
+        return out | {v for _, v in self.init_pairs}
+
+    # ---- groups and roles ---------------------------------------------------------------
+    @functools.cached_property
+    def groups(self) -> list[str]:
+        """The study's groups in table order (split variants' groups are not study groups)."""
+        return [str(g) for g in dict.fromkeys(self.table.loc[self.study, "group"])]
+
+    def _group_rows(self, group: str) -> list[str]:
+        return [n for n in self.study if self.row(n)["group"] == group]
+
+    @functools.cached_property
+    def main_groups(self) -> list[str]:
+        """Groups of the main table: all but the variants' (see :attr:`variants`)."""
+        return [g for g in self.groups if not set(self._group_rows(g)) <= self.variants]
+
+    @functools.cached_property
+    def roles(self) -> dict[str, Any]:
+        """``{role: group}`` for every role of :data:`ROLES` (None when no group plays it), and
+        ``torchjd``: every torchjd aggregator's group."""
+        t = self._of_start()
+        size = t.loc[~t["per_fold_selection"], "group"].value_counts()
+        firsts = [(str(g), t[t["group"] == g].iloc[0]) for g in dict.fromkeys(t["group"])]
+        roles: dict[str, Any] = {
+            role: next((g for g, r in firsts if test(r, int(size.get(g, 0)))), None)
+            for role, test in ROLES.items()
+        }
+        roles["torchjd"] = [g for g, r in firsts if METHODS[r["method"]].kind == "aggregation"]
+        return roles
+
+    @functools.cached_property
+    def front_runs(self) -> list[str]:
+        """The study's trained fixed-weight multi-task rows (the fixed-weight front), by w_cls."""
+        t = self._of_start()
+        rows = t[(t["model"] == "multitask") & (t["method"] == "fixed")
+                 & ~t["per_fold_selection"]]  # fmt: skip
+        return sorted(map(str, rows.index),
+                      key=lambda n: (float(t.at[n, "w_cls"]), float(t.at[n, "w_det"])))  # fmt: skip
+
+    # ---- the plan ------------------------------------------------------------------------
+    @functools.cached_property
+    def flags(self) -> dict[str, bool]:
+        """What the study has (:data:`FLAGS`), from its design alone: known before any run."""
+        roles = self.roles
+        alphas = {self.row(a)["alpha"] for a in self.alpha_variants}
+        flags = {
+            "alpha": len({a for a in alphas if not pd.isna(a)}) >= 2,
+            "augmentation": self.augmentation_variant is not None,
+            "dual_backbone": roles["dual"] is not None,
+            "stopgrad": roles["stopgrad"] is not None,
+            "det_only": roles["det_only"] is not None,
+            "fixed": roles["fixed"] is not None,
+            "manual": roles["manual"] is not None,
+            "traditional": roles["fixed"] is not None or roles["manual"] is not None,
+            "front": len(self.front_runs) >= 2,
+            "uncertainty": roles["uncertainty"] is not None,
+            "torchjd": bool(roles["torchjd"]),
+            "gradnorm": self.row(self.reference)["method"] == "gradnorm",
+            "diagnostics": bool(self.multitask),
+            "split": bool(self.split_pairs),
+            "init": bool(self.init_pairs),
+            "comparisons": any(g != self.row(self.reference)["group"] for g in self.main_groups),
+            "pretrained": self.start == "pretrained",
+            "cv": self.reference in self.cv,
+            "multi_seed": len(self.seeds) > 1,
+        }
+        assert set(flags) == set(FLAGS), "every flag is described in FLAGS"
+        return flags
