@@ -27,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from echomtl.config import load_experiments, resolve_inits, validate_config, weights_path
+from echomtl.config import load_experiments, validate_config, weights_path
+from echomtl.study import as_table, resolve_inits, train_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_KEYS = ("epochs", "batch_size", "nominal_batch", "warmup_min_iterations", "cos_lr")
@@ -62,37 +63,19 @@ def parse_setting(text: str) -> dict[str, Any]:
 
 
 def train_params(config: dict, experiment: str, setting: dict) -> dict:
-    """The study's parameters of one run (as rules/common.smk builds them), then the setting."""
+    """The study's parameters of one run (echomtl.study.train_parameters), then the setting."""
     table = load_experiments(config["experiments"])
     weights = weights_path(config)
-    row = table.loc[experiment]
-    init = setting.get("init") or resolve_inits(table, weights, config["experiments"])[experiment]
+    table["init"] = resolve_inits(table, weights is not None, config["experiments"])
+    row = as_table(table).loc[experiment].copy()
+    row["init"] = setting.get("init") or row["init"]
     sha = None
-    if init == "pretrained":
+    if row["init"] == "pretrained":
         from echomtl.atomic import sha256_file
 
         sha = sha256_file(weights)
-    alpha = row.get("alpha")
-    train = config["train"]
-    params = {
-        "experiment": experiment, "seed": int(setting.get("seed", 0)), "model": row["model"],
-        "scale": row.get("scale") or config["model"]["scale"],
-        "class_names": list(config["data"]["class_names"]),
-        "view_names": list(config["data"]["view_names"]),
-        "imgsz": int(setting.get("imgsz", config["model"]["imgsz"])),
-        "epochs": train["epochs"], "batch_size": train["batch_size"],
-        "nominal_batch": train["nominal_batch"], "method": row["method"],
-        "w_det": float(row["w_det"]), "w_cls": float(row["w_cls"]),
-        "alpha": None if alpha is None or alpha != alpha else float(alpha),
-        "augment": bool(row["augment"]), "hyp": dict(train["hyp"]),
-        "attach_layer": config["model"]["attach_layer"],
-        "cls_dropout": config["model"]["cls_dropout"], "cos_lr": train["cos_lr"],
-        "grad_clip": train["grad_clip"], "ema": train["ema"],
-        "gradnorm": dict(config["balancing"].get("gradnorm", {})),
-        "diagnostics_every": config["balancing"]["diagnostics_every"], "amp": train["amp"],
-        "warmup_min_iterations": train["warmup_min_iterations"], "init": init,
-        "weights_sha256": sha,
-    }  # fmt: skip
+    params = train_parameters(config, row, int(setting.get("seed", 0)), sha)
+    params["imgsz"] = int(setting.get("imgsz", params["imgsz"]))
     for key, value in setting.items():
         if key in TRAIN_KEYS:
             params[key] = value

@@ -16,7 +16,7 @@ from echomtl.data.export_reader import present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
 from echomtl.report.outputs import FIGURES, TABLES, Layout, output, planned
-from echomtl.study import Study, resolve_inits
+from echomtl.study import Study, resolve_inits, train_parameters
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
 
@@ -59,6 +59,7 @@ SEEDS = config["seeds"]
 IMGSZ = config["model"]["imgsz"]
 PAPER = f"{R}/paper"
 STUDY_JSON = f"{R}/study.json"
+TIDY = f"{R}/tidy.csv"
 REFERENCE = STUDY_MODEL.reference
 CV_FOLDS = config["data"]["cv_folds"]
 CV_FOLD_PATTERN = CV_PARTITION.format(fold=r"\d+")
@@ -153,43 +154,11 @@ AUDIT_SCHEMES = sorted(
 )
 
 
-def model_scale(name):
-    return experiment(name)["scale"] or config["model"]["scale"]
-
-
 def train_params(wildcards):
-    """Every hyper-parameter of a run: a change re-runs exactly the jobs it affects."""
+    """Every hyper-parameter of a run (echomtl.study.train_parameters): a change re-runs
+    exactly the jobs it affects."""
     row = experiment(wildcards.experiment)
-    alpha = row["alpha"]
-    return {
-        "experiment": wildcards.experiment,
-        "seed": int(wildcards.seed),
-        "model": row["model"],
-        "scale": model_scale(wildcards.experiment),
-        "class_names": list(config["data"]["class_names"]),
-        "view_names": list(config["data"]["view_names"]),
-        "imgsz": IMGSZ,
-        "epochs": config["train"]["epochs"],
-        "batch_size": config["train"]["batch_size"],
-        "nominal_batch": config["train"]["nominal_batch"],
-        "method": row["method"],
-        "w_det": float(row["w_det"]),
-        "w_cls": float(row["w_cls"]),
-        "alpha": None if alpha is None or alpha != alpha else float(alpha),
-        "augment": bool(row["augment"]),
-        "hyp": dict(config["train"]["hyp"]),
-        "attach_layer": config["model"]["attach_layer"],
-        "cls_dropout": config["model"]["cls_dropout"],
-        "cos_lr": config["train"]["cos_lr"],
-        "grad_clip": config["train"]["grad_clip"],
-        "ema": config["train"]["ema"],
-        "gradnorm": dict(config["balancing"].get("gradnorm", {})),
-        "diagnostics_every": config["balancing"]["diagnostics_every"],
-        "amp": config["train"]["amp"],
-        "warmup_min_iterations": config["train"]["warmup_min_iterations"],
-        "init": row["init"],
-        "weights_sha256": WEIGHTS_SHA256 if row["init"] == "pretrained" else None,
-    }
+    return train_parameters(config, row, int(wildcards.seed), WEIGHTS_SHA256)
 
 
 for _name in EXPERIMENTS.index:
@@ -313,6 +282,7 @@ def selection_inputs(wildcards):
 # its exact inputs from it (a figure of the reference's predictions runs only the reference).
 LAYOUT = Layout(
     paper=PAPER,
+    tidy=TIDY,
     stats=f"{R}/stats",
     study_json=STUDY_JSON,
     reference=REFERENCE,

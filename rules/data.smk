@@ -13,15 +13,7 @@ rule generate_synthetic:
     # the images render in parallel (nothing else can run before them); capped at --cores
     threads: 4
     params:
-        seed=config["synthetic"]["seed"],
-        sizes=config["synthetic"]["sizes"],
-        image_size=(config["synthetic"]["width"], config["synthetic"]["height"]),
-        frames_per_video=config["synthetic"]["frames_per_video"],
-        videos_per_patient=config["synthetic"]["videos_per_patient"],
-        ambiguous_fraction=config["synthetic"]["ambiguous_fraction"],
-        view_label_noise=config["synthetic"]["view_label_noise"],
-        video_overlap=config["synthetic"]["video_overlap"],
-        sector_by_view=config["synthetic"]["sector_by_view"],
+        synthetic=config["synthetic"],
         class_names=config["data"]["class_names"],
         view_names=config["data"]["view_names"],
     script:

@@ -202,3 +202,20 @@ rule paired_bootstrap:
         seed=config["report"]["bootstrap_seed"],
     script:
         "../workflow/scripts/paired_bootstrap.py"
+
+
+# Every run's measurements in one table (echomtl.evaluation.tidy), which the report reads.
+rule aggregate_metrics:
+    input:
+        study=STUDY_JSON,
+        metrics=all_metrics(),
+        steps=all_runs("{run}/steps.csv"),
+        benchmarks=all_runs("{run}/train.benchmark.tsv"),
+    output:
+        TIDY,
+    log:
+        f"{R}/logs/aggregate_metrics.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow/scripts/aggregate_metrics.py"

@@ -3,22 +3,6 @@
 # whose inputs are that output's own (echomtl.report.outputs): nothing else is scheduled.
 
 
-rule aggregate_metrics:
-    input:
-        study=STUDY_JSON,
-        metrics=all_metrics(),
-        steps=all_runs("{run}/steps.csv"),
-        benchmarks=all_runs("{run}/train.benchmark.tsv"),
-    output:
-        f"{PAPER}/tidy.csv",
-    log:
-        f"{R}/logs/paper/aggregate_metrics.log",
-    conda:
-        "../environment.yml"
-    script:
-        "../workflow/scripts/aggregate_metrics.py"
-
-
 rule table:
     input:
         unpack(output_inputs("table")),

@@ -1,12 +1,18 @@
-"""Compare two results folders of the same study, byte for byte (issue: a refactor that keeps
-every number).
+"""Compare two results folders of the same study, byte for byte (a refactor must keep every
+number; scripts/same-outputs.sh runs both studies and calls this).
 
     python scripts/compare_outputs.py BEFORE/results AFTER/results
 
-Compares ``paper/tidy.csv``, ``paper/numbers.tex``, every ``paper/tables/*.tex`` and every run's
-``metrics_*.json`` (``runs/**``). Prints one line per file that differs or exists on one side
-only, and exits 1 if any does; exit 0 means every compared file is byte-identical. Figures and
-the PDF are not compared: matplotlib and TeX embed dates and their own ids.
+Compares the tidy table (``tidy.csv``; ``paper/tidy.csv`` before the evaluation stage owned
+it), ``paper/numbers.tex``, every ``paper/tables/*.tex`` and every run's ``metrics_*.json``,
+``steps.csv`` and ``diagnostics.csv`` (``runs/**``). Prints one line per file that differs or
+exists on one side only, and exits 1 if any does; 0 means every compared file is identical.
+Figures and the PDF are not compared: matplotlib and TeX embed dates and their own ids.
+
+Training wall-clock seconds (Snakemake's benchmark files) differ between any two runs, even of
+one commit, and reach the tidy table, ``numbers.tex`` and the tables that show cost; the shell
+script therefore compares a second time after giving the second study the first one's
+benchmark files.
 """
 
 from __future__ import annotations
@@ -16,16 +22,27 @@ import hashlib
 import sys
 from pathlib import Path
 
-PATTERNS = ("paper/tidy.csv", "paper/numbers.tex", "paper/tables/*.tex", "runs/**/metrics_*.json")
+PATTERNS = (
+    "tidy.csv",
+    "paper/tidy.csv",
+    "paper/numbers.tex",
+    "paper/tables/*.tex",
+    "runs/**/metrics_*.json",
+    "runs/**/steps.csv",
+    "runs/**/diagnostics.csv",
+)
+#: Files that moved between stages: compared under their new name.
+MOVED = {"paper/tidy.csv": "tidy.csv"}
 
 
 def digests(root: Path) -> dict[str, str]:
     """``{path relative to root: sha256}`` of every compared file."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for pattern in PATTERNS
-        for p in sorted(root.glob(pattern))
-    }
+    out = {}
+    for pattern in PATTERNS:
+        for p in sorted(root.glob(pattern)):
+            name = str(p.relative_to(root))
+            out[MOVED.get(name, name)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,9 @@ import torch
 import yaml
 from sklearn.linear_model import LogisticRegression
 
+from echomtl.config import validate_config
 from echomtl.data.dataset import CachedDataset
+from echomtl.study import train_parameters
 from echomtl.training.trainer import RunPaths, TrainParams, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--w-cls", type=float, default=1.0)
     args = parser.parse_args()
-    cfg = yaml.safe_load(args.config.read_text())
+    cfg = validate_config(yaml.safe_load(args.config.read_text()))
     hyp = dict(cfg["train"]["hyp"])
     torch.set_num_threads(1)
     for name, (augment, change) in VARIANTS.items():
@@ -73,13 +75,12 @@ def main() -> None:
         print(f"probe  {name:34s} test accuracy {score:.3f} (majority {chance:.3f})", flush=True)
     for k, (name, (augment, change)) in enumerate(VARIANTS.items()):
         run = args.out / f"run{k}"
-        p = TrainParams(
-            experiment=f"ablation{k}", seed=0, model="multitask", scale=cfg["model"]["scale"],
-            class_names=cfg["data"]["class_names"], view_names=cfg["data"]["view_names"],
-            imgsz=cfg["model"]["imgsz"], epochs=cfg["train"]["epochs"],
-            batch_size=cfg["train"]["batch_size"], nominal_batch=cfg["train"]["nominal_batch"],
-            method="fixed", w_det=1.0, w_cls=args.w_cls, augment=augment, hyp={**hyp, **change},
-        )  # fmt: skip
+        row = pd.Series({"experiment": f"ablation{k}", "model": "multitask", "scale": None,
+                         "method": "fixed", "w_det": 1.0, "w_cls": args.w_cls, "alpha": None,
+                         "augment": augment, "init": "scratch"})  # fmt: skip
+        params = train_parameters(cfg, row, 0, None)
+        params["hyp"].update(change)
+        p = TrainParams.from_dict(params)
         files = [run / f for f in ("weights.pt", "steps.csv", "epochs.csv", "diagnostics.csv")]
         train(p, RunPaths(args.train_cache, *files, run / "checkpoints"))
         loss = pd.read_csv(run / "epochs.csv")["loss_cls"]

@@ -58,7 +58,7 @@ def test_every_output_schedules_only_the_runs_it_reads(paper_jobs):
     reads_tidy = {}
     for job in outputs:
         target = job["output"].split(",")[0].strip()
-        reads_tidy[target] = str(results / "paper" / "tidy.csv") in job.get("input", "")
+        reads_tidy[target] = str(results / "tidy.csv") in job.get("input", "")
         expected = trained if reads_tidy[target] else experiments_of(job.get("input", ""), results)
         own = dry_run(results, target)
         scheduled = {

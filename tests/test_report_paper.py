@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 import report_fixture as rf  # noqa: E402
 
-from echomtl.report import aggregate  # noqa: E402
 from echomtl.report import context as context_mod  # noqa: E402
+from echomtl.report import summaries  # noqa: E402
 from echomtl.report.pdf import LatexError, compile_pdf, scan_log  # noqa: E402
 
 SMALL = ["det_only", "fixed", "manual_wcls0.05", "manual_wcls0.2", "gradnorm_a1.5", "dual_backbone"]
@@ -99,7 +99,7 @@ def test_context_fails_clearly_on_missing_files(full):
     claims, res = rf.REPO / "paper" / "claims.yaml", built["results"]
     with pytest.raises(ValueError, match="shared-trunk runs, but their diagnostics have no rows"):
         context_mod.build_context(res, study.config, study.audits, claims, files)
-    diagnostics = aggregate.diagnostics_summary(study.files("diagnostics.csv", res.study.multitask))
+    diagnostics = summaries.diagnostics_summary(study.files("diagnostics.csv", res.study.multitask))
     with pytest.raises(ValueError, match=r"tables.alpha \(the study has alpha\)"):
         context_mod.build_context(
             res, study.config, study.audits, claims, files, diagnostics=diagnostics
@@ -151,8 +151,9 @@ def test_registry_declares_each_outputs_own_inputs():
     from echomtl.report.outputs import OUTPUTS, Layout
 
     layout = Layout(
-        paper="P", stats="S", study_json="study.json", reference="r", trained=["a", "r"],
-        study=["a", "r"], multitask=["a", "r"], gradnorm=["r"], selections=["g.json"], audits=["x.json"], claims="c.yaml", first_run="r/seed0",
+        paper="P", tidy="T.csv", stats="S", study_json="study.json", reference="r",
+        trained=["a", "r"], study=["a", "r"], multitask=["a", "r"], gradnorm=["r"],
+        selections=["g.json"], audits=["x.json"], claims="c.yaml", first_run="r/seed0",
         records="rec.csv", run_files=lambda names, fn: [f"{n}/seed0/{fn}" for n in names],
         seed_files=lambda name, fn: [f"{name}/seed0/{fn}"],
     )  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "report"))
 import report_fixture as rf  # noqa: E402
 
-from echomtl.report import aggregate, queries, tables  # noqa: E402
+from echomtl.report import queries, summaries, tables  # noqa: E402
 from echomtl.report.latex import Tex  # noqa: E402
 
 CLAIMS = rf.REPO / "paper" / "claims.yaml"
@@ -61,7 +61,7 @@ def test_every_table_has_rules_and_escaped_names(built):
         tables.table_selection(res, "manual", out / "t" / "sel.tex"),
         tables.table_claims(CLAIMS, res, out / "t" / "claims.tex"),
         tables.table_diagnostics(
-            aggregate.diagnostics_summary(study.files("diagnostics.csv")),
+            summaries.diagnostics_summary(study.files("diagnostics.csv")),
             res.experiments,
             out / "t" / "diag.tex",
         ),

@@ -17,7 +17,7 @@ from echomtl.evaluation.statistics import (
     patient_of,
     verdict,
 )
-from echomtl.report.aggregate import summarise_seeds
+from echomtl.report.summaries import summarise_seeds
 
 
 def test_verdict():

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,3 +106,19 @@ def run_id_from_path(path: PathLike) -> tuple[str, int]:
         f"{path}: expected a run path of the form <...>/<experiment>/seed<k>/<file>; "
         "pass an explicit {(experiment, seed): path} mapping instead"
     )
+
+
+def files_by_run(
+    files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike],
+) -> dict[tuple[str, int], Path]:
+    """``{(experiment, seed): path}`` of run files given as paths (:func:`run_id_from_path`) or
+    as that mapping already; two files of one run are an error."""
+    if isinstance(files, Mapping):
+        return {(str(e), int(s)): Path(p) for (e, s), p in files.items()}
+    out: dict[tuple[str, int], Path] = {}
+    for p in files:
+        key = run_id_from_path(p)
+        if key in out:
+            raise ValueError(f"two files for run {key}: {out[key]} and {p}")
+        out[key] = Path(p)
+    return out

@@ -42,23 +42,15 @@ def versions() -> dict[str, str]:
 
 
 def generate_synthetic(snakemake: Any) -> None:
-    from echomtl.data.synthetic import generate_synthetic_export
+    from echomtl.data.synthetic import generate_synthetic_export, synthetic_arguments
 
     with job_logging(snakemake):
         p = snakemake.params
         summary = generate_synthetic_export(
             Path(snakemake.output[0]),
-            sizes=dict(p.sizes),
-            seed=p.seed,
-            image_size=tuple(p.image_size),
+            **synthetic_arguments(p.synthetic),
             class_names=list(p.class_names),
             view_names=list(p.view_names),
-            frames_per_video=p.frames_per_video,
-            videos_per_patient=p.videos_per_patient,
-            ambiguous_fraction=p.ambiguous_fraction,
-            view_label_noise=p.view_label_noise,
-            video_overlap=p.video_overlap,
-            sector_by_view=p.sector_by_view,
             workers=snakemake.threads,
         )
         summary.pop("images", None)
@@ -350,4 +342,19 @@ def paired_bootstrap(snakemake: Any) -> None:
             n_resamples=snakemake.params.n_resamples,
             seed=snakemake.params.seed,
             values=(snakemake.input.reference_values, snakemake.input.other_values),
+        )
+
+
+def aggregate_metrics(snakemake: Any) -> None:
+    from echomtl.evaluation.tidy import collect_metrics
+    from echomtl.study import Study
+
+    with job_logging(snakemake):
+        i = snakemake.input
+        collect_metrics(
+            list(i.metrics),
+            Study.read(i.study),
+            steps_files=list(i.steps),
+            benchmark_files=list(i.benchmarks),
+            out_csv=snakemake.output[0],
         )

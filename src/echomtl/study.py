@@ -36,6 +36,7 @@ __all__ = [
     "Study",
     "as_table",
     "resolve_inits",
+    "train_parameters",
 ]
 
 #: The experiments-table columns that make two rows the same configuration: two rows may not
@@ -109,6 +110,45 @@ def resolve_inits(
             "checkpoint (docs/pretrained.md) or make the rows 'scratch'"
         )
     return inits
+
+
+def train_parameters(
+    config: Mapping[str, Any], row: pd.Series, seed: int, weights_sha256: str | None
+) -> dict[str, Any]:
+    """Every parameter of one training run (``TrainParams``), from the validated config (which
+    holds every default: the schema's) and the experiment's row; ``weights_sha256`` is the
+    checkpoint's digest, kept only for a run that starts from it. The workflow and the
+    benchmarks build a run's parameters here and nowhere else."""
+    train, model, alpha = config["train"], config["model"], row["alpha"]
+    return {
+        "experiment": str(row["experiment"]),
+        "seed": int(seed),
+        "model": row["model"],
+        "scale": row["scale"] if isinstance(row["scale"], str) and row["scale"] else model["scale"],
+        "class_names": list(config["data"]["class_names"]),
+        "view_names": list(config["data"]["view_names"]),
+        "imgsz": model["imgsz"],
+        "epochs": train["epochs"],
+        "batch_size": train["batch_size"],
+        "nominal_batch": train["nominal_batch"],
+        "method": row["method"],
+        "w_det": float(row["w_det"]),
+        "w_cls": float(row["w_cls"]),
+        "alpha": None if alpha is None or alpha != alpha else float(alpha),
+        "augment": bool(row["augment"]),
+        "hyp": dict(train["hyp"]),
+        "attach_layer": model["attach_layer"],
+        "cls_dropout": model["cls_dropout"],
+        "cos_lr": train["cos_lr"],
+        "grad_clip": train["grad_clip"],
+        "ema": train["ema"],
+        "gradnorm": dict(config["balancing"].get("gradnorm", {})),
+        "diagnostics_every": config["balancing"]["diagnostics_every"],
+        "amp": train["amp"],
+        "warmup_min_iterations": train["warmup_min_iterations"],
+        "init": row["init"],
+        "weights_sha256": weights_sha256 if row["init"] == "pretrained" else None,
+    }
 
 
 def _as_bool(value: Any, column: str) -> bool:

@@ -774,6 +774,15 @@ def _write_image(plan: ImagePlan) -> dict[str, Any]:
     }
 
 
+def synthetic_arguments(section: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`generate_synthetic_export`'s arguments from the validated config's ``synthetic``
+    section (which holds every default: the schema's); its keys are the arguments' names, but
+    ``width`` and ``height``, which make ``image_size``."""
+    args = {k: v for k, v in section.items() if k not in ("width", "height")}
+    args["sizes"] = dict(args["sizes"])
+    return {**args, "image_size": (int(section["width"]), int(section["height"]))}
+
+
 def generate_synthetic_export(
     out_dir: Path | str,
     sizes: Mapping[str, int] = DEFAULT_SIZES,

@@ -6,7 +6,7 @@ this module only decides what is resampled together and how a result is worded:
 - several seeds of one experiment are pooled: the image lists of all seeds are concatenated, each
   image renamed ``s<seed>/<name>``, so one resampling unit is one (seed, image) prediction. The
   interval then reflects test-image sampling of the pooled predictions; seed-to-seed spread is
-  reported separately (``echomtl.report.aggregate.summarise_seeds``).
+  reported separately (``echomtl.report.summaries.summarise_seeds``).
 - a paired comparison pairs seed k of A with seed k of B, image by image (seeds present in both
   runs only), so both are scored on the same resampled images.
 - :func:`verdict` reads an interval of a difference: entirely above 0 -> ``"higher"``, entirely

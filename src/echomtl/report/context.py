@@ -30,12 +30,7 @@ from echomtl.atomic import PathLike
 from echomtl.data.splits import cv_fold_of
 from echomtl.evaluation.selection import score_definition
 from echomtl.evaluation.statistics import UNDECIDED
-from echomtl.report.aggregate import (
-    LOSS_WINDOW,
-    PHASES,
-    diagnostics_by_configuration,
-    load_audit,
-)
+from echomtl.evaluation.tidy import LOSS_WINDOW
 from echomtl.report.front import split_by_front
 from echomtl.report.latex import (
     Tex,
@@ -70,6 +65,7 @@ from echomtl.report.reading import (
     versus_majority,
 )
 from echomtl.report.results import METRIC_LABELS, Results
+from echomtl.report.summaries import PHASES, diagnostics_by_configuration, load_audit
 
 __all__ = [
     "build_context",
@@ -108,6 +104,17 @@ def _roles(res: Results) -> dict[str, Any]:
     roles = res.study.roles
     out = {r: (res.chosen[g] if g else None) for r, g in roles.items() if r != "torchjd"}
     return {**out, "torchjd": [res.chosen[g] for g in roles["torchjd"]]}
+
+
+def _merge(*sections: Mapping[str, Any]) -> dict[str, Any]:
+    """The paper's context from its sections; a key that two sections define is an error, never
+    a silent overwrite."""
+    out: dict[str, Any] = {}
+    for section in sections:
+        if clash := sorted(set(out) & set(section)):
+            raise ValueError(f"paper context: {', '.join(clash)} defined by two sections")
+        out.update(section)
+    return out
 
 
 def _span(start: float, end: float) -> str:
@@ -705,8 +712,8 @@ def build_context(
         claims_yaml: ``paper/claims.yaml``.
         files: ``{"numbers": path, "bibliography": path, "tables": {name: path},
             "figures": {name: path}}`` (names: the registry, :mod:`echomtl.report.outputs`).
-        diagnostics: :func:`echomtl.report.aggregate.diagnostics_summary` of the shared-trunk runs.
-        phases: :func:`echomtl.report.aggregate.weight_phases` of the reference's steps.
+        diagnostics: :func:`echomtl.report.summaries.diagnostics_summary` of the shared-trunk runs.
+        phases: :func:`echomtl.report.summaries.weight_phases` of the reference's steps.
         checkpoint: the pretrained start's file (``file``, ``sha256``, ``date``, ``tensors``,
             ``model_class``) when any run started from it, read at parse time.
     """
@@ -759,7 +766,7 @@ def build_context(
     )
     _check_files(files, res)
 
-    return {
+    own = {
         "numbers": dict(nums),
         "files": dict(files),
         "has": has,
@@ -777,11 +784,6 @@ def build_context(
             }
             for g in res.study.main_groups
         ],
-        **verdicts,
-        **data,
-        **claims,
-        **diag,
-        **phase,
         "comparisons_text": _comparisons_text(res, has, roles),
         "alphas": alphas,
         "alpha_others": [e for e in alphas if e != ref and help_.comparable(e)],
@@ -808,5 +810,5 @@ def build_context(
         "examples_rule": latex_escape(DETECTION_EXAMPLES_RULE),
         "split_words": SPLIT_WORDS,
         "selection_ties": selection_ties,
-        **help_.context(),
     }
+    return _merge(own, verdicts, data, claims, diag, phase, help_.context())

@@ -15,21 +15,6 @@ from typing import Any
 from echomtl.console import job_logging
 
 
-def aggregate_metrics(snakemake: Any) -> None:
-    from echomtl.report.aggregate import collect_metrics
-    from echomtl.study import Study
-
-    with job_logging(snakemake):
-        i = snakemake.input
-        collect_metrics(
-            list(i.metrics),
-            Study.read(i.study),
-            steps_files=list(i.steps),
-            benchmark_files=list(i.benchmarks),
-            out_csv=snakemake.output[0],
-        )
-
-
 def _render(snakemake: Any, kind: str, out: Path) -> None:
     from echomtl.report.outputs import Sources, output
 
@@ -49,7 +34,7 @@ def make_figure(snakemake: Any) -> None:
 
 
 def render_paper(snakemake: Any) -> None:
-    from echomtl.report import aggregate, context, latex
+    from echomtl.report import context, latex, summaries
     from echomtl.report.outputs import Sources
 
     with job_logging(snakemake):
@@ -69,8 +54,8 @@ def render_paper(snakemake: Any) -> None:
             src.audits,
             i.claims,
             files,
-            diagnostics=aggregate.diagnostics_summary(list(i.diagnostics)),
-            phases=aggregate.weight_phases(list(i.steps)) if i.steps else None,
+            diagnostics=summaries.diagnostics_summary(list(i.diagnostics)),
+            phases=summaries.weight_phases(list(i.steps)) if i.steps else None,
             checkpoint=p.checkpoint,
         )
         latex.write_numbers(ctx["numbers"], o.numbers)

@@ -43,6 +43,8 @@ class Layout:
     """Where a configured study's files are (paths as the rules write them)."""
 
     paper: str
+    #: every run's measurements (the evaluation's tidy table)
+    tidy: str
     #: the evaluation's statistics (bootstrap intervals, paired comparisons)
     stats: str
     #: the study's plan (echomtl.study), which every renderer reads
@@ -73,7 +75,7 @@ class Layout:
         """The tidy table, selections and statistics (they read every run of the study)."""
         return {
             "study": self.study_json,
-            "tidy": f"{self.paper}/tidy.csv",
+            "tidy": self.tidy,
             "selections": list(self.selections),
             "intervals": [f"{self.stats}/bootstrap/{n}.json" for n in self.study],
             "paired": [f"{self.stats}/paired/{n}.json" for n in self.study if n != self.reference],
@@ -253,7 +255,7 @@ def _tables() -> list[Output]:
 
 
 def _diagnostics(paths: list[str]) -> pd.DataFrame:
-    from echomtl.report.aggregate import diagnostics_summary
+    from echomtl.report.summaries import diagnostics_summary
 
     return diagnostics_summary(paths)
 

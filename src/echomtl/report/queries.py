@@ -19,8 +19,8 @@ import yaml
 
 from echomtl.atomic import PathLike
 from echomtl.data.splits import cv_fold_of
-from echomtl.report.aggregate import load_audit
 from echomtl.report.results import Results
+from echomtl.report.summaries import load_audit
 
 __all__ = [
     "SPLIT_WORDS",

@@ -24,10 +24,11 @@ from echomtl.evaluation.statistics import (
     load_intervals,
     load_paired,
 )
+from echomtl.evaluation.tidy import read_tidy
 from echomtl.methods import METHOD_LABELS, METHODS
-from echomtl.report.aggregate import read_tidy, summarise_seeds
 from echomtl.report.labels import experiment_label, plain_text
 from echomtl.report.latex import Tex
+from echomtl.report.summaries import summarise_seeds
 from echomtl.study import Study
 
 __all__ = ["Results", "load_results", "METHOD_LABELS", "METRIC_LABELS"]

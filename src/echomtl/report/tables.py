@@ -18,7 +18,6 @@ import pandas as pd
 
 from echomtl.atomic import PathLike, write_text
 from echomtl.evaluation.statistics import UNDECIDED, VERDICTS
-from echomtl.report.aggregate import PHASES, diagnostics_by_configuration, weight_phases
 from echomtl.report.labels import experiment_label
 from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
 from echomtl.report.queries import (
@@ -33,6 +32,7 @@ from echomtl.report.queries import (
     time_unit,
 )
 from echomtl.report.results import METRIC_LABELS, Results
+from echomtl.report.summaries import PHASES, diagnostics_by_configuration, weight_phases
 
 __all__ = [
     "DASH",
@@ -590,7 +590,7 @@ def table_diagnostics(
     out_tex: PathLike,
     scopes: Sequence[str] = ("W", "trunk"),
 ) -> Path:
-    """Gradient interference per shared-trunk experiment (``aggregate.diagnostics_summary``).
+    """Gradient interference per shared-trunk experiment (``summaries.diagnostics_summary``).
 
     Per scope: median cosine between the task gradients, the median null-reference cosine (two
     half-batch detection gradients), the share of logged steps with a negative cosine, and the

@@ -1,4 +1,4 @@
-"""Tidy table, validation selection and run summaries of echomtl.report.aggregate."""
+"""The tidy table (echomtl.evaluation.tidy), validation selection and the report's summaries."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import report_fixture as rf  # noqa: E402
 
 from echomtl.atomic import run_id_from_path  # noqa: E402
 from echomtl.evaluation import selection  # noqa: E402
-from echomtl.report import aggregate  # noqa: E402
+from echomtl.evaluation import tidy as tidy_mod  # noqa: E402
+from echomtl.report import summaries  # noqa: E402
 
 EXPS = ["det_only", "fixed", "manual_wcls0.05", "manual_wcls0.2", "gradnorm_a1.5", "dual_backbone"]
 
@@ -32,7 +33,7 @@ def _metric_files(study):
 
 @pytest.fixture(scope="module")
 def tidy(study):
-    return aggregate.collect_metrics(
+    return tidy_mod.collect_metrics(
         _metric_files(study),
         study.experiments,
         steps_files=study.files("steps.csv"),
@@ -42,7 +43,7 @@ def tidy(study):
 
 
 def test_tidy_table_shape_and_metrics(study, tidy, tmp_path):
-    assert list(tidy.columns) == aggregate.TIDY_COLUMNS
+    assert list(tidy.columns) == tidy_mod.TIDY_COLUMNS
     metrics = set(tidy.metric)
     for m in (
         "map50",
@@ -70,23 +71,23 @@ def test_tidy_table_shape_and_metrics(study, tidy, tmp_path):
     )  # one per seed
     secs = tidy[(tidy.experiment == "fixed") & (tidy.metric == "train_seconds")].value
     assert (secs >= 100).all()
-    out = aggregate.write_tidy(tidy, tmp_path / "t.csv")
-    back = aggregate.read_tidy(out)
+    out = tidy_mod.write_tidy(tidy, tmp_path / "t.csv")
+    back = tidy_mod.read_tidy(out)
     pd.testing.assert_frame_equal(back, tidy, check_dtype=False, check_exact=False, rtol=1e-8)
 
 
 def test_collect_metrics_errors(study, tmp_path):
     files = _metric_files(study)
     with pytest.raises(ValueError, match="second metrics file"):
-        aggregate.collect_metrics(files + files[:1], study.experiments)
+        tidy_mod.collect_metrics(files + files[:1], study.experiments)
     other = tmp_path / "m.json"
     data = json.loads(files[0].read_text())
     data["experiment"] = "not_configured"
     other.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="not in the experiments table"):
-        aggregate.collect_metrics([other], study.experiments)
+        tidy_mod.collect_metrics([other], study.experiments)
     with pytest.raises(ValueError, match="no metrics"):
-        aggregate.collect_metrics([], study.experiments)
+        tidy_mod.collect_metrics([], study.experiments)
 
 
 def test_select_group_uses_validation_only(study, tidy, tmp_path):
@@ -121,11 +122,11 @@ def test_read_selections(study, tidy, tmp_path):
 
 
 def test_diagnostics_summary_and_phases(study):
-    diag = aggregate.diagnostics_summary(study.files("diagnostics.csv"))
+    diag = summaries.diagnostics_summary(study.files("diagnostics.csv"))
     assert set(diag.experiment) == {"fixed", "manual_wcls0.05", "manual_wcls0.2", "gradnorm_a1.5"}
     assert set(diag.scope) == {"W", "feature", "trunk"}
     assert diag.frac_negative.between(0, 1).all()
-    phases = aggregate.weight_phases(study.experiment_files("gradnorm_a1.5", "steps.csv"))
+    phases = summaries.weight_phases(study.experiment_files("gradnorm_a1.5", "steps.csv"))
     assert list(phases.phase) == ["Initial", "Early", "Mid", "Final"]
     first = pd.read_csv(study.experiment_files("gradnorm_a1.5", "steps.csv")[0]).iloc[0]
     assert phases.weight_det.iloc[0] == pytest.approx(first.weight_det)
