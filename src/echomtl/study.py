@@ -17,7 +17,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "as_table",
     "resolve_inits",
     "train_parameters",
+    "TrainParams",
 ]
 
 #: The experiments-table columns that make two rows the same configuration: two rows may not
@@ -112,13 +113,64 @@ def resolve_inits(
     return inits
 
 
+@dataclass
+class TrainParams:
+    """Everything that shapes a training run (its hash guards resume).
+
+    Every field is required: the values come from the configuration (:func:`train_parameters`),
+    whose schema holds the defaults. The names and their order are part of ``weights.pt`` and of
+    the resume fingerprint. Pure data: the balancers and the trainer read it.
+    """
+
+    experiment: str
+    seed: int
+    model: str
+    scale: str
+    class_names: list[str]
+    view_names: list[str]
+    imgsz: int
+    epochs: int
+    batch_size: int
+    method: str
+    w_det: float
+    w_cls: float
+    augment: bool
+    hyp: dict[str, float]
+    alpha: float | None
+    attach_layer: int
+    cls_dropout: float
+    nominal_batch: int
+    cos_lr: bool
+    grad_clip: float
+    ema: bool
+    gradnorm: dict[str, Any]
+    diagnostics_every: int
+    amp: str
+    warmup_min_iterations: int
+    #: "scratch" (random weights) or "pretrained" (every network from an official checkpoint)
+    init: str
+    #: the checkpoint's SHA-256: a run from another file is another run (fingerprint, metadata)
+    weights_sha256: str | None
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> TrainParams:
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"unknown training parameters: {', '.join(unknown)}")
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise ValueError(f"missing training parameters: {', '.join(missing)}")
+        return cls(**params)
+
+
 def train_parameters(
     config: Mapping[str, Any], row: pd.Series, seed: int, weights_sha256: str | None
 ) -> dict[str, Any]:
-    """Every parameter of one training run (``TrainParams``), from the validated config (which
-    holds every default: the schema's) and the experiment's row; ``weights_sha256`` is the
-    checkpoint's digest, kept only for a run that starts from it. The workflow and the
-    benchmarks build a run's parameters here and nowhere else."""
+    """Every parameter of one training run (:class:`TrainParams`' fields), from the validated
+    config (which holds every default: the schema's) and the experiment's row;
+    ``weights_sha256`` is the checkpoint's digest, kept only for a run that starts from it. The
+    workflow and the benchmarks build a run's parameters here and nowhere else."""
     train, model, alpha = config["train"], config["model"], row["alpha"]
     return {
         "experiment": str(row["experiment"]),
@@ -180,6 +232,7 @@ def _normalise(table: pd.DataFrame) -> pd.DataFrame:
     if "experiment" not in table:
         table["experiment"] = table.index
     table = table.set_index("experiment", drop=False)
+    table.index = table.index.astype(object)
     table.index.name = None
     missing = [c for c in ("group", "method", "model", "w_det", "w_cls") if c not in table]
     if missing:
@@ -194,6 +247,8 @@ def _normalise(table: pd.DataFrame) -> pd.DataFrame:
     for column in _NUMERIC:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     table["init"] = table["init"].where(table["init"].notna(), "scratch")
+    text = [c for c in COLUMNS if c not in _NUMERIC and c not in _FLAGS_OF_ROWS]
+    table[text] = table[text].astype(object)  # one dtype however the table was read
     return table[list(COLUMNS)]
 
 

@@ -38,7 +38,7 @@ from echomtl.methods import METHODS
 if TYPE_CHECKING:
     import torch
 
-    from echomtl.training.trainer import TrainParams
+    from echomtl.study import TrainParams
 
 _WEIGHT_ALIASES = ("weights", "initial_weights", "w", "task_weights", "base_weights")
 

@@ -48,7 +48,7 @@ from echomtl.balancing.diagnostics import (
 )
 
 if TYPE_CHECKING:
-    from echomtl.training.trainer import TrainParams
+    from echomtl.study import TrainParams
 
 TASKS = ("det", "cls")
 #: Columns of a diagnostics row (docs/architecture.md, ``diagnostics.csv`` less epoch/step).

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from echomtl.balancing.base import TASKS, Balancer, Measurement, task_weights
 
 if TYPE_CHECKING:
-    from echomtl.training.trainer import TrainParams
+    from echomtl.study import TrainParams
 
 OPTIMIZERS = ("adam", "sgd")
 

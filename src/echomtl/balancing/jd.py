@@ -62,7 +62,7 @@ from echomtl.balancing.base import TASKS, Balancer, Measurement, shared_paramete
 from echomtl.balancing.diagnostics import unscale
 
 if TYPE_CHECKING:
-    from echomtl.training.trainer import TrainParams
+    from echomtl.study import TrainParams
 
 
 def features_are_nested(features: list[Tensor]) -> bool:

@@ -25,7 +25,7 @@ from torch import Tensor
 from echomtl.balancing.base import TASKS, Balancer, Measurement, task_weights
 
 if TYPE_CHECKING:
-    from echomtl.training.trainer import TrainParams
+    from echomtl.study import TrainParams
 
 
 class RandomLossWeighting(Balancer):

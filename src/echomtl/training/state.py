@@ -27,7 +27,7 @@ from echomtl.training.optim import build_optimizer
 from echomtl.training.precision import Precision
 
 if TYPE_CHECKING:
-    from echomtl.training.trainer import TrainParams
+    from echomtl.study import TrainParams
 
 Entry = tuple[Callable[[], Any], Callable[[Any], None]]
 

@@ -23,7 +23,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
 from echomtl.losses import YoloLoss, view_loss
 from echomtl.models.multitask import build_model, count_parameters
+from echomtl.study import TrainParams
 from echomtl.training import checkpoint as ckpt
 from echomtl.training.optim import Schedule
 from echomtl.training.runlog import progress, write_csv
@@ -62,57 +63,6 @@ EPOCH_COLUMNS = [
     "weight_det", "weight_cls", "eff_weight_det", "eff_weight_cls", "seconds",
 ]  # fmt: skip
 DIAGNOSTIC_COLUMNS = ["epoch", "step", *DIAGNOSTIC_KEYS, *GRADNORM_COLUMNS]
-
-
-@dataclass
-class TrainParams:
-    """Everything that shapes a training run (its hash guards resume).
-
-    Every field is required: the values come from the configuration (``rules/common.smk``,
-    ``train_params``), whose schema holds the defaults. The names and their order are part of
-    ``weights.pt`` and of the resume fingerprint.
-    """
-
-    experiment: str
-    seed: int
-    model: str
-    scale: str
-    class_names: list[str]
-    view_names: list[str]
-    imgsz: int
-    epochs: int
-    batch_size: int
-    method: str
-    w_det: float
-    w_cls: float
-    augment: bool
-    hyp: dict[str, float]
-    alpha: float | None
-    attach_layer: int
-    cls_dropout: float
-    nominal_batch: int
-    cos_lr: bool
-    grad_clip: float
-    ema: bool
-    gradnorm: dict[str, Any]
-    diagnostics_every: int
-    amp: str
-    warmup_min_iterations: int
-    #: "scratch" (random weights) or "pretrained" (every network from an official checkpoint)
-    init: str
-    #: the checkpoint's SHA-256: a run from another file is another run (fingerprint, metadata)
-    weights_sha256: str | None
-
-    @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> TrainParams:
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(params) - set(names))
-        if unknown:
-            raise ValueError(f"unknown training parameters: {', '.join(unknown)}")
-        missing = [n for n in names if n not in params]
-        if missing:
-            raise ValueError(f"missing training parameters: {', '.join(missing)}")
-        return cls(**params)
 
 
 @dataclass
