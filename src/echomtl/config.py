@@ -107,6 +107,19 @@ def load_experiments(
     return frame
 
 
+def numeric_columns(schema_path: Path = EXPERIMENTS_SCHEMA) -> tuple[str, ...]:
+    """The experiments-table columns the schema types as numbers (read as floats)."""
+    properties = yaml.safe_load(schema_path.read_text())["properties"]
+    return tuple(
+        name
+        for name, spec in properties.items()
+        if {"number", "integer"}
+        & set(
+            spec.get("type", []) if isinstance(spec.get("type"), list) else [spec.get("type")]
+        )  # fmt: skip
+    )
+
+
 def _table_rows(
     path: Path, schema_path: Path, problems: list[str]
 ) -> list[tuple[int, dict[str, Any]]]:
@@ -115,7 +128,7 @@ def _table_rows(
         problems.append(f"{path}: no such experiments table (config key experiments)")
         return []
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    numeric = ("w_det", "w_cls", "alpha")
+    numeric = numeric_columns(schema_path)
     rows = []
     for line, raw in enumerate(table.to_dict("records"), start=2):
         row: dict[str, Any] = {}

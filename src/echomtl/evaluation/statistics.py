@@ -30,6 +30,7 @@ from echomtl.atomic import (
     run_id_from_path,
     write_json,
 )
+from echomtl.evaluation.vocabulary import STATISTICS_METRICS, UNDECIDED, VERDICTS
 
 __all__ = [
     "VERDICTS",
@@ -41,12 +42,6 @@ __all__ = [
     "load_intervals",
     "load_paired",
 ]
-
-#: The words of a paired comparison (:func:`verdict`); the last one decides nothing.
-VERDICTS = ("higher", "lower", "not distinguishable at 95%")
-UNDECIDED = VERDICTS[2]
-#: The metrics the intervals and the paired comparisons cover (the verdicts the paper reports).
-STATISTICS_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
 
 
 def verdict(diff: float, low: float, high: float) -> str:

@@ -29,8 +29,14 @@ import pandas as pd
 from echomtl.atomic import PathLike
 from echomtl.data.splits import cv_fold_of
 from echomtl.evaluation.selection import score_definition
-from echomtl.evaluation.statistics import UNDECIDED
 from echomtl.evaluation.tidy import LOSS_WINDOW
+from echomtl.evaluation.vocabulary import (
+    AXIS_METRICS,
+    METRIC_LABELS,
+    REPORTED_METRICS,
+    TASK_METRICS,
+    UNDECIDED,
+)
 from echomtl.report.front import split_by_front
 from echomtl.report.latex import (
     Tex,
@@ -64,7 +70,7 @@ from echomtl.report.reading import (
     interference_reading,
     versus_majority,
 )
-from echomtl.report.results import METRIC_LABELS, Results
+from echomtl.report.results import Results
 from echomtl.report.summaries import PHASES, diagnostics_by_configuration, load_audit
 
 __all__ = [
@@ -179,7 +185,7 @@ def _pooled_fold_audit(fold_audits: list[dict]) -> dict:
     return {**first, "splits": ["test"], "totals": {"test": total}, "leakage": [], "counts": []}
 
 
-METRICS = ("map50", "map50_95", "precision", "recall", "f1", "view_accuracy", "view_macro_f1")
+METRICS = REPORTED_METRICS
 TRAIN_METRICS = (
     "loss_det_initial", "loss_det_final", "loss_det_change_pct", "loss_cls_initial",
     "loss_cls_final", "loss_cls_change_pct", "weight_det_initial", "weight_det_final",
@@ -598,7 +604,7 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
     """The split axis: the study's split against the export's, per evaluation split."""
     for r in split_rows(res, audits):
         key = f"split/{r['experiment']}/{r['split']}"
-        for m in ("map50", "map50_95", "view_accuracy"):
+        for m in AXIS_METRICS:
             if not math.isnan(r[m]):
                 nums.put(f"{key}/{m}", format_number(r[m]))
         nums.put(f"{key}/leak_pct", format_number(r["n_from_train_videos"] / r["n_images"], 1,
@@ -613,7 +619,7 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
         if not compared and res.has(variant, "map50", "valid") and res.has(study_run, "map50"):
             compared = [("valid", "test")]
         for s, t in compared:
-            for m in ("map50", "view_accuracy"):
+            for m in TASK_METRICS:
                 a, b = res.get(variant, m, s), res.get(study_run, m, t)
                 if not (math.isnan(a) or math.isnan(b)):
                     nums.put(f"splitdiff/{variant}/{s}/{m}", format_number(a - b, signed=True))
@@ -639,7 +645,7 @@ def _start(res: Results, checkpoint: Mapping[str, Any] | None, nums: _Numbers) -
             raise ValueError("runs started from a checkpoint, but the paper was given none")
     pairs = []
     for study_run, variant in res.study.init_pairs:
-        for m in ("map50", "view_accuracy"):
+        for m in TASK_METRICS:
             a, b = res.get(study_run, m), res.get(variant, m)
             if not (math.isnan(a) or math.isnan(b)):
                 nums.put(f"initdiff/{variant}/{m}", format_number(a - b, signed=True))

@@ -25,8 +25,9 @@ from matplotlib import patches, ticker  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from echomtl.atomic import PathLike, atomic_path, read_json, run_id_from_path  # noqa: E402
+from echomtl.evaluation.vocabulary import AXIS_METRICS, METRIC_LABELS, TASK_METRICS
 from echomtl.report.reading import DETECTION_EXAMPLES_RULE, SMALL_CLASS_BOXES  # noqa: E402
-from echomtl.report.results import METRIC_LABELS, Results  # noqa: E402
+from echomtl.report.results import Results  # noqa: E402
 
 __all__ = [
     "RC",
@@ -389,7 +390,7 @@ def _point_range(
 def fig_main_comparison(
     res: Results,
     out_stem: PathLike,
-    metrics: Sequence[str] = ("map50", "map50_95", "view_accuracy"),
+    metrics: Sequence[str] = AXIS_METRICS,
     groups: Sequence[str] | None = None,
 ) -> list[Path]:
     """Test metrics of every main-table group with 95% bootstrap intervals (dashed: reference)."""
@@ -628,7 +629,7 @@ def _paired_rows(
 def fig_paired_differences(
     res: Results,
     out_stem: PathLike,
-    metrics: Sequence[str] = ("map50", "view_accuracy"),
+    metrics: Sequence[str] = TASK_METRICS,
     claimed: Mapping[str, float] | None = None,
     claimed_metric: str = "map50",
     experiments: Sequence[str] | None = None,
@@ -710,7 +711,7 @@ def fig_alpha_sensitivity(res: Results, out_stem: PathLike) -> list[Path]:
     xs = [float(res.row(e)["alpha"]) for e in alphas]
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.6))
-        for i, metric in enumerate(("map50", "map50_95", "view_accuracy")):
+        for i, metric in enumerate(AXIS_METRICS):
             if any(res.has(e, metric) for e in alphas):
                 _errorbar_series(
                     axes[0], res, alphas, xs, metric, PALETTE[2 * i], METRIC_LABELS[metric]

@@ -25,6 +25,7 @@ from typing import Any
 import jinja2
 
 from echomtl.atomic import PathLike, write_text
+from echomtl.evaluation.vocabulary import VERDICTS
 
 __all__ = [
     "Tex",
@@ -209,12 +210,9 @@ def format_small(value: Any, digits: int = 2, signed: bool = False) -> Tex:
     return format_number(value, digits, signed=signed)
 
 
-#: comparative phrases by verdict (stats.verdict); "A is <phrase> B".
-PHRASES = {
-    "higher": Tex("higher than"),
-    "lower": Tex("lower than"),
-    "not distinguishable at 95%": Tex(r"not distinguishable at 95\% from"),
-}
+#: comparative phrases by verdict (statistics.verdict); "A is <phrase> B".
+PHRASES = dict(zip(VERDICTS, (Tex("higher than"), Tex("lower than"),
+                              Tex(r"not distinguishable at 95\% from")), strict=True))  # fmt: skip
 
 
 def compare_phrase(verdict: str) -> Tex:

@@ -19,6 +19,7 @@ import yaml
 
 from echomtl.atomic import PathLike
 from echomtl.data.splits import cv_fold_of
+from echomtl.evaluation.vocabulary import AXIS_METRICS
 from echomtl.report.results import Results
 from echomtl.report.summaries import load_audit
 
@@ -167,10 +168,7 @@ def split_rows(res: Results, audits: Mapping[str, PathLike | dict]) -> list[dict
                         "split": split,
                         "n_images": int(audit["n_images"]),
                         "n_from_train_videos": int(audit["n_images_from_train_videos"]),
-                        **{
-                            m: res.get(exp, m, split)
-                            for m in ("map50", "map50_95", "view_accuracy")
-                        },
+                        **{m: res.get(exp, m, split) for m in AXIS_METRICS},
                     }
                 )
     return rows

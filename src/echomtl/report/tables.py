@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from echomtl.atomic import PathLike, write_text
-from echomtl.evaluation.statistics import UNDECIDED, VERDICTS
+from echomtl.evaluation.vocabulary import AXIS_METRICS, METRIC_LABELS, UNDECIDED, VERDICTS
 from echomtl.report.labels import experiment_label
 from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
 from echomtl.report.queries import (
@@ -31,7 +31,7 @@ from echomtl.report.queries import (
     split_rows,
     time_unit,
 )
-from echomtl.report.results import METRIC_LABELS, Results
+from echomtl.report.results import Results
 from echomtl.report.summaries import PHASES, diagnostics_by_configuration, weight_phases
 
 __all__ = [
@@ -403,7 +403,7 @@ def table_init(res: Results, out_tex: PathLike) -> Path:
                 "Method": experiment_label(res.experiments, pair[0]),
                 "Start": INIT_WORDS[str(res.row(exp)["init"])],
             }
-            for m in ("map50", "map50_95", "view_accuracy"):
+            for m in AXIS_METRICS:
                 show = res.has_classifier(exp) or m != "view_accuracy"
                 row[METRIC_LABELS[m]] = ci_cell(res, exp, m) if show else DASH
             rows.append(row)
@@ -436,7 +436,7 @@ def table_split(res: Results, audits: Mapping[str, PathLike | dict], out_tex: Pa
                     else DASH
                     for r in rows
                 ]
-                for m in ("map50", "map50_95", "view_accuracy")
+                for m in AXIS_METRICS
             },
         }
     )
