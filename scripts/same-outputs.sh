@@ -15,6 +15,8 @@ before=${1:?usage: scripts/same-outputs.sh BEFORE_REV AFTER_REV [WORKDIR]}
 after=${2:?usage: scripts/same-outputs.sh BEFORE_REV AFTER_REV [WORKDIR]}
 work=${3:-/tmp/echomtl-same-outputs}
 repo=$(cd "$(dirname "$0")/.." && pwd)
+before=$(git -C "$repo" rev-parse --verify "$before^{commit}")  # fixed now: HEAD may move
+after=$(git -C "$repo" rev-parse --verify "$after^{commit}")
 python="$repo/.venv/bin/python"
 snakemake="$repo/.venv/bin/snakemake"
 rm -rf "$work" && mkdir -p "$work"
