@@ -458,11 +458,6 @@ class Study:
         counts = self.table.loc[self.trained, "group"].value_counts()
         return sorted(str(g) for g, n in counts.items() if n > 1)
 
-    def composite_of(self, group: str) -> str | None:
-        """The per-fold composite row of a grid group (cv), or None."""
-        rows = [n for n in self.composite if self.row(n)["group"] == group]
-        return rows[0] if rows else None
-
     # ---- the start and the axes ------------------------------------------------------------
     @property
     def start(self) -> str:

@@ -42,8 +42,8 @@ Decisions:
   the other; ``torch.vmap`` over the convolution backward is slower there than a second
   backward) and ``None`` (both rows at once) on GPU.
 
-One small class per aggregator (registered in ``echomtl.methods``): ``make_aggregator`` builds the
-torchjd aggregator; those needing optional extras that are missing raise ImportError with
+One small class per aggregator (registered in ``echomtl.methods``), naming its torchjd class and
+default arguments; those needing optional extras that are missing raise ImportError with
 torchjd's install hint (``echomtl.balancing.available_aggregators()`` lists those that work here).
 """
 
@@ -124,10 +124,15 @@ class JacobianAggregation(Balancer):
         """
         return cls(task_weights(p), parallel_chunk_size=1 if device.type == "cpu" else None)
 
+    #: the torchjd aggregator's class (``torchjd.aggregation``) and the arguments it gets
+    #: unless given (``aggregator_kwargs``)
+    torchjd_class: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
     @classmethod
     def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        """The torchjd aggregator (each subclass names its own)."""
-        raise NotImplementedError
+        """The torchjd aggregator the subclass names."""
+        return getattr(agg, cls.torchjd_class)(**{**cls.defaults, **kwargs})
 
     @classmethod
     def build_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
@@ -239,82 +244,52 @@ class JacobianAggregation(Balancer):
 class PCGrad(JacobianAggregation):
     """Yu et al. 2020; draws ``torch.randperm`` (the global RNG) at each aggregation."""
 
-    name = "pcgrad"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.PCGrad(**kwargs)
+    name, torchjd_class = "pcgrad", "PCGrad"
 
 
 class UPGrad(JacobianAggregation):
     """Quinton and Rey 2024."""
 
-    name = "upgrad"
+    name, torchjd_class = "upgrad", "UPGrad"
     extra = "torchjd[quadprog_projector]"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.UPGrad(**kwargs)
 
 
 class CAGrad(JacobianAggregation):
     """Liu et al. 2021, with ``c = 0.5`` unless given."""
 
-    name = "cagrad"
+    name, torchjd_class = "cagrad", "CAGrad"
     extra = "torchjd[cagrad]"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.CAGrad(**{"c": 0.5, **kwargs})
+    defaults = {"c": 0.5}
 
 
 class NashMTL(JacobianAggregation):
     """Navon et al. 2022."""
 
-    name = "nashmtl"
+    name, torchjd_class = "nashmtl", "NashMTL"
     extra = "torchjd[nash_mtl]"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.NashMTL(n_tasks=len(TASKS), **kwargs)
+    defaults = {"n_tasks": len(TASKS)}
 
 
 class AlignedMTL(JacobianAggregation):
     """Senushkin et al. 2023."""
 
-    name = "alignedmtl"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.AlignedMTL(**kwargs)
+    name, torchjd_class = "alignedmtl", "AlignedMTL"
 
 
 class MGDA(JacobianAggregation):
     """Sener and Koltun 2018."""
 
-    name = "mgda"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.MGDA(**kwargs)
+    name, torchjd_class = "mgda", "MGDA"
 
 
 class IMTLG(JacobianAggregation):
     """Liu et al. 2021 (IMTL-G)."""
 
-    name = "imtl_g"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.IMTLG(**kwargs)
+    name, torchjd_class = "imtl_g", "IMTLG"
 
 
 class DualProj(JacobianAggregation):
     """Quinton and Rey 2024."""
 
-    name = "dualproj"
+    name, torchjd_class = "dualproj", "DualProj"
     extra = "torchjd[quadprog_projector]"
-
-    @classmethod
-    def make_aggregator(cls, **kwargs: Any) -> agg.Aggregator:
-        return agg.DualProj(**kwargs)

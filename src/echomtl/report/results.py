@@ -20,16 +20,13 @@ from echomtl.evaluation.selection import read_selections
 from echomtl.evaluation.statistics import load_intervals, load_paired
 from echomtl.evaluation.tidy import read_tidy
 from echomtl.evaluation.vocabulary import STATISTICS_METRICS, UNDECIDED, VERDICTS
-from echomtl.methods import METHOD_LABELS, METHODS
+from echomtl.methods import METHOD_LABELS
 from echomtl.report.labels import experiment_label, plain_text
 from echomtl.report.latex import Tex
 from echomtl.report.summaries import summarise_seeds
 from echomtl.study import Study
 
 __all__ = ["Results", "load_results", "METHOD_LABELS"]
-
-#: torchjd aggregators (methods that come from the torchjd library).
-TORCHJD_METHODS = tuple(name for name, m in METHODS.items() if m.kind == "aggregation")
 
 
 @dataclass
