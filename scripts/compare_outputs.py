@@ -4,8 +4,10 @@ number; scripts/same-outputs.sh runs both studies and calls this).
     python scripts/compare_outputs.py BEFORE/results AFTER/results
 
 Compares the tidy table (``tidy.csv``; ``paper/tidy.csv`` before the evaluation stage owned
-it), ``paper/numbers.tex``, every ``paper/tables/*.tex`` and every run's ``metrics_*.json``,
-``steps.csv`` and ``diagnostics.csv`` (``runs/**``). Prints one line per file that differs or
+it), ``paper/numbers.tex``, ``paper/main.tex``, every ``paper/tables/*.tex`` and every run's
+``metrics_*.json``, ``steps.csv`` and ``diagnostics.csv`` (``runs/**``). The results folder's
+own absolute path is replaced by ``<results>`` first (``main.tex`` names the bibliography by
+its absolute path, for BibTeX). Prints one line per file that differs or
 exists on one side only, and exits 1 if any does; 0 means every compared file is identical.
 Figures and the PDF are not compared: matplotlib and TeX embed dates and their own ids.
 
@@ -26,6 +28,7 @@ PATTERNS = (
     "tidy.csv",
     "paper/tidy.csv",
     "paper/numbers.tex",
+    "paper/main.tex",
     "paper/tables/*.tex",
     "runs/**/metrics_*.json",
     "runs/**/steps.csv",
@@ -41,7 +44,8 @@ def digests(root: Path) -> dict[str, str]:
     for pattern in PATTERNS:
         for p in sorted(root.glob(pattern)):
             name = str(p.relative_to(root))
-            out[MOVED.get(name, name)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            data = p.read_bytes().replace(str(root.resolve()).encode(), b"<results>")
+            out[MOVED.get(name, name)] = hashlib.sha256(data).hexdigest()
     return out
 
 
