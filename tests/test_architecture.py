@@ -143,3 +143,19 @@ def _top_imports(module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             names.append(node.module or "")
     return {n.split(".")[0] for n in names}
+
+
+def test_every_job_script_names_a_job_that_exists():
+    """The rules' scripts are thin entry points; a job moved between stages must move here too
+    (a dry run cannot see it: the script runs only in the job)."""
+    import importlib
+
+    scripts = sorted((SRC.parent / "workflow" / "scripts").glob("*.py"))
+    assert len(scripts) > 10
+    for script in scripts:
+        tree = ast.parse(script.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("echomtl"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{script.name}: {node.module}.{alias.name}"

@@ -1,7 +1,7 @@
-"""Snakemake entry point: logic in echomtl.report.jobs.aggregate_metrics."""
+"""Snakemake entry point: logic in echomtl.jobs.aggregate_metrics."""
 
 import _package  # noqa: F401  (--use-conda: echomtl from src/)
 
-from echomtl.report.jobs import aggregate_metrics
+from echomtl.jobs import aggregate_metrics
 
 aggregate_metrics(snakemake)

@@ -1,7 +1,7 @@
-"""Snakemake entry point: logic in echomtl.report.jobs.paired_bootstrap."""
+"""Snakemake entry point: logic in echomtl.jobs.paired_bootstrap."""
 
 import _package  # noqa: F401  (--use-conda: echomtl from src/)
 
-from echomtl.report.jobs import paired_bootstrap
+from echomtl.jobs import paired_bootstrap
 
 paired_bootstrap(snakemake)
