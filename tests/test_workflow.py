@@ -296,7 +296,7 @@ def test_cv_folds_are_patient_disjoint_and_pool_every_image_once(tiny_cv_study):
 @pytest.mark.slow
 def test_cv_manual_grid_is_chosen_per_fold_and_pooled_from_the_choices(tiny_cv_study):
     results = tiny_cv_study
-    selection = json.loads((results / "paper" / "selection" / "manual.json").read_text())
+    selection = json.loads((results / "selection" / "manual.json").read_text())
     assert selection["chosen"] == "manual_per_fold" and len(selection["per_fold"]) == 2
     composite = json.loads(
         (results / "runs" / "manual_per_fold" / "seed0" / "predictions_test.json").read_text()
@@ -366,7 +366,7 @@ def test_cv_grid_group_mixing_augmentation_fails_at_parse_time(tmp_path):
     )
     result = run_snakemake("-n", "--quiet", "rules", "--configfile", str(overlay))
     assert result.returncode != 0
-    assert "may differ only in w_det, w_cls or alpha; they differ in augment" in (
+    assert "may differ only in w_det, w_cls, alpha; they differ in augment" in (
         result.stdout + result.stderr
     )
 
