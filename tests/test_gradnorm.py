@@ -199,6 +199,36 @@ def test_weights_stay_positive_clamp_then_renormalise():
         assert sum(bal.weights.values()) == pytest.approx(1.01, abs=1e-13)
 
 
+@pytest.mark.parametrize(
+    ("renormalise", "start", "total"),
+    [("initial_sum", [1.0, 0.01], 1.01), ("task_count", [2 / 1.01, 0.02 / 1.01], 2.0)],
+)
+def test_renormalise_keeps_the_initial_sum_or_the_task_count(renormalise, start, total):
+    """Chen et al. keep sum_i w_i = T (the number of tasks); the seed's own choice keeps the
+    initial sum, 1.01, which lowers w_det below the fixed-weight runs' 1.0 whenever w_cls grows.
+    Under ``task_count`` the initial weights are scaled to T with their ratio kept, and each
+    update is the reference update of :func:`expected_update` with ``s0 = T``."""
+    model = make_model()
+    bal = GradNorm({"det": 1.0, "cls": 0.01}, alpha=1.5, lr=0.05, optimizer="sgd",
+                   renormalise=renormalise)  # fmt: skip
+    assert [bal.weights["det"], bal.weights["cls"]] == pytest.approx(start, rel=1e-14)
+    ref = reference(model, 0)
+    norms = [ref["g_det"].norm().item(), ref["g_cls"].norm().item()]
+    loss = [ref["loss"][t] for t in TASKS]
+    out, losses = forward(model, 0)
+    bal.step(losses, out, model, diagnostics_due=False)
+    exp = expected_update(start, norms, loss, loss, 1.5, 0.05, 1e-4, total)
+    assert [bal.weights["det"], bal.weights["cls"]] == pytest.approx(exp["new"], rel=1e-12)
+    for k in range(1, 4):
+        out, losses = forward(model, k)
+        bal.step(losses, out, model, diagnostics_due=False)
+        assert sum(bal.weights.values()) == pytest.approx(total, abs=1e-13)
+    other = "task_count" if renormalise == "initial_sum" else "initial_sum"
+    with pytest.raises(ValueError, match="renormalises to"):
+        GradNorm({"det": 1.0, "cls": 0.01}, alpha=1.5, lr=0.05,
+                 renormalise=other).load_state_dict(bal.state_dict())  # fmt: skip
+
+
 def test_l0_window_is_averaged_then_frozen():
     model = make_model()
     bal = GradNorm({"det": 1.0, "cls": 0.01}, alpha=1.5, lr=0.01, optimizer="sgd", l0_window=3)
@@ -306,5 +336,7 @@ def test_arguments_are_checked_and_factory_builds_it():
         GradNorm({"det": 1.0, "cls": 0.01}, alpha=1.5, lr=0.1, min_weight=0.6)
     cfg = {"lr": 0.025, "optimizer": "adam", "l0_window": 10, "min_weight": 0.0001}
     bal = make_balancer("gradnorm", initial_weights={"det": 1.0, "cls": 0.01}, alpha=1.5, **cfg)
-    assert isinstance(bal, GradNorm) and bal.l0_window == 10 and bal.initial_sum == 1.01
+    assert isinstance(bal, GradNorm) and bal.l0_window == 10 and bal.weight_sum == 1.01
+    with pytest.raises(ValueError, match="renormalise"):
+        GradNorm({"det": 1.0, "cls": 0.01}, alpha=1.5, lr=0.1, renormalise="mean")
     assert bal.extra_parameters() == []

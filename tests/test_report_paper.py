@@ -285,3 +285,19 @@ def test_identifier_scan_catches_raw_keys():
     assert not rf.raw_identifiers(
         printed_text(r"see Table~\ref{tab:main_x} and $w_\mathrm{cls}$"), keys
     )
+
+
+@pytest.mark.parametrize(
+    ("renormalise", "said", "not_said"),
+    [
+        ("initial_sum", "renormalised to their initial sum", "renormalised to the number of tasks"),
+        ("task_count", "renormalised to the number of tasks", "renormalised to their initial sum"),
+    ],
+)
+def test_paper_states_gradnorms_renormalisation_as_configured(tmp_path, renormalise, said,
+                                                              not_said):  # fmt: skip
+    study = rf.make_study(tmp_path, experiments=SMALL, n_images=8)
+    study.config["balancing"]["gradnorm"]["renormalise"] = renormalise
+    tex = rf.build_report(study, tmp_path / "out", n_resamples=5, figures=False)["tex"]
+    text = " ".join(tex.read_text().split())
+    assert said in text and not_said not in text

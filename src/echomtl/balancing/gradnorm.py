@@ -9,10 +9,15 @@ Per step t with weights w_i(t) > 0 (tasks ``det`` and ``cls``):
 5. ``L_grad = sum_i |G_i - target_i|``; ``dL_grad/dw_i = sign(G_i - target_i) ||g_i||`` (set by hand
    on the weight parameter: no second-order autograd).
 6. One step of the balancer's OWN optimizer (Adam or SGD, no weight decay, created once).
-7. Clamp ``w_i >= min_weight``, then renormalise so that ``sum_i w_i`` equals its initial value
-   (1.01 for the seed's 1.0 / 0.01). Renormalising multiplies by a positive factor, so the weights
-   stay strictly positive (each ends >= ``min_weight * S0 / sum(clamped)``, which may be slightly
-   below ``min_weight`` but never 0 or negative). This runs after EVERY update.
+7. Clamp ``w_i >= min_weight``, then renormalise so that ``sum_i w_i`` equals ``S0``: with
+   ``renormalise="initial_sum"`` the initial weights' sum (1.01 for the seed's 1.0 / 0.01), with
+   ``"task_count"`` the number of tasks, as Chen et al. do (the initial weights are then scaled to
+   that sum, their ratio kept: 1.0 / 0.01 start as 1.98 / 0.0198). Which one matters: under
+   ``initial_sum`` every gain of ``w_cls`` is a loss of ``w_det`` below the fixed-weight runs'
+   1.0, so part of a GradNorm effect is a smaller detection step. Renormalising multiplies by a
+   positive factor, so the weights stay strictly positive (each ends >= ``min_weight * S0 /
+   sum(clamped)``, which may be slightly below ``min_weight`` but never 0 or negative). This runs
+   after EVERY update.
 
 The model gradient is that of ``sum_i w_i(t) L_i`` with the pre-update weights, from the shared
 backward (``Balancer.backward``, which measures ``g_i`` with ``backward_with_task_gradients``: hooks
@@ -59,6 +64,10 @@ if TYPE_CHECKING:
 OPTIMIZERS = ("adam", "sgd")
 
 
+#: What the weights' sum is renormalised to after every update (step 7).
+RENORMALISE = ("initial_sum", "task_count")
+
+
 def _sign(x: float) -> float:
     return float((x > 0) - (x < 0))
 
@@ -67,12 +76,14 @@ class GradNorm(Balancer):
     """GradNorm with its own weight optimizer; see the module docstring for the exact rules.
 
     Args:
-        initial_weights: ``{"det": w_det, "cls": w_cls}`` (all > 0); their sum is kept.
+        initial_weights: ``{"det": w_det, "cls": w_cls}`` (all > 0).
         alpha: asymmetry hyper-parameter (paper: 1.0, 1.5, 2.0).
         lr: learning rate of the weight optimizer.
         optimizer: ``"adam"`` or ``"sgd"`` (plain SGD, no momentum); never weight decay.
         l0_window: number of first steps averaged into L(0).
         min_weight: clamp floor applied before renormalisation.
+        renormalise: the sum the weights keep, ``"initial_sum"`` or ``"task_count"`` (module
+            docstring, step 7).
     """
 
     name = "gradnorm"
@@ -86,6 +97,7 @@ class GradNorm(Balancer):
         optimizer: str = "adam",
         l0_window: int = 1,
         min_weight: float = 1e-4,
+        renormalise: str = "initial_sum",
     ) -> None:
         unknown = sorted(set(initial_weights) - set(TASKS))
         if unknown or "det" not in initial_weights:
@@ -100,11 +112,16 @@ class GradNorm(Balancer):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if int(l0_window) != l0_window or l0_window < 1:
             raise ValueError(f"l0_window must be an integer >= 1, got {l0_window}")
+        if renormalise not in RENORMALISE:
+            raise ValueError(f"renormalise must be one of {RENORMALISE}, got {renormalise!r}")
         self.tasks = tuple(t for t in TASKS if t in initial_weights)
-        self.initial_sum = float(sum(float(initial_weights[t]) for t in self.tasks))
-        if not 0 < min_weight < self.initial_sum / len(self.tasks):
+        initial_sum = float(sum(float(initial_weights[t]) for t in self.tasks))
+        #: S0, the sum the weights keep (step 7)
+        self.weight_sum = initial_sum if renormalise == "initial_sum" else float(len(self.tasks))
+        self.renormalise = renormalise
+        if not 0 < min_weight < self.weight_sum / len(self.tasks):
             raise ValueError(
-                f"min_weight must be in (0, {self.initial_sum / len(self.tasks)}), got {min_weight}"
+                f"min_weight must be in (0, {self.weight_sum / len(self.tasks)}), got {min_weight}"
             )
         self.alpha = float(alpha)
         self.lr = float(lr)
@@ -114,6 +131,8 @@ class GradNorm(Balancer):
         # float64 on the CPU: two scalars; the loss is multiplied by Python floats, so the model
         # may live on any device.
         init = [float(initial_weights[t]) for t in self.tasks]
+        if renormalise == "task_count":
+            init = [w * self.weight_sum / initial_sum for w in init]
         self._w = nn.Parameter(torch.tensor(init, dtype=torch.float64))
         if optimizer == "adam":
             self._optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -152,7 +171,8 @@ class GradNorm(Balancer):
             "l0": None if self._l0 is None else list(self._l0),
             "steps": self._steps,
             "updates": self._updates,
-            "initial_sum": self.initial_sum,
+            "weight_sum": self.weight_sum,
+            "renormalise": self.renormalise,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -166,7 +186,11 @@ class GradNorm(Balancer):
         self._l0 = None if state["l0"] is None else [float(v) for v in state["l0"]]
         self._steps = int(state["steps"])
         self._updates = int(state["updates"])
-        self.initial_sum = float(state["initial_sum"])
+        if state["renormalise"] != self.renormalise:
+            raise ValueError(
+                f"state renormalises to {state['renormalise']!r}, balancer to {self.renormalise!r}"
+            )
+        self.weight_sum = float(state["weight_sum"])
 
     @classmethod
     def from_params(cls, p: TrainParams, device: torch.device) -> GradNorm:
@@ -223,7 +247,7 @@ class GradNorm(Balancer):
         self._optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             self._w.clamp_(min=self.min_weight)
-            self._w.mul_(self.initial_sum / self._w.sum())
+            self._w.mul_(self.weight_sum / self._w.sum())
         self._updates += 1
 
         extras.update({f"target_{t}": tg for t, tg in zip(self.tasks, targets, strict=True)})

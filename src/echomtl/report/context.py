@@ -802,6 +802,7 @@ def build_context(
         ),
         "split_pairs": split_pairs,
         "start": start,
+        "renormalise": str(_cfg(config, "balancing.gradnorm.renormalise")),
         "warmup": {
             "epochs": float(_cfg(config, "train.hyp.warmup_epochs")),
             "floor": int(config["train"].get("warmup_min_iterations", 100)),
