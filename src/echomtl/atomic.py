@@ -58,22 +58,22 @@ def write_text(path: PathLike, text: str) -> Path:
     return Path(path)
 
 
-def _json_clean(value: Any) -> Any:
-    """NaN/inf -> None recursively so that the file stays strict JSON."""
+def json_clean(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python numbers, recursively: strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_clean(v) for k, v in value.items()}
+        return {str(k): json_clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_clean(v) for v in value]
+        return [json_clean(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return _json_clean(value.item())
+        return json_clean(value.item())
     return value
 
 
 def write_json(path: PathLike, data: Any) -> Path:
     """Write strict JSON atomically (NaN and infinities written as null)."""
-    text = json.dumps(_json_clean(data), indent=2, allow_nan=False)
+    text = json.dumps(json_clean(data), indent=2, allow_nan=False)
     return write_text(path, text + "\n")
 
 

@@ -8,7 +8,8 @@ augmentation table?"), so the workflow's targets and the paper's sections cannot
 Questions about *outcomes* (did detection learn, which grid row won on validation) belong to the
 evaluation and report stages.
 
-Pure: no torch, no Snakemake, no file written (unit-tested on its own).
+Pure: no torch, no Snakemake, no file written (unit-tested on its own); only a table given by
+path is read, through ``echomtl.config``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from echomtl.atomic import json_clean
 from echomtl.methods import METHODS
 
 __all__ = [
@@ -256,14 +258,6 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b) or (pd.isna(a) and pd.isna(b))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 @dataclass(frozen=True)
 class Study:
     """The experiments of one configured study and everything their design decides.
@@ -373,7 +367,7 @@ class Study:
 
     # ---- study.json ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        rows = [{c: _plain(self.table.at[n, c]) for c in COLUMNS} for n in self.table.index]
+        rows = [{c: json_clean(self.table.at[n, c]) for c in COLUMNS} for n in self.table.index]
         return {
             "reference": self.reference,
             "seeds": list(self.seeds),

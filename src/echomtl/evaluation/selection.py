@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from echomtl.atomic import PathLike, read_json, write_json
+from echomtl.atomic import PathLike, json_clean, read_json, write_json
 from echomtl.study import GRID_SETTINGS, SETTINGS, Study, as_table
 
 __all__ = [
@@ -103,14 +102,6 @@ def validation_score(
     return {"map50": m, "view_accuracy": a, "score": value, "n_seeds": n_m}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def select_group(
     tidy: pd.DataFrame,
     experiments: Study | pd.DataFrame | PathLike,
@@ -132,7 +123,7 @@ def select_group(
     candidates = []
     for exp, row in rows.iterrows():
         values = validation_score(tidy, str(exp), row["model"] != "det_only", score)
-        params = {c: _plain(row[c]) for c in CANDIDATE_SETTINGS}
+        params = {c: json_clean(row[c]) for c in CANDIDATE_SETTINGS}
         candidates.append({"experiment": str(exp), **params, **values})
     best = None
     for cand in candidates:
