@@ -72,6 +72,7 @@ HOLDOUT = STUDY_MODEL.holdout
 TRAINED = STUDY_MODEL.trained
 COMPOSITE = STUDY_MODEL.composite
 MULTITASK = STUDY_MODEL.multitask
+SHARING_RUNS = STUDY_MODEL.sharing_runs
 PLANNED = planned(STUDY_MODEL)
 PLAN = {
     kind: [o.name for o in PLANNED if o.kind == kind[:-1]]
@@ -302,6 +303,7 @@ LAYOUT = Layout(
     ),
     run_files=run_files,
     seed_files=seed_files,
+    sharing=STUDY_MODEL.flags["sharing"],
 )
 
 

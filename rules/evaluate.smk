@@ -204,6 +204,29 @@ rule paired_bootstrap:
         "../workflow/scripts/paired_bootstrap.py"
 
 
+# The paper's first question: what sharing the trunk costs each task, and the fraction of that cost
+# each shared-trunk method recovers (echomtl.evaluation.sharing), on the bootstrap's resamples.
+rule sharing:
+    input:
+        study=STUDY_JSON,
+        values=[f"{R}/stats/bootstrap/{n}.values.npz" for n in SHARING_RUNS],
+        predictions=[
+            p for n in SHARING_RUNS for p in seed_files(n, "predictions_test.json")
+        ],
+    output:
+        f"{R}/stats/sharing.json",
+    log:
+        f"{R}/logs/stats/sharing.log",
+    conda:
+        "../environment.yml"
+    params:
+        runs=SHARING_RUNS,
+        n_resamples=config["report"]["bootstrap_resamples"],
+        seed=config["report"]["bootstrap_seed"],
+    script:
+        "../workflow/scripts/sharing.py"
+
+
 # Every run's measurements in one table (echomtl.evaluation.tidy), which the report reads.
 rule aggregate_metrics:
     input:

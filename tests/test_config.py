@@ -143,6 +143,28 @@ def test_unknown_method_and_balancing_a_control_are_refused(tmp_path):
     assert f"{path}:3: column method: model stopgrad shares no gradient" in message
 
 
+def test_model_and_zero_detection_weight_are_checked_against_the_model_variants(tmp_path):
+    header = "experiment\tgroup\tmethod\tmodel\tw_det\tw_cls\talpha\taugment\n"
+    path = tmp_path / "experiments.tsv"
+    # a view classifier alone has no detector: its detection weight may be 0
+    path.write_text(header + "v\tv\tfixed\tview_only\t0\t1\t\tfalse\n")
+    assert load_experiments(path).at["v", "model"] == "view_only"
+    rows = (
+        "a\ta\tfixed\tmultitask\t0\t1\t\tfalse\n"
+        "b\tb\tfixed\tviewonly\t0\t1\t\tfalse\n"
+        "c\tc\tgradnorm\tview_only\t0\t1\t1.5\tfalse\n"
+    )
+    path.write_text(header + rows)
+    with pytest.raises(ConfigError) as error:
+        load_experiments(path)
+    message = str(error.value)
+    assert f"{path}:2: column w_det: model multitask trains a detector" in message
+    assert (
+        f"{path}:3: column model: 'viewonly' is not a model variant (allowed: multitask" in message
+    )
+    assert f"{path}:4: column method: model view_only shares no gradient" in message
+
+
 def test_method_needing_a_missing_solver_is_refused_before_any_job(tmp_path):
     from echomtl.methods import METHODS
 

@@ -13,6 +13,7 @@ from echomtl.models.multitask import (
     DualBackboneYolo,
     ModelOutput,
     MultiTaskYolo,
+    ViewOnlyYolo,
     build_model,
     count_parameters,
 )
@@ -169,6 +170,21 @@ def test_det_only_interface():
     assert model.task_parameters("cls") == []
     assert len(model.task_parameters("det")) == len(list(model.parameters()))
     assert isinstance(model.detect, Detect)
+
+
+def test_view_only_is_the_dual_backbones_classifier_alone():
+    """The single-task view baseline: the dual backbone's classifier, no detector, no sharing."""
+    model = ViewOnlyYolo("n", 4, 3)
+    dual = DualBackboneYolo("n", 4, 3)
+    assert [tuple(p.shape) for p in model.parameters()] == [
+        tuple(p.shape) for p in (*dual.backbone.parameters(), *dual.head.parameters())
+    ]
+    out = model(torch.rand(2, 3, IMG, IMG))
+    assert out.det == [] and out.view_logits.shape == (2, 3)
+    assert model.shared_parameters() == [] and model.last_shared_weight is None
+    assert model.task_parameters("det") == []
+    assert len(model.task_parameters("cls")) == len(list(model.parameters()))
+    assert not hasattr(model, "detect")
 
 
 def test_dual_backbone_shares_nothing(capsys):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from echomtl.evaluation.bootstrap import bootstrap_p_value
 from echomtl.evaluation.statistics import (
+    adjusted_verdict,
     bootstrap_experiment,
+    holm,
     load_intervals,
     load_paired,
     load_predictions,
@@ -17,6 +21,7 @@ from echomtl.evaluation.statistics import (
     patient_of,
     verdict,
 )
+from echomtl.evaluation.vocabulary import UNDECIDED
 from echomtl.report.summaries import summarise_seeds
 
 
@@ -120,7 +125,8 @@ def test_paired_experiment_matches_seeds_and_words_the_result(tmp_path):
         calls["groups"] = groups
         calls["names"] = [im["name"] for im in a]
         return {
-            m: {"diff": 0.3, "mean": 0.3, "low": 0.1, "high": 0.5, "n_valid": 5} for m in metrics
+            m: {"diff": 0.3, "mean": 0.3, "low": 0.1, "high": 0.5, "n_valid": 5, "p": 0.002}
+            for m in metrics
         }
 
     out = paired_experiment(
@@ -201,3 +207,74 @@ def test_paired_from_stored_values_equals_scoring_both_runs(tmp_path):
         fallback["metrics"]
         == paired_experiment("ref", "shuffled", ref0, runs["shuffled"], None, 40, 1)["metrics"]
     )
+
+
+def test_bootstrap_p_value_is_two_sided_and_never_zero():
+    assert bootstrap_p_value(np.full(999, 0.5)) == pytest.approx(2 / 1000)
+    assert bootstrap_p_value(np.full(999, -0.5)) == pytest.approx(2 / 1000)
+    centred = np.linspace(-1, 1, 1001)
+    assert bootstrap_p_value(centred) == 1.0
+    assert math.isnan(bootstrap_p_value(np.array([math.nan])))
+
+
+def test_holm_adjusts_step_down_and_keeps_monotone_order():
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert adjusted["a"] == pytest.approx(0.03)  # 3 x 0.01
+    assert adjusted["c"] == pytest.approx(0.06)  # 2 x 0.03
+    assert adjusted["b"] == pytest.approx(0.06)  # max(1 x 0.04, 0.06): monotone
+    assert math.isnan(adjusted["d"])  # undefined: not a member of the family
+    assert holm({"a": 0.6, "b": 0.7}) == {"a": 1.0, "b": 1.0}  # capped at 1
+    assert holm({"only": 0.02}) == {"only": 0.02}  # a family of one is not adjusted
+
+
+def test_adjusted_verdict_both_directions():
+    # survives the family: the interval's word stands
+    assert adjusted_verdict("higher", 0.03) == "higher"
+    assert adjusted_verdict("lower", 0.049) == "lower"
+    # significant alone (p 0.02) but not after adjusting a family of three (0.06)
+    assert adjusted_verdict("higher", holm({"a": 0.02, "b": 0.5, "c": 0.9})["a"]) == UNDECIDED
+    assert adjusted_verdict(None, 0.01) is None
+
+
+def _paired_file(tmp_path, other, entries):
+    path = tmp_path / f"{other}.json"
+    path.write_text(json.dumps({"reference": "ref", "other": other, "metrics": entries}))
+    return path
+
+
+def _entry(p, word):
+    return {"diff": 0.1, "low": 0.01, "high": 0.2, "p": p, "verdict": word}
+
+
+def test_load_paired_adjusts_each_metric_family_and_counts_one_isolated_detector(tmp_path):
+    files = [
+        _paired_file(tmp_path, "det_only", {
+            "map50": _entry(0.02, "higher"), "view_accuracy": _entry(None, None),
+        }),
+        _paired_file(tmp_path, "stopgrad", {
+            "map50": _entry(0.02, "higher"), "view_accuracy": _entry(0.002, "higher"),
+        }),
+        _paired_file(tmp_path, "fixed", {
+            "map50": _entry(0.02, "higher"), "view_accuracy": _entry(0.002, "higher"),
+        }),
+    ]  # fmt: skip
+    paired = load_paired(files, "ref", {"stopgrad": "det_only"})
+    # map50: stopgrad's detector is det_only's, so the family has 2 members, not 3
+    assert paired["fixed"]["map50"]["p_holm"] == pytest.approx(0.04)
+    assert paired["fixed"]["map50"]["verdict"] == "higher"
+    assert paired["stopgrad"]["map50"]["same_detector_as"] == "det_only"
+    assert paired["stopgrad"]["map50"]["p_holm"] == paired["det_only"]["map50"]["p_holm"]
+    # counted three times, the same p-values would not survive (3 x 0.02 = 0.06)
+    tripled = load_paired(files, "ref")
+    assert tripled["fixed"]["map50"]["verdict"] == UNDECIDED
+    assert tripled["fixed"]["map50"]["verdict_unadjusted"] == "higher"
+    # view: the isolated controls' views differ, so they stay apart (family of 2)
+    assert paired["stopgrad"]["view_accuracy"]["p_holm"] == pytest.approx(0.004)
+    assert paired["det_only"]["view_accuracy"]["verdict"] is None
+
+
+def test_load_paired_refuses_a_verdict_without_p_value(tmp_path):
+    entry = {"diff": 0.1, "low": 0.01, "high": 0.2, "verdict": "higher"}
+    path = _paired_file(tmp_path, "old", {"map50": entry})
+    with pytest.raises(ValueError, match="'old': map50 has a verdict but no p-value"):
+        load_paired([path], "ref")

@@ -198,6 +198,7 @@ def test_checkpoint_of_other_config_is_ignored(tmp_path, tiny_caches):
     "overrides",
     [
         {"model": "det_only", "method": "fixed", "augment": False},
+        {"model": "view_only", "method": "fixed", "w_cls": 1.0},
         {"model": "dual_backbone", "method": "fixed", "w_cls": 1.0},
         {"method": "fixed"},
         {"method": "uncertainty"},
@@ -211,6 +212,11 @@ def test_every_variant_trains_and_loads(tmp_path, tiny_caches, overrides):
     assert saved["model"] == p.model
     out = model(torch.zeros(1, 3, 64, 64))
     assert (out.view_logits is None) == (p.model == "det_only")
+    assert (out.det == []) == (p.model == "view_only")
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    # the losses a model has are logged, the ones it lacks are NaN (never a made-up 0)
+    assert steps["loss_det"].isna().all() == (p.model == "view_only")
+    assert steps["loss_cls"].isna().all() == (p.model == "det_only")
 
 
 def _asdict(p: TrainParams) -> dict:

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from snakemake.utils import validate
 
-from echomtl.methods import METHODS
+from echomtl.methods import METHODS, MODEL_VARIANTS
 
 
 def _schema(name: str) -> Path:
@@ -162,9 +162,20 @@ def _table_rows(
             )
         if method == "gradnorm" and row.get("alpha") is None:
             problems.append(f"{path}:{line}: column alpha: method gradnorm needs an alpha")
-        if row.get("model") in ("det_only", "dual_backbone", "stopgrad") and method != "fixed":
+        model = row.get("model")
+        if model is not None and model not in MODEL_VARIANTS:
             problems.append(
-                f"{path}:{line}: column method: model {row['model']} shares no gradient between "
+                f"{path}:{line}: column model: {model!r} is not a model variant "
+                f"(allowed: {', '.join(MODEL_VARIANTS)})"
+            )
+        elif model is not None and "det" in MODEL_VARIANTS[model].tasks and row.get("w_det") == 0:
+            problems.append(
+                f"{path}:{line}: column w_det: model {model} trains a detector, so its weight "
+                "must be above 0"
+            )
+        elif model is not None and not MODEL_VARIANTS[model].shares_gradients and method != "fixed":
+            problems.append(
+                f"{path}:{line}: column method: model {model} shares no gradient between "
                 "the tasks, so balancing has nothing to act on; use 'fixed'"
             )
         rows.append((line, row))

@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from echomtl.atomic import read_json, write_json
+from echomtl.atomic import read_json, run_id_from_path, write_json
 from echomtl.console import job_logging, say
 
 LOG = logging.getLogger("echomtl.jobs")
@@ -203,10 +203,10 @@ def evaluate(snakemake: Any) -> None:
                 {"class_names": class_names, "view_names": view_names, "images": images},
             )
             write_json(Path(metrics_path), metrics)
-            det, cls = metrics["detection"], metrics.get("classification") or {}
+            det, cls = metrics["detection"] or {}, metrics.get("classification") or {}
             LOG.info(
-                "%s: mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
-                split, det["map50"], det["map50_95"], cls.get("accuracy"),
+                "%s: mAP@0.5 %s mAP@0.5:0.95 %s view accuracy %s",
+                split, det.get("map50"), det.get("map50_95"), cls.get("accuracy"),
             )  # fmt: skip
 
 
@@ -281,10 +281,11 @@ def pool_folds(snakemake: Any) -> None:
             metrics["config"] = first.get("config")
         write_json(Path(snakemake.output.predictions), pooled)
         write_json(Path(snakemake.output.metrics), metrics)
-        det, cls = metrics["detection"], metrics.get("classification") or {}
+        det, cls = metrics["detection"] or {}, metrics.get("classification") or {}
         LOG.info(
-            "pooled over %d folds (%d images): mAP@0.5 %.4f mAP@0.5:0.95 %.4f view accuracy %s",
-            len(chosen), metrics["n_images"], det["map50"], det["map50_95"], cls.get("accuracy"),
+            "pooled over %d folds (%d images): mAP@0.5 %s mAP@0.5:0.95 %s view accuracy %s",
+            len(chosen), metrics["n_images"], det.get("map50"), det.get("map50_95"),
+            cls.get("accuracy"),
         )  # fmt: skip
 
 
@@ -342,6 +343,26 @@ def paired_bootstrap(snakemake: Any) -> None:
             n_resamples=snakemake.params.n_resamples,
             seed=snakemake.params.seed,
             values=(snakemake.input.reference_values, snakemake.input.other_values),
+        )
+
+
+def sharing(snakemake: Any) -> None:
+    from echomtl.evaluation.sharing import sharing as measure_sharing
+    from echomtl.study import Study
+
+    with job_logging(snakemake):
+        runs = list(snakemake.params.runs)
+        predictions: dict[str, list[str]] = {r: [] for r in runs}
+        for path in snakemake.input.predictions:
+            predictions[run_id_from_path(path)[0]].append(path)
+        values = dict(zip(runs, snakemake.input["values"], strict=True))
+        measure_sharing(
+            Study.read(snakemake.input.study),
+            predictions,
+            values,
+            snakemake.output[0],
+            n_resamples=snakemake.params.n_resamples,
+            seed=snakemake.params.seed,
         )
 
 

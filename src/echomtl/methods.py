@@ -62,6 +62,43 @@ METHODS: dict[str, Method] = {
 METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 
+@dataclass(frozen=True)
+class ModelVariant:
+    """What a model variant trains: its tasks, and whether their gradients meet in one trunk.
+
+    Torch-free (the experiment-table check reads it at parse time); the classes are in
+    ``echomtl.models.multitask``.
+    """
+
+    name: str
+    label: str
+    tasks: tuple[str, ...]
+    #: both tasks' gradients reach one shared trunk, so a balancing method has something to act on
+    shares_gradients: bool
+
+
+MODEL_VARIANTS: dict[str, ModelVariant] = {
+    v.name: v
+    for v in (
+        ModelVariant("multitask", "Shared trunk", ("det", "cls"), True),
+        ModelVariant("det_only", "Detection only", ("det",), False),
+        ModelVariant("view_only", "View classification only", ("cls",), False),
+        ModelVariant("dual_backbone", "Dual backbone", ("det", "cls"), False),
+        ModelVariant("stopgrad", "Stop-gradient head", ("det", "cls"), False),
+    )
+}
+#: the variants whose detector trains exactly as the detector alone does (no classification
+#: gradient reaches it): one isolated-detector reference for detection comparisons.
+ISOLATED_DETECTORS = ("det_only", "dual_backbone", "stopgrad")
+
+
+def model_variant(name: str) -> ModelVariant:
+    """The entry of ``name``; unknown names are an error that lists the known ones."""
+    if name not in MODEL_VARIANTS:
+        raise KeyError(f"unknown model variant {name!r}; known: {', '.join(MODEL_VARIANTS)}")
+    return MODEL_VARIANTS[name]
+
+
 def method(name: str) -> Method:
     """The registry entry of ``name``; unknown names are an error that lists the known ones."""
     if name not in METHODS:

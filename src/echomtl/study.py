@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from echomtl.atomic import json_clean
-from echomtl.methods import METHODS
+from echomtl.methods import ISOLATED_DETECTORS, METHODS
 
 __all__ = [
     "SETTINGS",
@@ -61,6 +61,7 @@ _FLAGS_OF_ROWS = ("split_variant", "per_fold_selection", "augment")
 #: the first group (table order) of the study's start that passes it.
 ROLES: dict[str, Callable[[pd.Series, int], bool]] = {
     "det_only": lambda r, n: r["model"] == "det_only",
+    "view_only": lambda r, n: r["model"] == "view_only",
     "dual": lambda r, n: r["model"] == "dual_backbone",
     "stopgrad": lambda r, n: r["model"] == "stopgrad",
     "fixed": lambda r, n: r["model"] == "multitask" and r["method"] == "fixed" and n == 1,
@@ -77,6 +78,8 @@ FLAGS = {
     "dual_backbone": "a dual-backbone group",
     "stopgrad": "a stop-gradient group",
     "det_only": "a detector-alone group",
+    "view_only": "a view-classifier-alone group",
+    "sharing": "an isolated detector, a view classifier alone and fixed weights (sharing's cost)",
     "fixed": "a single fixed-weight multi-task group",
     "manual": "a fixed-weight multi-task grid (a group of several rows)",
     "traditional": "fixed or manually tuned weights",
@@ -548,6 +551,44 @@ class Study:
         return roles
 
     @functools.cached_property
+    def same_detector(self) -> dict[str, str]:
+        """``{experiment: twin}`` for the isolated controls (``ISOLATED_DETECTORS``) whose
+        detector is by design the same as an earlier one's: no classification gradient reaches
+        it and every detection setting is equal, so one of them stands for all in detection
+        comparisons (a test trains them and checks that the detectors are identical)."""
+        t = self._of_start()
+        keys = [k for k in SETTINGS if k not in ("model", "w_cls", "method")]
+        isolated = [str(n) for n in t.index
+                    if t.at[n, "model"] in ISOLATED_DETECTORS and n in self.trained]  # fmt: skip
+        twins: dict[str, str] = {}
+        for i, name in enumerate(isolated):
+            for first in isolated[:i]:
+                if first not in twins and all(_same(t.at[name, k], t.at[first, k]) for k in keys):
+                    twins[name] = first
+                    break
+        return twins
+
+    @functools.cached_property
+    def sharing_runs(self) -> list[str]:
+        """The runs the cost of sharing reads (``evaluation.sharing``): the isolated detector,
+        the view classifier alone, fixed weights and every other shared-trunk study run; empty
+        when the study lacks one of the first three (flag ``sharing``)."""
+        if not self.flags["sharing"]:
+            return []
+        singles = [self.isolated_detector, *(self.members(self.roles[r])[0]
+                                             for r in ("view_only", "fixed"))]  # fmt: skip
+        return list(dict.fromkeys([*singles, *self.multitask]))
+
+    @functools.cached_property
+    def isolated_detector(self) -> str | None:
+        """The one isolated-detector reference of the detection comparisons: the first trained
+        study row whose detector no classification gradient reaches (table order)."""
+        t = self._of_start()
+        rows = [str(n) for n in t.index
+                if t.at[n, "model"] in ISOLATED_DETECTORS and n in self.trained]  # fmt: skip
+        return rows[0] if rows else None
+
+    @functools.cached_property
     def front_runs(self) -> list[str]:
         """The study's trained fixed-weight multi-task rows (the fixed-weight front), by w_cls."""
         t = self._of_start()
@@ -568,6 +609,9 @@ class Study:
             "dual_backbone": roles["dual"] is not None,
             "stopgrad": roles["stopgrad"] is not None,
             "det_only": roles["det_only"] is not None,
+            "view_only": roles["view_only"] is not None,
+            "sharing": all(roles[r] is not None for r in ("view_only", "fixed"))
+            and self.isolated_detector is not None,
             "fixed": roles["fixed"] is not None,
             "manual": roles["manual"] is not None,
             "traditional": roles["fixed"] is not None or roles["manual"] is not None,

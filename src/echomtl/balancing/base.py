@@ -46,6 +46,7 @@ from echomtl.balancing.diagnostics import (
     trunk_gradients,
     unscale,
 )
+from echomtl.methods import model_variant
 
 if TYPE_CHECKING:
     from echomtl.study import TrainParams
@@ -90,8 +91,10 @@ Halves = Callable[[], Sequence[Tensor]]
 
 
 def task_weights(p: TrainParams) -> dict[str, float]:
-    """The experiment's fixed weights: ``w_det`` alone for det_only, else both."""
-    return {"det": p.w_det} if p.model == "det_only" else {"det": p.w_det, "cls": p.w_cls}
+    """The experiment's fixed weights, for the tasks its model trains (``w_det`` alone for
+    det_only, ``w_cls`` alone for view_only, else both)."""
+    given = {"det": p.w_det, "cls": p.w_cls}
+    return {t: given[t] for t in model_variant(p.model).tasks}
 
 
 class Balancer:

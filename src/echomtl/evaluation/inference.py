@@ -59,7 +59,7 @@ def predict(
     The model must already be on ``device`` (only the images are moved). It runs in eval mode
     under ``torch.inference_mode``; its previous train/eval mode is restored afterwards. Images
     are returned in loader order. ``view_pred``/``view_probs`` are None when the model has no
-    view head (``out.view_logits is None``).
+    view head (``out.view_logits is None``), ``pred`` when it has no detector (``out.det`` empty).
 
     Args:
         cache: the split's cache (``np.load`` of the .npz or an equivalent dict), keys ``boxes``,
@@ -82,12 +82,14 @@ def predict(
             for batch in loader:
                 images, indices = _unpack(batch)
                 out = model(images.to(device))
-                dets = postprocess(
-                    model.decode(out.det).float(),
-                    conf_thres=conf_thres,
-                    iou_thres=iou_thres,
-                    max_det=max_det,
-                )
+                dets = None
+                if out.det:
+                    dets = postprocess(
+                        model.decode(out.det).float(),
+                        conf_thres=conf_thres,
+                        iou_thres=iou_thres,
+                        max_det=max_det,
+                    )
                 probs = None
                 if out.view_logits is not None:
                     probs = torch.softmax(out.view_logits.float(), dim=1).cpu().numpy()
@@ -96,8 +98,16 @@ def predict(
                     w, h = (int(v) for v in sizes[idx])
                     g = gt_all[starts[idx] : starts[idx + 1]]
                     g_box = unletterbox_boxes(g[:, 2:6], ratio, pad_x, pad_y, w, h)
-                    d = dets[b].cpu().double().numpy()
-                    d_box = unletterbox_boxes(d[:, :4], ratio, pad_x, pad_y, w, h)
+                    pred = None
+                    if dets is not None:
+                        d = dets[b].cpu().double().numpy()
+                        d_box = unletterbox_boxes(d[:, :4], ratio, pad_x, pad_y, w, h)
+                        pred = [
+                            [int(c), s, *bx]
+                            for c, s, bx in zip(
+                                d[:, 5].tolist(), d[:, 4].tolist(), d_box.tolist(), strict=True
+                            )
+                        ]
                     results.append(
                         {
                             "name": str(names[idx]),
@@ -107,12 +117,7 @@ def predict(
                                 [int(c), *bx]
                                 for c, bx in zip(g[:, 1].tolist(), g_box.tolist(), strict=True)
                             ],
-                            "pred": [
-                                [int(c), s, *bx]
-                                for c, s, bx in zip(
-                                    d[:, 5].tolist(), d[:, 4].tolist(), d_box.tolist(), strict=True
-                                )
-                            ],
+                            "pred": pred,
                             "view_true": int(views[idx]),
                             "view_pred": None if probs is None else int(probs[b].argmax()),
                             "view_probs": None if probs is None else probs[b].tolist(),
@@ -129,11 +134,14 @@ def evaluate_predictions(
     """The ``detection`` and ``classification`` parts of ``metrics_<split>.json``.
 
     ``detection`` = COCO mAP (``coco_map``) + P/R/F1/best_conf (``precision_recall_f1``);
-    ``classification`` = ``view_metrics`` or None when no image has a view prediction.
+    ``classification`` = ``view_metrics`` or None when no image has a view prediction;
+    ``detection`` None when no image has a detection list (a model without a detector).
     """
-    prepared = prepare_images(images, len(class_names))
-    detection = coco_map_prepared(prepared, class_names)
-    detection.update(precision_recall_f1_prepared(prepared, len(class_names)))
+    detection = None
+    if any(img.get("pred") is not None for img in images):
+        prepared = prepare_images(images, len(class_names))
+        detection = coco_map_prepared(prepared, class_names)
+        detection.update(precision_recall_f1_prepared(prepared, len(class_names)))
     classification = None
     if any(img.get("view_pred") is not None for img in images):
         classification = view_metrics(

@@ -65,7 +65,7 @@ def pool_fold_predictions(
 
 def fold_summary(fold: int, experiment: str, metrics: dict, n_patients: int) -> dict:
     """The per-fold values of one fold's ``metrics_test.json`` kept in the pooled file."""
-    det = metrics["detection"]
+    det = metrics["detection"] or {}  # null without a detector (view_only)
     cls = metrics.get("classification") or {}
     out: dict = {
         "fold": fold,

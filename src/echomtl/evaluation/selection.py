@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from echomtl.atomic import PathLike, json_clean, read_json, write_json
+from echomtl.methods import model_variant
 from echomtl.study import GRID_SETTINGS, SETTINGS, Study, as_table
 
 __all__ = [
@@ -57,7 +58,8 @@ def validation_values(metric_files: Iterable[PathLike]) -> dict[int | None, pd.D
         data = read_json(path)
         try:
             exp, seed, split = str(data["experiment"]), int(data["seed"]), str(data["split"])
-            values = [("map50", data["detection"]["map50"])]
+            detection = data["detection"]
+            values = [("map50", None if detection is None else detection["map50"])]
         except KeyError as exc:
             raise ValueError(f"{path}: metrics JSON lacks {exc}") from None
         if data.get("classification") is not None and "accuracy" in data["classification"]:
@@ -122,7 +124,7 @@ def select_group(
     varying = [c for c in CANDIDATE_SETTINGS if rows[c].astype(str).nunique() > 1]
     candidates = []
     for exp, row in rows.iterrows():
-        values = validation_score(tidy, str(exp), row["model"] != "det_only", score)
+        values = validation_score(tidy, str(exp), "cls" in model_variant(row["model"]).tasks, score)
         params = {c: json_clean(row[c]) for c in CANDIDATE_SETTINGS}
         candidates.append({"experiment": str(exp), **params, **values})
     best = None

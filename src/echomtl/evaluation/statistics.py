@@ -30,7 +30,13 @@ from echomtl.atomic import (
     run_id_from_path,
     write_json,
 )
-from echomtl.evaluation.vocabulary import STATISTICS_METRICS, UNDECIDED, VERDICTS
+from echomtl.evaluation.vocabulary import (
+    FAMILY_LEVEL,
+    STATISTICS_METRICS,
+    UNDECIDED,
+    VERDICTS,
+    VIEW_METRICS,
+)
 
 __all__ = [
     "VERDICTS",
@@ -41,6 +47,10 @@ __all__ = [
     "paired_experiment",
     "load_intervals",
     "load_paired",
+    "holm",
+    "adjusted_verdict",
+    "applicable_metrics",
+    "resampling_units",
 ]
 
 
@@ -128,7 +138,7 @@ def patient_of(name: str) -> str:
     return parse_identity(Path(name.split("/", 1)[-1]).stem)[0]
 
 
-def _clusters(images: Sequence[dict], unit: str) -> dict[str, list]:
+def resampling_units(images: Sequence[dict], unit: str) -> dict[str, list]:
     """Resampling keywords: patients as clusters and seeds as strata (``unit="patient"``), or
     plain images (``unit="image"``, the secondary image-level interval)."""
     if unit == "image":
@@ -158,21 +168,26 @@ def _default_paired() -> Callable:
     return paired_bootstrap
 
 
-_VIEW_METRICS = ("view_accuracy", "view_macro_f1")
 _UNDEFINED = {"point": None, "mean": None, "low": None, "high": None, "se": None, "n_valid": 0}
 _UNDEFINED_DIFF = {
-    "diff": None, "mean": None, "low": None, "high": None, "se": None, "mdd": None, "n_valid": 0,
+    "diff": None, "mean": None, "low": None, "high": None, "se": None, "mdd": None, "p": None,
+    "n_valid": 0,
 }  # fmt: skip
 
 
-def _applicable(metrics: Sequence[str], images: Sequence[dict]) -> list[str]:
-    """The metrics defined for these predictions: view metrics only if the model predicts views.
+def applicable_metrics(metrics: Sequence[str], images: Sequence[dict]) -> list[str]:
+    """The metrics defined for these predictions: view metrics only if the model predicts views,
+    detection metrics only if it predicts boxes (has a detector).
 
     (Asking the bootstrap for a view metric of a model without a view head would make it return
     NaN for every metric of the resample, detection included.)
     """
     has_views = any(img.get("view_pred") is not None for img in images)
-    return [m for m in metrics if has_views or m not in _VIEW_METRICS]
+    has_boxes = any(img.get("pred") is not None for img in images)
+    return [
+        m for m in metrics
+        if (has_views if m in VIEW_METRICS else has_boxes)
+    ]  # fmt: skip
 
 
 def _clean_metric(entry: Mapping) -> dict:
@@ -204,11 +219,11 @@ def bootstrap_experiment(
     """
     images, class_names, by_seed = load_predictions(prediction_files)
     fn = bootstrap_fn or _default_bootstrap()
-    asked = _applicable(metrics, images)
+    asked = applicable_metrics(metrics, images)
     extra = {"keep_values": True} if values_out is not None else {}
     result = fn(
         images, class_names, n_resamples=n_resamples, seed=seed, metrics=asked,
-        **_clusters(images, unit), **extra,
+        **resampling_units(images, unit), **extra,
     )  # fmt: skip
     if values_out is not None:
         write_resample_values(
@@ -281,7 +296,8 @@ def paired_experiment(
 
     fn = paired_fn or _default_paired()
     images_a, images_b = pooled(seeds_a), pooled(seeds_b)
-    asked = [m for m in _applicable(metrics, images_a) if m in _applicable(metrics, images_b)]
+    defined_b = applicable_metrics(metrics, images_b)
+    asked = [m for m in applicable_metrics(metrics, images_a) if m in defined_b]
     settings = {"n_resamples": n_resamples, "seed": seed, "unit": unit}
     cached = None
     if values is not None and paired_fn is None and set(seeds_a) == set(seeds_b):
@@ -291,7 +307,7 @@ def paired_experiment(
     else:
         result = fn(
             images_a, images_b, class_a, n_resamples=n_resamples, seed=seed, metrics=asked,
-            **_clusters(images_a, unit),
+            **resampling_units(images_a, unit),
         )  # fmt: skip
         reuse = None
     result = {**{m: _UNDEFINED_DIFF for m in metrics if m not in asked}, **result}
@@ -395,10 +411,46 @@ def load_intervals(files: Iterable[PathLike]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def load_paired(files: Iterable[PathLike], reference: str | None = None) -> dict[str, dict]:
-    """``{other: {metric: {"diff", "low", "high", "verdict", ...}}}`` from paired JSONs.
+def holm(p_values: Mapping[str, float | None]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of one family (step-down; monotone; at most 1).
 
-    All files must share one reference (``reference`` when given).
+    The i-th smallest of m p-values becomes ``max over j <= i of min(1, (m - j + 1) p_(j))``;
+    rejecting where the adjusted value is below the level keeps the family-wise error rate at
+    that level. Undefined (None/NaN) p-values are not members of the family and stay NaN.
+    """
+    members = sorted(
+        (float(p), key) for key, p in p_values.items() if p is not None and not math.isnan(p)
+    )
+    out = dict.fromkeys(p_values, math.nan)
+    running = 0.0
+    for rank, (p, key) in enumerate(members):
+        running = max(running, min(1.0, (len(members) - rank) * p))
+        out[key] = running
+    return out
+
+
+def adjusted_verdict(raw: str | None, p_holm: float, level: float = FAMILY_LEVEL) -> str | None:
+    """The verdict after the family's adjustment: the interval's word when the adjusted p-value
+    is below ``level``, else undecided (an undefined comparison stays undefined)."""
+    if raw is None:
+        return None
+    return raw if p_holm < level else UNDECIDED
+
+
+def load_paired(
+    files: Iterable[PathLike],
+    reference: str | None = None,
+    same_detector: Mapping[str, str] | None = None,
+) -> dict[str, dict]:
+    """``{other: {metric: {"diff", "low", "high", "verdict", ...}}}`` from paired JSONs, with
+    each metric's family adjusted (:func:`holm`).
+
+    All files must share one reference (``reference`` when given). The family of a metric is
+    every comparison of the reference with another experiment on that metric, counted once per
+    distinct model: ``same_detector`` maps an experiment whose detector is by design the same as
+    another's (the isolated controls) to that one, and its detection comparisons are left out of
+    the family and take the other's adjusted result. ``verdict`` is then the adjusted verdict
+    (:func:`adjusted_verdict`); ``verdict_unadjusted`` and ``p_holm`` are kept beside it.
     """
     out: dict[str, dict] = {}
     for path in files:
@@ -412,4 +464,40 @@ def load_paired(files: Iterable[PathLike], reference: str | None = None) -> dict
         if other in out:
             raise ValueError(f"{path}: second paired file for {other!r}")
         out[other] = {m: _nanify(v) for m, v in data["metrics"].items()}
+    _adjust_families(out, dict(same_detector or {}))
     return out
+
+
+def _p_of(other: str, metric: str, entry: Mapping) -> float | None:
+    """The comparison's p-value; a worded comparison without one cannot join its family."""
+    p = entry.get("p")
+    if entry.get("verdict") is not None and (p is None or math.isnan(p)):
+        raise ValueError(
+            f"paired comparison with {other!r}: {metric} has a verdict but no p-value (a file "
+            "of an older version? rerun the rule paired_bootstrap)"
+        )
+    return p
+
+
+def _adjust_families(paired: dict[str, dict], same_detector: Mapping[str, str]) -> None:
+    """Add ``p_holm`` and the adjusted ``verdict`` to every entry (see :func:`load_paired`)."""
+    metrics = sorted({m for entries in paired.values() for m in entries})
+    for metric in metrics:
+        duplicate = {} if metric in VIEW_METRICS else same_detector
+        family = {
+            other: _p_of(other, metric, entries[metric])
+            for other, entries in paired.items()
+            if metric in entries and not (other in duplicate and duplicate[other] in paired)
+        }
+        adjusted = holm(family)
+        for other, entries in paired.items():
+            if metric not in entries:
+                continue
+            entry = entries[metric]
+            twin = duplicate.get(other)
+            if twin is not None and twin in paired:
+                entry["same_detector_as"] = twin
+            p_holm = adjusted.get(other, adjusted.get(twin, math.nan) if twin else math.nan)
+            entry["verdict_unadjusted"] = entry.get("verdict")
+            entry["p_holm"] = p_holm
+            entry["verdict"] = adjusted_verdict(entry.get("verdict"), p_holm)

@@ -56,12 +56,13 @@ def _metric_rows(data: dict, path: PathLike) -> list[tuple[str, float]]:
     except KeyError:
         raise ValueError(f"{path}: no 'detection' section") from None
     rows: list[tuple[str, float]] = [("n_images", _float(data.get("n_images")))]
-    for key in DETECTION_KEYS:
+    # a model without a detector (view_only) has detection null: no detection rows
+    for key in DETECTION_KEYS if det is not None else ():
         if key in det:
             rows.append((key, _float(det[key])))
         elif key in ("map50", "map50_95"):
             raise ValueError(f"{path}: detection.{key} missing")
-    for cls, entry in (det.get("per_class") or {}).items():
+    for cls, entry in ((det or {}).get("per_class") or {}).items():
         for key in ("ap50", "ap50_95", "n_gt"):
             if key in entry:
                 rows.append((f"{key}/{cls}", _float(entry[key])))

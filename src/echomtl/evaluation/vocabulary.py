@@ -10,6 +10,8 @@ __all__ = [
     "AXIS_METRICS",
     "TASK_METRICS",
     "STATISTICS_METRICS",
+    "VIEW_METRICS",
+    "FAMILY_LEVEL",
     "VERDICTS",
     "UNDECIDED",
 ]
@@ -31,6 +33,11 @@ AXIS_METRICS = ("map50", "map50_95", "view_accuracy")
 TASK_METRICS = ("map50", "view_accuracy")
 #: The metrics the intervals and the paired comparisons cover (the verdicts the paper reports).
 STATISTICS_METRICS = ("map50", "map50_95", "view_accuracy", "view_macro_f1")
+#: The view-classification metrics (undefined for a model without a view head; the others are
+#: detection metrics, undefined for a model without a detector).
+VIEW_METRICS = ("view_accuracy", "view_macro_f1")
+#: Family-wise error rate of the paired comparisons of one metric (Holm-Bonferroni).
+FAMILY_LEVEL = 0.05
 #: The words of a paired comparison (``statistics.verdict``); the last one decides nothing.
 VERDICTS = ("higher", "lower", "not distinguishable at 95%")
 UNDECIDED = VERDICTS[2]

@@ -5,6 +5,8 @@
   branches as two distinct aliases (``f.view_as(f)``) so a balancer can hook each task's gradient
   at the shared feature separately.
 - ``DetOnlyYolo``: the plain detector (no head, nothing shared).
+- ``ViewOnlyYolo``: the view classifier alone: backbone layers ``0..attach`` of the same scale and
+  the same head (the dual backbone's classifier on its own), the single-task view baseline.
 - ``DualBackboneYolo``: a full detector plus a separate backbone (layers ``0..attach`` of the same
   scale) with the same head; no parameter shared.
 - ``StopGradYolo`` (variant ``stopgrad``): the multi-task model whose head reads the DETACHED
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from echomtl.methods import MODEL_VARIANTS
 from echomtl.models.blocks import C3, SPPF, Conv
 from echomtl.models.yolo import (
     BACKBONE_END,
@@ -34,7 +37,7 @@ from echomtl.models.yolo import (
     check_attach,
 )
 
-VARIANTS = ("multitask", "det_only", "dual_backbone", "stopgrad")
+VARIANTS = tuple(MODEL_VARIANTS)
 TASKS = ("det", "cls")
 
 
@@ -44,6 +47,7 @@ class ModelOutput:
 
     det: 3 raw tensors ``[B, na, ny, nx, 5 + nc]`` (P3, P4, P5), before sigmoid.
     view_logits: ``[B, n_views]`` or None (det_only).
+    det is empty for the view classifier alone (view_only).
     shared_features: trunk outputs consumed by the task branches, in layer order (attach 9:
         outputs of layers 4, 6, 9); empty when nothing is shared.
     task_features: ``{"det": a, "cls": b}``, distinct aliases of the attach feature; ``a`` feeds
@@ -276,6 +280,47 @@ class DualBackboneYolo(_SeparateDetector):
         return ModelOutput(det, self.head(feat))
 
 
+class ViewOnlyYolo(nn.Module):
+    """The view classifier alone: backbone layers ``0..attach`` + the head, no detector.
+
+    Built exactly as the dual backbone's classifier (``backbone`` takes the checkpoint's layers
+    ``0..attach`` under a pretrained start), so it is the single-task view baseline on the same
+    backbone, start and schedule as the multi-task model's view branch.
+    """
+
+    def __init__(
+        self, scale: str, nc: int, n_views: int, attach: int = 9, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        check_attach(attach)
+        self.scale, self.nc, self.n_views, self.attach = scale, nc, n_views, attach
+        self.backbone = LayerGraph(backbone_table(attach), scale, nc)
+        self.head = ClassificationHead(self.backbone.channels[attach], n_views, dropout)
+
+    @property
+    def last_shared_weight(self) -> None:
+        """Nothing is shared."""
+        return None
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Nothing is shared."""
+        return []
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """``cls``: all parameters; ``det``: none."""
+        _check_task(task)
+        return list(self.parameters()) if task == "cls" else []
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """One network: clipped as one."""
+        return [list(self.parameters())]
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        """View logits only (``det`` empty)."""
+        feat = self.backbone.run(x, 0, len(self.backbone), {})
+        return ModelOutput([], self.head(feat))
+
+
 def build_model(
     variant: str, scale: str, nc: int, n_views: int, attach: int = 9, dropout: float = 0.2
 ) -> nn.Module:
@@ -284,6 +329,8 @@ def build_model(
         return MultiTaskYolo(scale, nc, n_views, attach, dropout)
     if variant == "det_only":
         return DetOnlyYolo(scale, nc)
+    if variant == "view_only":
+        return ViewOnlyYolo(scale, nc, n_views, attach, dropout)
     if variant == "dual_backbone":
         return DualBackboneYolo(scale, nc, n_views, attach, dropout)
     if variant == "stopgrad":
@@ -299,6 +346,7 @@ __all__ = [
     "ModelOutput",
     "MultiTaskYolo",
     "StopGradYolo",
+    "ViewOnlyYolo",
     "build_model",
     "count_parameters",
     "output_conv_weight",

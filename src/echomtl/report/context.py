@@ -32,10 +32,12 @@ from echomtl.evaluation.selection import score_definition
 from echomtl.evaluation.tidy import LOSS_WINDOW
 from echomtl.evaluation.vocabulary import (
     AXIS_METRICS,
+    FAMILY_LEVEL,
     METRIC_LABELS,
     REPORTED_METRICS,
     TASK_METRICS,
     UNDECIDED,
+    VIEW_METRICS,
 )
 from echomtl.report.front import split_by_front
 from echomtl.report.latex import (
@@ -66,7 +68,9 @@ from echomtl.report.reading import (
     DETECTION_FLOOR,
     DOMINANCE_SHARE,
     SMALL_CLASS_BOXES,
+    against_expectation,
     detection_learned,
+    failure_reasons,
     interference_reading,
     versus_majority,
 )
@@ -219,6 +223,9 @@ def _result_numbers(res: Results, nums: _Numbers) -> str:
                 mdd = pair.get("mdd")
                 if mdd is not None and not math.isnan(float(mdd)):
                     nums.put(f"diff/{exp}/{m}/mdd", format_number(float(mdd), 2))
+                p_holm = pair.get("p_holm")
+                if p_holm is not None and not math.isnan(float(p_holm)):
+                    nums.put(f"diff/{exp}/{m}/p_holm", format_small(float(p_holm), 3))
         for m in TRAIN_METRICS:
             if res.has(exp, m, "train"):
                 pct = m.endswith("_pct")
@@ -290,11 +297,20 @@ class _Helpers:
         detectable difference (what the comparison could have seen; never read as equality)."""
         k, r = f"diff/{exp}/{metric}", self.nums.ref
         text = f"{r(k)} [{r(k + '/low')}, {r(k + '/high')}]"
-        if self.verdict(exp, metric) == UNDECIDED and k + "/mdd" in self.nums:
+        if self._held_back(exp, metric):
+            text += f"; Holm-adjusted p {r(k + '/p_holm')}"
+        elif self.verdict(exp, metric) == UNDECIDED and k + "/mdd" in self.nums:
             text += f"; minimum detectable difference {r(k + '/mdd')}"
         return Tex(text)
 
+    def _held_back(self, exp: str, metric: str) -> bool:
+        """Whether the interval decided but the family's adjustment (Holm) did not."""
+        pair = self.res.pair(exp, metric) or {}
+        return pair.get("verdict_unadjusted", pair.get("verdict")) != pair.get("verdict")
+
     def cmp(self, exp: str, metric: str) -> Tex:
+        if self._held_back(exp, metric):
+            return Tex("not distinguishable after Holm's adjustment from")
         return compare_phrase(self.verdict(exp, metric))
 
     def lname(self, exp: str) -> Tex:
@@ -307,10 +323,24 @@ class _Helpers:
         return Tex(text)
 
     def compare_list(self, exps: Sequence[str], metric: str) -> Tex:
-        """'higher than that of X (difference d [l, h]), ... and lower than that of Y (...)'."""
+        """'higher than that of X (difference d [l, h]), ... and lower than that of Y (...)'.
+
+        On a detection metric, isolated controls whose detector is by design another's
+        (``Study.same_detector``) are named once, with that other: one detector, one comparison.
+        """
+        twins = {} if metric in VIEW_METRICS else self.res.study.same_detector
+        same: dict[str, list[str]] = {}
+        for e in exps:
+            if e in twins and twins[e] in exps:
+                same.setdefault(twins[e], []).append(e)
         parts = []
         for e in exps:
+            if e in twins and twins[e] in exps:
+                continue
             name, note = str(self.lname(e)), f"difference {self.diff(e, metric)}"
+            if same.get(e):
+                others = _listing([self.lname(t) for t in same[e]])
+                name = f"{name} (the same detector as {others})"
             if name.endswith(")"):  # "manual weights (w = 0.2; difference ...)"
                 text = f"{name[:-1]}; {note})"
             else:
@@ -600,6 +630,81 @@ def _phase_numbers(phases: pd.DataFrame | None, nums: _Numbers) -> dict[str, Any
     return {"phases": rows, "phase_definition": text}
 
 
+def _failures(
+    res: Results,
+    majority: float,
+    split_pairs: list[dict],
+    start: dict[str, Any],
+    help_: _Helpers,
+) -> dict[str, Any]:
+    """Failed runs (:func:`failure_reasons`) and what they make unreadable, and the axis
+    differences that run against their expectation (:func:`against_expectation`); marks each
+    split and start pair with ``failed`` (its failed runs) and ``against`` in place."""
+    failed: dict[str, list[str]] = {}
+    for e in res.study.names:
+        if not res.ran(e):
+            continue
+        ci = res.interval(e, "map50")
+        high = float(ci["high"]) if ci else math.nan
+        reasons = failure_reasons(high, res.get(e, "view_accuracy"), majority)
+        if reasons:
+            failed[e] = reasons
+    for p in split_pairs:
+        p["failed"] = [e for e in (p["study"], p["variant"]) if e in failed]
+        s, t = p["splits"][0] if p["splits"] else ("test", "test")
+        diff = res.get(p["variant"], "map50", s) - res.get(p["study"], "map50", t)
+        p["against"] = against_expectation(diff, "split")
+    for p in start["pairs"]:
+        p["failed"] = [e for e in (p["study"], p["variant"]) if e in failed]
+        axis = f"init_{res.row(p['variant'])['init']}"
+        p["against"] = against_expectation(
+            res.get(p["variant"], "map50") - res.get(p["study"], "map50"), axis
+        )
+    aug = res.study.augmentation_variant
+    aug_failed = [e for e in (res.reference, aug) if aug is not None and e in failed]
+    words = {"detection": "detection", "view": "views"}
+    listing = _listing([
+        Tex(f"{help_.lname(e)} (on {' and '.join(words[r] for r in rs)})")
+        for e, rs in failed.items()
+    ])  # fmt: skip
+    return {"failed": failed, "failed_list": listing, "aug_failed": aug_failed}
+
+
+def _sharing_numbers(res: Results, nums: _Numbers) -> dict[str, Any]:
+    """The paper's first question (``evaluation.sharing``): per task, the cost of sharing and
+    its reading, then each main method's gain and fraction recovered, as numbers and as the
+    ``sharing`` section (``{"tasks": [...], "methods": [...]}``; None without the file)."""
+    if res.sharing is None:
+        return {"sharing": None}
+    methods = res.recovery_rows()
+    tasks = []
+    for metric, part in res.sharing["metrics"].items():
+        cost = part["cost"]
+        base = f"sharing/{metric}"
+        digits = interval_digits(cost["low"], cost["high"])
+        for key in ("diff", "low", "high"):
+            nums.put(f"{base}/cost/{key}", format_small(cost[key], digits, signed=True))
+        nums.put(f"{base}/isolated", format_number(part["isolated_value"], digits))
+        nums.put(f"{base}/shared", format_number(part["shared_value"], digits))
+        recovered, ref_fraction = [], False
+        for m in methods:
+            fraction = part["methods"][m]["fraction"]
+            if fraction is None:
+                continue
+            for key in ("point", "low", "high"):
+                nums.put(f"{base}/{m}/fraction/{key}", format_small(fraction[key], 2))
+            recovered.append({"exp": m, "reading": fraction["reading"]})
+            ref_fraction = ref_fraction or m == res.reference
+        tasks.append({
+            "metric": metric,
+            "ref_fraction": ref_fraction,
+            "isolated": part["isolated"],
+            "reading": cost["reading"],
+            "recovered": recovered,
+        })  # fmt: skip
+    return {"sharing": {"tasks": tasks, "methods": methods, "shared": res.sharing["shared"]}}
+
+
 def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> list[dict]:
     """The split axis: the study's split against the export's, per evaluation split."""
     for r in split_rows(res, audits):
@@ -689,7 +794,7 @@ def _comparisons_text(res: Results, has: Mapping[str, bool], roles: dict) -> Tex
     if has["torchjd"]:
         names = _listing([res.label(e) for e in roles["torchjd"]])
         comparisons.append(
-            Tex(f"gradient aggregators from the \\texttt{{torchjd}} library~"
+            Tex(f"gradient aggregators from the torchjd library~"
                 f"\\citep{{quinton2024jacobian}} ({names})")
         )  # fmt: skip
     if not comparisons:
@@ -743,6 +848,7 @@ def build_context(
     phase = _phase_numbers(phases, nums)
     split_pairs = _split_numbers(res, audits, nums)
     start = _start(res, checkpoint, nums)
+    sharing = _sharing_numbers(res, nums)
 
     if res.study.flags["diagnostics"] and not diag["diag"]:
         raise ValueError("the study has shared-trunk runs, but their diagnostics have no rows")
@@ -761,9 +867,11 @@ def build_context(
                  if res.interval(e, "map50")]  # fmt: skip
     has["detection_learned"] = detection_learned(map_highs)
     nums.put("rule/detection_floor", format_number(DETECTION_FLOOR, 2))
+    nums.put("rule/family_level", format_number(FAMILY_LEVEL, 2))
     nums.put("rule/small_class_boxes", SMALL_CLASS_BOXES)
     if map_highs:
         nums.put("max/map50_high", format_number(max(map_highs)))
+    failures = _failures(res, data["majority"], split_pairs, start, help_)
     view_ci = res.interval(ref, "view_accuracy")
     view_vs_majority = (
         versus_majority(view_ci["low"], view_ci["high"], data["majority"])
@@ -818,4 +926,4 @@ def build_context(
         "split_words": SPLIT_WORDS,
         "selection_ties": selection_ties,
     }
-    return _merge(own, verdicts, data, claims, diag, phase, help_.context())
+    return _merge(own, verdicts, data, claims, diag, phase, sharing, failures, help_.context())

@@ -518,13 +518,15 @@ def fig_front(res: Results, out_stem: PathLike) -> list[Path]:
     """Test mAP@0.5 against view accuracy: where every configuration of the study sits relative
     to the front that fixed weights trace (Xin et al. 2022).
 
-    Caption: the grey line joins the fixed-weight runs (labelled with their classification weight
-    $w_\\mathrm{cls}$); every other configuration of the study with both metrics (the main table's,
-    then the reference's alpha and augmentation variants) is a lettered point, named in the
+    Caption: the grey points are the fixed-weight runs (labelled with their classification
+    weight $w_\\mathrm{cls}$), joined in weight order by a dotted line; the solid line is their
+    Pareto front, through the runs that no other fixed weight beats on both metrics; every other
+    configuration of the study with both metrics (the main table's, then the reference's alpha
+    and augmentation variants) is a lettered point, named in the
     legend. Bars: 95% bootstrap intervals where computed. Hollow: a fixed-weight run is at least
     as good on both metrics (``report.front``).
     """
-    from echomtl.report.front import dominated_by
+    from echomtl.report.front import dominated_by, non_dominated
 
     front = res.study.front_runs
     if len(front) < 2:
@@ -540,13 +542,23 @@ def fig_front(res: Results, out_stem: PathLike) -> list[Path]:
             fx, fy, xerr=fxe, yerr=fye, fmt="none", ecolor="0.55", elinewidth=0.7, capsize=0,
             alpha=0.35, zorder=1,
         )  # fmt: skip
-        ax.plot(fx, fy, "-", color="0.35", lw=1.3, zorder=2)
+        ax.plot(fx, fy, ":", color="0.55", lw=0.9, zorder=2)
+        # the Pareto front: the non-dominated fixed-weight runs, by view accuracy (x)
+        on_front = sorted(
+            non_dominated({e: (x, y) for e, x, y in zip(front, fx, fy, strict=True)}),
+            key=lambda e: fx[front.index(e)],
+        )
+        ax.plot(
+            [fx[front.index(e)] for e in on_front], [fy[front.index(e)] for e in on_front],
+            "-", color="0.25", lw=1.5, zorder=2,
+        )  # fmt: skip
         ax.scatter(fx, fy, color="0.35", s=24, zorder=3)
         handles = [
             plt.Line2D(
-                [], [], color="0.35", marker="o", ms=4.5, lw=1.3,
-                label="fixed weights (number: $w_\\mathrm{cls}$)",
-            )
+                [], [], color="0.55", ls=":", marker="o", ms=4.5, lw=0.9, mfc="0.35", mec="0.35",
+                label="fixed weights, in $w_\\mathrm{cls}$ order (number: $w_\\mathrm{cls}$)",
+            ),
+            plt.Line2D([], [], color="0.25", lw=1.5, label="Pareto front of the fixed weights"),
         ]  # fmt: skip
         texts, anchors = [], []
         for e, x, y in zip(front, fx, fy, strict=True):

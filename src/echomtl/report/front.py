@@ -19,6 +19,18 @@ def dominated_by(point: Point, front: Mapping[str, Point]) -> list[str]:
     return [name for name, (fx, fy) in front.items() if fx >= x and fy >= y and (fx > x or fy > y)]
 
 
+def non_dominated(points: Mapping[str, Point]) -> list[str]:
+    """The Pareto front of ``points``: those that no other point dominates (order kept).
+
+    A fixed-weight run that another fixed weight beats on both metrics is not on the front; the
+    figure draws the front through these points only, apart from the runs in weight order.
+    """
+    return [
+        name for name, p in points.items()
+        if not dominated_by(p, {k: v for k, v in points.items() if k != name})
+    ]  # fmt: skip
+
+
 def split_by_front(points: Mapping[str, Point], front: Mapping[str, Point]) -> dict[str, list[str]]:
     """``{"dominated": [...], "beyond": [...]}``: configurations some fixed-weight run dominates,
     and those none does (in the order given)."""

@@ -10,17 +10,13 @@ import math
 
 import pandas as pd
 
-from echomtl.methods import METHOD_LABELS
+from echomtl.methods import METHOD_LABELS, MODEL_VARIANTS
 from echomtl.report.latex import Tex, latex_escape
 
 __all__ = ["MODEL_LABELS", "experiment_label", "plain_text"]
 
-#: Display names of the models that are not the plain multi-task one (controls).
-MODEL_LABELS = {
-    "det_only": "Detection only",
-    "dual_backbone": "Dual backbone",
-    "stopgrad": "Stop-gradient head",
-}
+#: Display names of the models that are not the plain multi-task one (controls, single tasks).
+MODEL_LABELS = {name: v.label for name, v in MODEL_VARIANTS.items() if name != "multitask"}
 
 
 #: How a label names a run's start when the study holds both (experiments column ``init``).

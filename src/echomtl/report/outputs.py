@@ -70,6 +70,8 @@ class Layout:
     run_files: Callable[[Sequence[str], str], list[str]]
     #: ``seed_files(name, filename)``: a file of an experiment's evaluation folder, per seed
     seed_files: Callable[[str, str], list[str]]
+    #: whether the study measures the cost of sharing (``Study.flags["sharing"]``)
+    sharing: bool = False
 
     def results(self) -> Inputs:
         """The tidy table, selections and statistics (they read every run of the study)."""
@@ -79,6 +81,7 @@ class Layout:
             "selections": list(self.selections),
             "intervals": [f"{self.stats}/bootstrap/{n}.json" for n in self.study],
             "paired": [f"{self.stats}/paired/{n}.json" for n in self.study if n != self.reference],
+            "sharing": [f"{self.stats}/sharing.json"] if self.sharing else [],
         }
 
     def audit_files(self) -> Inputs:
@@ -118,6 +121,7 @@ class Sources:
             self.files("selections"),
             self.files("intervals"),
             self.files("paired"),
+            self.files("sharing"),
         )
 
     @functools.cached_property
@@ -192,6 +196,10 @@ def _tables() -> list[Output]:
             lambda s, out: tables().table_leakage(s.audits, out),
             lambda lay: lay.audit_files(), None,
             "Evaluation images whose video or patient is also in training, per partition.",
+        ),
+        _on_results(
+            "table", "sharing", "table_sharing", "sharing",
+            "The cost of sharing per task and the fraction of it each method recovers.",
         ),
         _on_results(
             "table", "main", "table_main", None,

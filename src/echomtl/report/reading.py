@@ -2,8 +2,10 @@
 
 Each rule is a small pure function, tested in every direction it can decide, so that other
 numbers give other words: whether any detector learned (:func:`detection_learned`), view accuracy
-against always predicting the most frequent view (:func:`versus_majority`), and which way the
-gradient diagnostics point (:func:`interference_reading`).
+against always predicting the most frequent view (:func:`versus_majority`), whether a run failed
+(:func:`failure_reasons`) and so cannot stand for the axis it was run for, whether a difference
+runs against what was expected of it (:func:`against_expectation`), and which way the gradient
+diagnostics point (:func:`interference_reading`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ __all__ = [
     "DOMINANCE_SHARE",
     "detection_learned",
     "versus_majority",
+    "failure_reasons",
+    "EXPECTED_DIRECTIONS",
+    "against_expectation",
     "negative_share_interval",
     "InterferenceReading",
     "interference_reading",
@@ -60,6 +65,38 @@ def versus_majority(low: float, high: float, majority: float) -> str:
     if high < majority:
         return "below"
     return "indistinguishable"
+
+
+def failure_reasons(map50_high: float, view_accuracy: float, majority: float) -> list[str]:
+    """Why a run failed, empty when it did not: ``detection`` when the upper 95% bound of its
+    mAP@0.5 lies below :data:`DETECTION_FLOOR` (its detector did not learn), ``view`` when its
+    view accuracy does not exceed the share of the most frequent view (it does no better than a
+    constant answer). NaN (a task the model lacks, or no majority share) decides nothing.
+
+    A failed run is named as failed and is never read as evidence about the axis it stood for
+    (augmentation, split, start): the text says that axis is not readable in this build.
+    """
+    reasons = []
+    if not math.isnan(map50_high) and map50_high < DETECTION_FLOOR:
+        reasons.append("detection")
+    if not (math.isnan(view_accuracy) or math.isnan(majority)) and view_accuracy <= majority:
+        reasons.append("view")
+    return reasons
+
+
+#: What each axis of the study is expected to show, as the sign of ``variant - study run``: a
+#: leaky split (frames of training videos among the test images) should score higher than the
+#: patient-grouped one; a run from random weights lower than the pretrained one.
+EXPECTED_DIRECTIONS = {"split": +1, "init_scratch": -1, "init_pretrained": +1}
+
+
+def against_expectation(difference: float, axis: str) -> bool:
+    """Whether ``difference`` (variant - study run) has the sign opposite to what
+    :data:`EXPECTED_DIRECTIONS` states for ``axis``: the text then flags it rather than reading
+    it as a finding. 0 or NaN is not against."""
+    if math.isnan(difference) or difference == 0:
+        return False
+    return (difference > 0) != (EXPECTED_DIRECTIONS[axis] > 0)
 
 
 def negative_share_interval(frac_negative: float, n_steps: int) -> tuple[float, float]:

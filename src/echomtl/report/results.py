@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from echomtl.atomic import PathLike
+from echomtl.atomic import PathLike, read_json
 from echomtl.evaluation.selection import read_selections
 from echomtl.evaluation.statistics import load_intervals, load_paired
 from echomtl.evaluation.tidy import read_tidy
-from echomtl.evaluation.vocabulary import STATISTICS_METRICS, UNDECIDED, VERDICTS
-from echomtl.methods import METHOD_LABELS
+from echomtl.evaluation.vocabulary import STATISTICS_METRICS, TASK_METRICS, UNDECIDED, VERDICTS
+from echomtl.methods import METHOD_LABELS, model_variant
 from echomtl.report.labels import experiment_label, plain_text
 from echomtl.report.latex import Tex
 from echomtl.report.summaries import summarise_seeds
@@ -40,6 +40,8 @@ class Results:
     selections: dict[str, dict] = field(default_factory=dict)
     intervals: dict[str, dict] = field(default_factory=dict)
     paired: dict[str, dict] = field(default_factory=dict)
+    #: the cost of sharing and the fractions recovered (``stats/sharing.json``), or None
+    sharing: dict | None = None
     summary: pd.DataFrame = field(init=False)
 
     @property
@@ -140,7 +142,16 @@ class Results:
 
     def has_classifier(self, experiment: str) -> bool:
         """Whether the model predicts views."""
-        return self.row(experiment)["model"] != "det_only"
+        return "cls" in model_variant(str(self.row(experiment)["model"])).tasks
+
+    def recovery_rows(self) -> list[str]:
+        """The shared-trunk methods of the main comparison whose recovery of the cost of sharing
+        was measured (each main group's chosen row, table order); empty without it."""
+        if self.sharing is None:
+            return []
+        measured = set(self.sharing["metrics"][TASK_METRICS[0]]["methods"])
+        rows = [self.chosen.get(g) for g in self.study.main_groups]
+        return [e for e in rows if e in measured]
 
     def ran(self, experiment: str) -> bool:
         """Whether results exist for the experiment."""
@@ -220,6 +231,7 @@ def load_results(
     selection_files: Iterable[PathLike] = (),
     interval_files: Iterable[PathLike] = (),
     paired_files: Iterable[PathLike] = (),
+    sharing_files: Iterable[PathLike] = (),
 ) -> Results:
     """Read everything :class:`Results` needs from the workflow's files."""
     chosen, selections = read_selections(selection_files, study)
@@ -229,5 +241,6 @@ def load_results(
         chosen=chosen,
         selections=selections,
         intervals=load_intervals(interval_files),
-        paired=load_paired(paired_files, study.reference),
+        paired=load_paired(paired_files, study.reference, study.same_detector),
+        sharing=next((read_json(f) for f in sharing_files), None),
     )

@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 
 from echomtl.atomic import PathLike, write_text
-from echomtl.evaluation.vocabulary import AXIS_METRICS, METRIC_LABELS, UNDECIDED, VERDICTS
+from echomtl.evaluation.sharing import COST_READINGS
+from echomtl.evaluation.vocabulary import (
+    AXIS_METRICS,
+    METRIC_LABELS,
+    TASK_METRICS,
+    UNDECIDED,
+    VERDICTS,
+)
 from echomtl.report.labels import experiment_label
 from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
 from echomtl.report.queries import (
@@ -50,6 +57,7 @@ __all__ = [
     "table_diagnostics",
     "table_claims",
     "table_verdicts",
+    "table_sharing",
 ]
 
 DASH = Tex("--")
@@ -101,7 +109,10 @@ def diff_cell(res: Results, other: str, metric: str, digits: int | None = None) 
     high = format_small(pair["high"], digits, signed=True)
     word = VERDICT_SHORT[pair["verdict"]]
     mdd = pair.get("mdd")
-    if word == "n.d." and mdd is not None and not _isnan(float(mdd)):
+    if pair["verdict"] != pair.get("verdict_unadjusted", pair["verdict"]):
+        # the interval excludes 0 but the family's adjustment does not let it decide
+        word = "n.d. after Holm"
+    elif word == "n.d." and mdd is not None and not _isnan(float(mdd)):
         # "not distinguishable" says what could have been seen, never "equal"
         word = f"n.d., MDD {format_number(float(mdd), 2)}"
     return Tex(f"\\makecell{{{d} ({word})\\\\{{\\scriptsize [{low}, {high}]}}}}")
@@ -642,3 +653,58 @@ def table_verdicts(res: Results, out_tex: PathLike) -> Path:
     if not cells:
         raise ValueError("table_verdicts: no paired comparison with the reference")
     return _write(pd.DataFrame(cells), out_tex, column_format="lrrrrc")
+
+
+def _estimate_cell(entry: Mapping[str, Any] | None, key: str, digits: int, signed: bool) -> Tex:
+    """``value [low, high]`` of a difference or fraction at ``digits`` decimals, or ``--``."""
+    if entry is None or _isnan(entry.get(key)):
+        return DASH
+    value = format_number(entry[key], digits, signed=signed)
+    low = format_small(entry["low"], digits, signed=signed)
+    high = format_small(entry["high"], digits, signed=signed)
+    return Tex(f"\\makecell{{{value}\\\\{{\\scriptsize [{low}, {high}]}}}}")
+
+
+#: the cost row's reading in the table: what it leaves for a method to recover
+COST_WORDS = {
+    COST_READINGS["higher"]: "sharing costs this task",
+    COST_READINGS["lower"]: "sharing helps: nothing to recover",
+    COST_READINGS[UNDECIDED]: "no measurable cost: nothing to recover",
+}
+SHARING_DIFF = Tex("\\makecell{Difference\\\\{}[95\\% interval]}")
+SHARING_FRACTION = Tex("\\makecell{Fraction of the\\\\cost recovered}")
+
+
+def table_sharing(res: Results, out_tex: PathLike) -> Path:
+    """The paper's question in order, per task: what sharing the trunk costs (single-task
+    reference - fixed weights), then each shared-trunk method's gain over fixed weights and the
+    fraction of the cost it recovers (printed only where the cost is measurable). One precision
+    per task block: the widest interval's (:func:`interval_digits`)."""
+    if res.sharing is None:
+        raise ValueError("table_sharing: the study has no cost-of-sharing file")
+    methods = res.recovery_rows()
+    shared = res.label(res.sharing["shared"])
+    rows, breaks = [], []
+    for metric in TASK_METRICS:
+        part = res.sharing["metrics"][metric]
+        cost = part["cost"]
+        entries = [cost, *(part["methods"][m]["gain"] for m in methods)]
+        digits = min(interval_digits(e["low"], e["high"]) for e in entries if e["low"] is not None)
+        breaks.append(len(rows))
+        rows.append({
+            "Task": METRIC_LABELS[metric],
+            "Difference": Tex(f"cost: {res.label(part['isolated'])} $-$ {shared}"),
+            SHARING_DIFF: _estimate_cell(cost, "diff", digits, True),
+            SHARING_FRACTION: DASH,
+            "Reading": COST_WORDS.get(cost["reading"], "--"),
+        })  # fmt: skip
+        for m in methods:
+            gain, fraction = part["methods"][m]["gain"], part["methods"][m]["fraction"]
+            rows.append({
+                "Task": "",
+                "Difference": Tex(f"gain: {res.label(m)} $-$ {shared}"),
+                SHARING_DIFF: _estimate_cell(gain, "diff", digits, True),
+                SHARING_FRACTION: _estimate_cell(fraction, "point", 2, False),
+                "Reading": fraction["reading"] if fraction else "--",
+            })  # fmt: skip
+    return _write(pd.DataFrame(rows), out_tex, column_format="llccl", midrule_before=breaks[1:])

@@ -185,7 +185,8 @@ def train(
         p.warmup_min_iterations,
     )  # fmt: skip
     run = TrainState.create(p, dev, schedule.weight_decay, paths.pretrained)
-    criterion = YoloLoss(run.model.detect, p.imgsz, p.hyp)
+    # no detection loss for the view classifier alone (it has no detector)
+    criterion = YoloLoss(run.model.detect, p.imgsz, p.hyp) if hasattr(run.model, "detect") else None
     if run.resume(paths.checkpoint_dir):
         LOG.info("resumed at epoch %d batch %d", run.epoch, run.batch)
     else:
@@ -256,7 +257,7 @@ def train(
 
 def train_step(
     run: TrainState,
-    criterion: YoloLoss,
+    criterion: YoloLoss | None,
     images: torch.Tensor,
     targets: torch.Tensor,
     views: torch.Tensor,
@@ -264,17 +265,22 @@ def train_step(
 ) -> tuple[dict[str, torch.Tensor], dict[str, float], StepRecord]:
     """Forward, the losses, and the balancer's backward (into ``.grad``): ``(losses, parts,
     record)``. On diagnostic steps the balancer also measures the null reference on the
-    detection losses of the batch's two halves."""
+    detection losses of the batch's two halves. ``criterion`` is None for a model without a
+    detector (view_only): its only loss is the view loss, and ``parts`` are NaN."""
     with run.precision.autocast():
         out = run.model(images)
     # the losses in float32 (module docstring of echomtl.training.precision)
-    det = [d.float() for d in out.det]
-    loss_det, parts = criterion(det, targets)
-    losses = {"det": loss_det}
+    losses: dict[str, torch.Tensor] = {}
+    parts = dict.fromkeys(("box", "obj", "class"), float("nan"))
+    halves = None
+    if criterion is not None:
+        det = [d.float() for d in out.det]
+        losses["det"], parts = criterion(det, targets)
+        if images.shape[0] >= 2:
+            halves = partial(half_batch_losses, criterion, det, targets)
     if out.view_logits is not None:
         losses["cls"] = view_loss(out.view_logits.float(), views)
     run.balancer.grad_scale = run.precision.scale  # read once: a GPU sync under fp16
-    halves = partial(half_batch_losses, criterion, det, targets) if images.shape[0] >= 2 else None
     record = run.balancer.step(losses, out, run.model, diagnostics_due, halves=halves)
     return losses, parts, record
 
@@ -294,7 +300,7 @@ def log_step(
         "epoch": epoch,
         "step": step,
         "lr": run.optimizer.param_groups[1]["lr"],
-        "loss_det": float(losses["det"].detach()),
+        "loss_det": float(losses["det"].detach()) if "det" in losses else nan,
         "loss_cls": float(losses["cls"].detach()) if "cls" in losses else nan,
         "loss_box": parts["box"],
         "loss_obj": parts["obj"],
@@ -305,8 +311,9 @@ def log_step(
         "eff_weight_cls": effective.get("cls", nan),
         **_info_values(record.info, step),
     }
-    if not np.isfinite(row["loss_det"]):
-        raise FloatingPointError(f"non-finite detection loss at step {step}: {row}")
+    for task, column in (("det", "loss_det"), ("cls", "loss_cls")):
+        if task in losses and not np.isfinite(row[column]):
+            raise FloatingPointError(f"non-finite {column} at step {step}: {row}")
     run.steps.append(row)
     for diag in record.diagnostics:
         run.diagnostics.append({"epoch": epoch, "step": step, **diag})

@@ -1,0 +1,230 @@
+"""The paper's question in order: does sharing the trunk cost a task anything, and how much of that
+cost does each method recover?
+
+1. **Cost of sharing**, per task, as a paired difference on the same resampled patients:
+   detection ``isolated detector - fixed weights`` (the isolated-detector reference: the detector
+   that no classification gradient reaches, ``Study.isolated_detector``), view classification
+   ``view classifier alone - fixed weights``. Its reading (:func:`cost_reading`) follows its 95%
+   interval: above 0, sharing costs the task; below 0, sharing helps it; otherwise no cost was
+   measurable.
+2. **Fraction recovered** by each shared-trunk method m (:func:`recovered_fraction`):
+   ``(m - fixed) / (isolated - fixed)`` on every resample, with a percentile interval. It is
+   computed only where the cost is measurable (reading ``costs``): a fraction of a cost that may
+   be 0 has no meaning, and the text then says there was nothing measurable to recover.
+
+Every number comes from the bootstrap's per-resample values (``stats/bootstrap/*.values.npz``):
+the runs of one comparison are scored on the same resampled patients, seeds averaged inside a
+resample (``echomtl.evaluation.statistics``). Runs with different seed sets are scored again on
+their common seeds, so that every difference pairs seed k with seed k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from echomtl.atomic import PathLike, write_json
+from echomtl.evaluation.bootstrap import bootstrap_p_value
+from echomtl.evaluation.statistics import (
+    applicable_metrics,
+    load_predictions,
+    read_resample_values,
+    resampling_units,
+    verdict,
+)
+from echomtl.evaluation.vocabulary import TASK_METRICS, UNDECIDED
+
+__all__ = ["COST_READINGS", "RECOVERY_READINGS", "cost_reading", "recovered_fraction", "sharing"]
+
+#: The reading of a cost of sharing, by the verdict of ``isolated - shared``.
+COST_READINGS = {"higher": "costs", "lower": "helps", UNDECIDED: "no measurable cost"}
+#: The readings of a fraction recovered, by where its 95% interval lies.
+RECOVERY_READINGS = (
+    "recovers all of it",
+    "recovers a measurable part",
+    "recovers nothing measurable",
+    "adds to it",
+)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float, int]:
+    ok = values[np.isfinite(values)]
+    if ok.size == 0:
+        return math.nan, math.nan, 0
+    low, high = np.percentile(ok, [2.5, 97.5])
+    return float(low), float(high), int(ok.size)
+
+
+def difference(
+    point_a: float, values_a: np.ndarray, point_b: float, values_b: np.ndarray
+) -> dict[str, Any]:
+    """``a - b`` with its 95% percentile interval, p-value and verdict (NaN-free or null)."""
+    diffs = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    low, high, n = _interval(diffs)
+    diff = float(point_a) - float(point_b)
+    defined = n > 0 and not math.isnan(diff)
+    return {
+        "diff": diff if defined else None,
+        "low": low if defined else None,
+        "high": high if defined else None,
+        "p": bootstrap_p_value(diffs) if defined else None,
+        "n_valid": n,
+        "verdict": verdict(diff, low, high) if defined else None,
+    }
+
+
+def cost_reading(cost: Mapping[str, Any]) -> str | None:
+    """``costs``, ``helps`` or ``no measurable cost`` (:data:`COST_READINGS`) from the cost's
+    verdict; None when the cost is undefined."""
+    word = cost.get("verdict")
+    return None if word is None else COST_READINGS[word]
+
+
+def recovery_reading(low: float, high: float) -> str:
+    """Where the fraction's interval lies: all of the cost (low >= 1), a measurable part
+    (low > 0), an added cost (high < 0), else nothing measurable (:data:`RECOVERY_READINGS`)."""
+    if low >= 1.0:
+        return RECOVERY_READINGS[0]
+    if low > 0.0:
+        return RECOVERY_READINGS[1]
+    if high < 0.0:
+        return RECOVERY_READINGS[3]
+    return RECOVERY_READINGS[2]
+
+
+def recovered_fraction(
+    method: tuple[float, np.ndarray],
+    shared: tuple[float, np.ndarray],
+    isolated: tuple[float, np.ndarray],
+    reading: str | None,
+) -> dict[str, Any] | None:
+    """The fraction of the cost of sharing that ``method`` recovers, or None when the cost is
+    not measurable (``reading`` other than ``costs``).
+
+    Each argument is ``(point, values over resamples)``. The fraction is
+    ``(method - shared) / (isolated - shared)`` on the point and on every resample whose cost is
+    not 0; its interval is the percentile interval of those ratios.
+    """
+    if reading != COST_READINGS["higher"]:
+        return None
+    (pm, vm), (ps, vs), (pi, vi) = method, shared, isolated
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = (np.asarray(vm) - np.asarray(vs)) / (np.asarray(vi) - np.asarray(vs))
+    low, high, n = _interval(ratios)
+    point = (pm - ps) / (pi - ps)
+    return {
+        "point": float(point),
+        "low": low,
+        "high": high,
+        "n_valid": n,
+        "reading": recovery_reading(low, high),
+    }
+
+
+def sharing_summary(
+    values: Mapping[str, tuple[Mapping[str, float], Mapping[str, np.ndarray]]],
+    isolated: Mapping[str, str],
+    shared: str,
+    methods: Sequence[str],
+    metrics: Sequence[str] = TASK_METRICS,
+) -> dict[str, Any]:
+    """The cost of sharing and the fraction each method recovers, per task metric.
+
+    ``values``: ``{experiment: (point, values)}`` on common resamples; ``isolated``: the
+    single-task reference of each metric (``{"map50": "det_only", "view_accuracy":
+    "view_only"}``); ``shared``: the fixed-weight multi-task run; ``methods``: the shared-trunk
+    runs whose recovery is read.
+    """
+    out: dict[str, Any] = {}
+    for metric in metrics:
+        reference = isolated[metric]
+        ref_point, ref_values = values[reference][0][metric], values[reference][1][metric]
+        s_point, s_values = values[shared][0][metric], values[shared][1][metric]
+        cost = difference(ref_point, ref_values, s_point, s_values)
+        reading = cost_reading(cost)
+        per_method = {}
+        for m in methods:
+            m_point, m_values = values[m][0][metric], values[m][1][metric]
+            per_method[m] = {
+                "value": float(m_point),
+                "gain": difference(m_point, m_values, s_point, s_values),
+                "fraction": recovered_fraction(
+                    (m_point, m_values), (s_point, s_values), (ref_point, ref_values), reading
+                ),
+            }
+        out[metric] = {
+            "isolated": reference,
+            "isolated_value": float(ref_point),
+            "shared_value": float(s_point),
+            "cost": {**cost, "reading": reading},
+            "methods": per_method,
+        }
+    return out
+
+
+def common_values(
+    prediction_files: Mapping[str, Sequence[PathLike]],
+    value_files: Mapping[str, PathLike],
+    metrics: Sequence[str],
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict[str, tuple[dict, dict]], list[int]]:
+    """``({experiment: (point, values)}, seeds)`` on one set of resamples for every experiment.
+
+    The bootstrap jobs' stored values are used when all runs hold the same images (same seeds);
+    otherwise every run is scored again on the seeds common to all, so the resamples coincide.
+    """
+    from echomtl.evaluation.bootstrap import resample_values
+
+    stored = {e: read_resample_values(f) for e, f in value_files.items()}
+    settings = {"n_resamples": n_resamples, "seed": seed, "unit": "patient"}
+    first = next(iter(stored.values()))
+    if all(v["names"] == first["names"] and v["settings"] == settings for v in stored.values()):
+        return {e: (v["point"], v["values"]) for e, v in stored.items()}, list(first["seeds"])
+    loaded = {e: load_predictions(files) for e, files in prediction_files.items()}
+    seeds = sorted(set.intersection(*(set(by_seed) for _, _, by_seed in loaded.values())))
+    if not seeds:
+        raise ValueError(f"no seed common to {', '.join(loaded)}")
+    out = {}
+    for e, (_, class_names, by_seed) in loaded.items():
+        images = (
+            by_seed[seeds[0]] if len(seeds) == 1
+            else [{**im, "name": f"s{s}/{im['name']}"} for s in seeds for im in by_seed[s]]
+        )  # fmt: skip
+        asked = applicable_metrics(metrics, images)
+        out[e] = resample_values(
+            images, class_names, n_resamples, seed, asked, **resampling_units(images, "patient")
+        )
+    return out, seeds
+
+
+def sharing(
+    study: Any,
+    prediction_files: Mapping[str, Sequence[PathLike]],
+    value_files: Mapping[str, PathLike],
+    out_json: PathLike,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The job: :func:`sharing_summary` of the study's runs, written to ``out_json``."""
+    roles = study.roles
+    view_only, shared = (study.members(roles[r])[0] for r in ("view_only", "fixed"))
+    isolated = {"map50": study.isolated_detector, "view_accuracy": view_only}
+    methods = [e for e in study.multitask if e != shared]
+    values, seeds = common_values(prediction_files, value_files, TASK_METRICS, n_resamples, seed)
+    summary = sharing_summary(values, isolated, shared, methods)
+    result = {
+        "shared": shared,
+        "isolated": isolated,
+        "seeds": seeds,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "confidence": 0.95,
+        "difference": "isolated - shared (cost); method - shared (gain)",
+        "metrics": summary,
+    }
+    write_json(out_json, result)
+    return result

@@ -1,0 +1,103 @@
+"""The cost of sharing and the fraction recovered (echomtl.evaluation.sharing): each rule in both
+directions, on resample values whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from echomtl.evaluation.sharing import (
+    COST_READINGS,
+    RECOVERY_READINGS,
+    cost_reading,
+    difference,
+    recovered_fraction,
+    recovery_reading,
+    sharing_summary,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _run(point: float, spread: float = 0.01, n: int = 999) -> tuple[float, np.ndarray]:
+    """A run's point value and resamples centred on it (independent noise)."""
+    return point, point + spread * RNG.standard_normal(n)
+
+
+def test_difference_words_the_interval():
+    a, b = _run(0.6), _run(0.4)
+    out = difference(a[0], a[1], b[0], b[1])
+    assert out["diff"] == pytest.approx(0.2) and out["low"] > 0 and out["verdict"] == "higher"
+    assert out["p"] < 0.01
+    same = difference(0.5, np.full(10, 0.5), 0.5, np.full(10, 0.5))
+    assert same["verdict"] == "not distinguishable at 95%"
+    assert difference(math.nan, np.full(3, math.nan), 0.5, np.full(3, 0.5))["verdict"] is None
+
+
+def test_cost_reading_both_directions():
+    iso, shared = _run(0.6), _run(0.4)
+    costs = difference(iso[0], iso[1], shared[0], shared[1])
+    helps = difference(shared[0], shared[1], iso[0], iso[1])
+    assert cost_reading(costs) == COST_READINGS["higher"] == "costs"
+    assert cost_reading(helps) == "helps"
+    wide_iso, wide_shared = _run(0.5, 0.2), _run(0.49, 0.2)
+    none = difference(wide_iso[0], wide_iso[1], wide_shared[0], wide_shared[1])
+    assert cost_reading(none) == "no measurable cost"
+    assert cost_reading({"verdict": None}) is None
+
+
+def test_recovered_fraction_known_answers():
+    iso, shared = _run(0.6), _run(0.4)
+    half, full, none, worse = _run(0.5), _run(0.7), _run(0.4, 0.05), _run(0.3)
+    read = {}
+    for name, method in (("half", half), ("full", full), ("none", none), ("worse", worse)):
+        out = recovered_fraction(method, shared, iso, "costs")
+        read[name] = out["reading"]
+        if name == "half":
+            assert out["point"] == pytest.approx(0.5)
+            assert 0 < out["low"] < 0.5 < out["high"] < 1
+    assert read == {
+        "half": "recovers a measurable part",
+        "full": "recovers all of it",
+        "none": "recovers nothing measurable",
+        "worse": "adds to it",
+    }
+    assert set(read.values()) == set(RECOVERY_READINGS)
+
+
+def test_no_fraction_of_a_cost_that_is_not_measurable():
+    iso, shared, method = _run(0.5), _run(0.5), _run(0.55)
+    for reading in ("no measurable cost", "helps", None):
+        assert recovered_fraction(method, shared, iso, reading) is None
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "reading"),
+    [(1.0, 1.4, 0), (0.2, 1.3, 1), (-0.1, 0.8, 2), (-0.9, -0.2, 3)],
+)
+def test_recovery_reading_boundaries(lo, hi, reading):
+    assert recovery_reading(lo, hi) == RECOVERY_READINGS[reading]
+
+
+def test_sharing_summary_reads_each_task_against_its_own_single_task_reference():
+    runs = {
+        "det_only": _run(0.6),
+        "view_only": _run(0.8),
+        "fixed": _run(0.4),
+        "gradnorm": _run(0.5),
+    }
+    values = {
+        name: ({"map50": p, "view_accuracy": p + 0.1}, {"map50": v, "view_accuracy": v + 0.1})
+        for name, (p, v) in runs.items()
+    }
+    out = sharing_summary(
+        values, {"map50": "det_only", "view_accuracy": "view_only"}, "fixed", ["gradnorm"]
+    )
+    assert out["map50"]["isolated"] == "det_only"
+    assert out["map50"]["cost"]["reading"] == "costs"
+    assert out["map50"]["methods"]["gradnorm"]["fraction"]["point"] == pytest.approx(0.5)
+    assert out["view_accuracy"]["isolated"] == "view_only"
+    assert out["view_accuracy"]["cost"]["diff"] == pytest.approx(0.4)
+    assert out["view_accuracy"]["methods"]["gradnorm"]["fraction"]["point"] == pytest.approx(0.25)
