@@ -73,6 +73,7 @@ TRAINED = STUDY_MODEL.trained
 COMPOSITE = STUDY_MODEL.composite
 MULTITASK = STUDY_MODEL.multitask
 SHARING_RUNS = STUDY_MODEL.sharing_runs
+INTERFERENCE_RUNS = STUDY_MODEL.interference_runs
 PLANNED = planned(STUDY_MODEL)
 PLAN = {
     kind: [o.name for o in PLANNED if o.kind == kind[:-1]]
@@ -304,6 +305,7 @@ LAYOUT = Layout(
     run_files=run_files,
     seed_files=seed_files,
     sharing=STUDY_MODEL.flags["sharing"],
+    interference=INTERFERENCE_RUNS,
 )
 
 
@@ -317,7 +319,7 @@ def output_inputs(kind):
 
 def paper_inputs(wildcards):
     """What the paper's text reads besides the tables and figures."""
-    return {**LAYOUT.results(), **LAYOUT.audit_files()}
+    return {**LAYOUT.results(), **LAYOUT.audit_files(), **LAYOUT.interference_files()}
 
 
 def all_outputs():

@@ -227,6 +227,27 @@ rule sharing:
         "../workflow/scripts/sharing.py"
 
 
+# Interference measured with power (echomtl.evaluation.interference): each task's gradient on the
+# shared trunk accumulated over a fixed set of training images, at the weights the run saved when
+# warm-up ended, at half of its schedule and at its end; its first seed (and fold).
+rule interference:
+    input:
+        snapshots=lambda w: f"{record_dir(w.experiment, SEEDS[0])}/snapshots.pt",
+        cache=lambda w: f"{R}/cache/{partitions(w.experiment)[0]}/train-{IMGSZ}.npz",
+    output:
+        f"{R}/stats/interference/{{experiment}}.json",
+    log:
+        f"{R}/logs/stats/interference_{{experiment}}.log",
+    conda:
+        "../environment.yml"
+    threads: config["train"]["threads"]
+    params:
+        n_images=config["balancing"]["interference_images"],
+        device=config["train"]["device"],
+    script:
+        "../workflow/scripts/interference.py"
+
+
 # Every run's measurements in one table (echomtl.evaluation.tidy), which the report reads.
 rule aggregate_metrics:
     input:

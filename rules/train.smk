@@ -11,6 +11,8 @@ rule train:
         steps=f"{run_dir(HOLDOUT_EXPERIMENT)}/steps.csv",
         epochs=f"{run_dir(HOLDOUT_EXPERIMENT)}/epochs.csv",
         diagnostics=f"{run_dir(HOLDOUT_EXPERIMENT)}/diagnostics.csv",
+        # the weights at a few points, for the interference job (empty without a shared trunk)
+        snapshots=f"{run_dir(HOLDOUT_EXPERIMENT)}/snapshots.pt",
     log:
         f"{run_dir()}/train.log",
     benchmark:
@@ -38,6 +40,7 @@ use rule train as train_fold with:
         steps=f"{fold_dir(CV_TRAINED_EXPERIMENT)}/steps.csv",
         epochs=f"{fold_dir(CV_TRAINED_EXPERIMENT)}/epochs.csv",
         diagnostics=f"{fold_dir(CV_TRAINED_EXPERIMENT)}/diagnostics.csv",
+        snapshots=f"{fold_dir(CV_TRAINED_EXPERIMENT)}/snapshots.pt",
     log:
         f"{fold_dir()}/train.log",
     benchmark:

@@ -37,7 +37,11 @@ def dry_run(results: Path, *targets: str) -> list[dict[str, str]]:
 def experiments_of(paths: str, results: Path) -> set[str]:
     """Experiments whose run folders appear in a comma-separated list of paths."""
     runs = re.escape(str(results / "runs"))
-    return set(re.findall(runs + r"/([^/,\s]+)/seed\d+", paths))
+    # a run's accumulated-gradient measurement reads that run's snapshots
+    measured = re.escape(str(results / "stats" / "interference"))
+    return set(re.findall(runs + r"/([^/,\s]+)/seed\d+", paths)) | set(
+        re.findall(measured + r"/([^/,\s]+)\.json", paths)
+    )
 
 
 @pytest.fixture(scope="module")

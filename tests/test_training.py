@@ -162,7 +162,7 @@ def test_train_state_saves_and_loads_every_entry(tmp_path):
     a = TrainState.create(p, torch.device("cpu"), weight_decay=0.0005)
     assert list(a.state_dict()) == [
         "fingerprint", "epoch", "batch", "last_opt_step", "model", "optimizer", "balancer",
-        "ema", "grads", "precision", "torch_rng", "steps", "epochs", "diagnostics",
+        "ema", "grads", "precision", "torch_rng", "steps", "epochs", "diagnostics", "snapshots",
     ]  # fmt: skip
     a.last_opt_step, a.steps = 4, [{"epoch": 0, "step": 3}]
     first = next(a.model.parameters())
@@ -180,6 +180,13 @@ def test_train_state_saves_and_loads_every_entry(tmp_path):
     for (name, qa), qb in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
         assert torch.equal(qa, qb), name
         assert (qa.grad is None and qb.grad is None) or torch.equal(qa.grad, qb.grad), name
+    # a checkpoint written before the snapshots entry existed still loads; a missing first-version
+    # entry does not
+    older = {k: v for k, v in a.state_dict().items() if k != "snapshots"}
+    b.load_state_dict(older)
+    assert b.snapshots == {}
+    with pytest.raises(KeyError, match="lacks its entry 'steps'"):
+        b.load_state_dict({k: v for k, v in older.items() if k != "steps"})
     other = TrainState.create(params(method="uncertainty", seed=1), torch.device("cpu"), 0.0005)
     assert not other.resume(tmp_path)
     with pytest.raises(ValueError, match="another configuration"):

@@ -151,6 +151,7 @@ def train(snakemake: Any) -> None:
             diagnostics_csv=Path(out.diagnostics),
             checkpoint_dir=Path(snakemake.params.checkpoint_dir),
             pretrained=weights_path(snakemake.config),
+            snapshots=Path(out.snapshots),
         )
         params = TrainParams.from_dict(dict(snakemake.params.hp))
         summary = run_training(
@@ -364,6 +365,27 @@ def sharing(snakemake: Any) -> None:
             n_resamples=snakemake.params.n_resamples,
             seed=snakemake.params.seed,
         )
+
+
+def interference(snakemake: Any) -> None:
+    from echomtl.evaluation.interference import measure_snapshots
+    from echomtl.training.trainer import configure_torch
+
+    with job_logging(snakemake):
+        device = configure_torch(snakemake.threads, snakemake.params.device)
+        result = measure_snapshots(
+            snakemake.input.snapshots,
+            snakemake.input.cache,
+            snakemake.output[0],
+            snakemake.wildcards.experiment,
+            n_images=snakemake.params.n_images,
+            device=str(device),
+        )
+        for point, r in result["points"].items():
+            LOG.info(
+                "%s at step %d: task cosine %.3f, null band [%.3f, %.3f]: %s",
+                point, r["step"], r["cosine"], r["null_low"], r["null_high"], r["reading"],
+            )  # fmt: skip
 
 
 def aggregate_metrics(snakemake: Any) -> None:

@@ -80,6 +80,7 @@ FLAGS = {
     "det_only": "a detector-alone group",
     "view_only": "a view-classifier-alone group",
     "sharing": "an isolated detector, a view classifier alone and fixed weights (sharing's cost)",
+    "interference": "fixed weights or the reference on a shared trunk (accumulated gradients)",
     "fixed": "a single fixed-weight multi-task group",
     "manual": "a fixed-weight multi-task grid (a group of several rows)",
     "traditional": "fixed or manually tuned weights",
@@ -580,6 +581,16 @@ class Study:
         return list(dict.fromkeys([*singles, *self.multitask]))
 
     @functools.cached_property
+    def interference_runs(self) -> list[str]:
+        """The runs whose accumulated-gradient interference is measured (``evaluation.
+        interference``): fixed weights, the reference's method and the manual grid's rows, where
+        they share a trunk. Not every shared-trunk run: each costs a job of its own."""
+        t = self._of_start()
+        keep = [self.members(self.roles["fixed"])[0]] if self.roles["fixed"] else []
+        keep.append(self.reference)
+        return [e for e in dict.fromkeys(keep) if e in self.multitask and e in t.index]
+
+    @functools.cached_property
     def isolated_detector(self) -> str | None:
         """The one isolated-detector reference of the detection comparisons: the first trained
         study row whose detector no classification gradient reaches (table order)."""
@@ -612,6 +623,7 @@ class Study:
             "view_only": roles["view_only"] is not None,
             "sharing": all(roles[r] is not None for r in ("view_only", "fixed"))
             and self.isolated_detector is not None,
+            "interference": bool(self.interference_runs),
             "fixed": roles["fixed"] is not None,
             "manual": roles["manual"] is not None,
             "traditional": roles["fixed"] is not None or roles["manual"] is not None,

@@ -40,6 +40,7 @@ from echomtl.evaluation.vocabulary import (
     VIEW_METRICS,
 )
 from echomtl.report.front import split_by_front
+from echomtl.report.labels import POINT_WORDS
 from echomtl.report.latex import (
     Tex,
     compare_phrase,
@@ -670,6 +671,27 @@ def _failures(
     return {"failed": failed, "failed_list": listing, "aug_failed": aug_failed}
 
 
+def _interference_numbers(records: Sequence[Mapping[str, Any]], nums: _Numbers) -> dict[str, Any]:
+    """The accumulated-gradient interference (``evaluation.interference``): per run and point,
+    the task cosine, its null band and the weighted-norm ratio as numbers, and the readings as
+    the ``accumulated`` section (empty without measurements)."""
+    runs = []
+    for r in records:
+        e = r["experiment"]
+        points = []
+        for point, m in r["points"].items():
+            k = f"acc/{e}/{point}"
+            nums.put(f"{k}/cosine", format_small(m["cosine"], 2, signed=True))
+            nums.put(f"{k}/null_high", format_small(m["null_high"], 2))
+            nums.put(f"{k}/ratio", format_number(m["weighted_norm_ratio"], 1))
+            nums.put(f"{k}/step", int(m["step"]))
+            points.append({"point": point, "reading": m["reading"]})
+        runs.append({"exp": e, "points": points})
+    if records:
+        nums.put("acc/n_images", int(records[0]["n_images"]))
+    return {"accumulated": runs, "point_words": POINT_WORDS}
+
+
 def _sharing_numbers(res: Results, nums: _Numbers) -> dict[str, Any]:
     """The paper's first question (``evaluation.sharing``): per task, the cost of sharing and
     its reading, then each main method's gain and fraction recovered, as numbers and as the
@@ -811,6 +833,7 @@ def build_context(
     diagnostics: pd.DataFrame | None = None,
     phases: pd.DataFrame | None = None,
     checkpoint: Mapping[str, Any] | None = None,
+    interference: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Collect what ``paper/main.tex.j2`` needs (see module docstring), one section at a time.
 
@@ -827,6 +850,7 @@ def build_context(
         phases: :func:`echomtl.report.summaries.weight_phases` of the reference's steps.
         checkpoint: the pretrained start's file (``file``, ``sha256``, ``date``, ``tensors``,
             ``model_class``) when any run started from it, read at parse time.
+        interference: the accumulated-gradient measurements (``stats/interference/*.json``).
     """
     nums = _Numbers()
     ref = res.reference
@@ -849,6 +873,7 @@ def build_context(
     split_pairs = _split_numbers(res, audits, nums)
     start = _start(res, checkpoint, nums)
     sharing = _sharing_numbers(res, nums)
+    accumulated = _interference_numbers(interference, nums)
 
     if res.study.flags["diagnostics"] and not diag["diag"]:
         raise ValueError("the study has shared-trunk runs, but their diagnostics have no rows")
@@ -926,4 +951,6 @@ def build_context(
         "split_words": SPLIT_WORDS,
         "selection_ties": selection_ties,
     }
-    return _merge(own, verdicts, data, claims, diag, phase, sharing, failures, help_.context())
+    return _merge(
+        own, verdicts, data, claims, diag, phase, sharing, failures, accumulated, help_.context()
+    )

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from echomtl.atomic import read_json
 from echomtl.console import job_logging
 
 
@@ -57,6 +58,7 @@ def render_paper(snakemake: Any) -> None:
             diagnostics=summaries.diagnostics_summary(list(i.diagnostics)),
             phases=summaries.weight_phases(list(i.steps)) if i.steps else None,
             checkpoint=p.checkpoint,
+            interference=[read_json(f) for f in i.interference],
         )
         latex.write_numbers(ctx["numbers"], o.numbers)
         latex.render_paper(ctx, Path(i.template).parent, o.tex)

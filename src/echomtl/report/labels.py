@@ -13,11 +13,14 @@ import pandas as pd
 from echomtl.methods import METHOD_LABELS, MODEL_VARIANTS
 from echomtl.report.latex import Tex, latex_escape
 
-__all__ = ["MODEL_LABELS", "experiment_label", "plain_text"]
+__all__ = ["MODEL_LABELS", "POINT_WORDS", "experiment_label", "plain_text"]
 
 #: Display names of the models that are not the plain multi-task one (controls, single tasks).
 MODEL_LABELS = {name: v.label for name, v in MODEL_VARIANTS.items() if name != "multitask"}
 
+
+#: The snapshot points of a shared-trunk run (``training.trainer.SNAPSHOT_POINTS``) in words.
+POINT_WORDS = {"warmup": "end of warm-up", "middle": "middle of training", "end": "end of training"}
 
 #: How a label names a run's start when the study holds both (experiments column ``init``).
 START_WORDS = {"scratch": "from scratch", "pretrained": "pretrained"}

@@ -72,6 +72,11 @@ class Layout:
     seed_files: Callable[[str, str], list[str]]
     #: whether the study measures the cost of sharing (``Study.flags["sharing"]``)
     sharing: bool = False
+    #: the runs whose accumulated-gradient interference is measured (``Study.interference_runs``)
+    interference: Sequence[str] = ()
+
+    def interference_files(self) -> Inputs:
+        return {"interference": [f"{self.stats}/interference/{e}.json" for e in self.interference]}
 
     def results(self) -> Inputs:
         """The tidy table, selections and statistics (they read every run of the study)."""
@@ -236,6 +241,12 @@ def _tables() -> list[Output]:
             lambda s, out: tables().table_weight_phases(s.files("steps"), out),
             lambda lay: {"steps": lay.run_files([lay.reference], "steps.csv")}, "gradnorm",
             "GradNorm's task weights in three phases of training.",
+        ),
+        Output(
+            "interference", "table",
+            lambda s, out: tables().table_interference(s.files("interference"), s.experiments, out),
+            lambda lay: lay.interference_files(), "interference",
+            "Task cosines of gradients accumulated over training images, against their null band.",
         ),
         Output(
             "diagnostics", "table",

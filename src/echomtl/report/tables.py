@@ -25,7 +25,7 @@ from echomtl.evaluation.vocabulary import (
     UNDECIDED,
     VERDICTS,
 )
-from echomtl.report.labels import experiment_label
+from echomtl.report.labels import POINT_WORDS, experiment_label
 from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
 from echomtl.report.queries import (
     SPLIT_WORDS,
@@ -58,6 +58,7 @@ __all__ = [
     "table_claims",
     "table_verdicts",
     "table_sharing",
+    "table_interference",
 ]
 
 DASH = Tex("--")
@@ -708,3 +709,34 @@ def table_sharing(res: Results, out_tex: PathLike) -> Path:
                 "Reading": fraction["reading"] if fraction else "--",
             })  # fmt: skip
     return _write(pd.DataFrame(rows), out_tex, column_format="llccl", midrule_before=breaks[1:])
+
+
+def table_interference(
+    files: Iterable[PathLike], experiments: pd.DataFrame, out_tex: PathLike
+) -> Path:
+    """The accumulated-gradient interference (``evaluation.interference``): per run and snapshot
+    point, the task cosine against its null band, the reading, the weighted-norm ratio and each
+    task's cosine between two halves of the image set (its reproducibility)."""
+    from echomtl.atomic import read_json
+
+    rows, breaks = [], []
+    for path in files:
+        r = read_json(path)
+        breaks.append(len(rows))
+        for i, (point, m) in enumerate(r["points"].items()):
+            rows.append({
+                "Configuration": experiment_label(experiments, r["experiment"]) if i == 0 else "",
+                "Point (step)": f"{POINT_WORDS[point]} ({m['step']})",
+                Tex("Task cosine"): format_small(m["cosine"], 2, signed=True),
+                Tex("Null band"): Tex(
+                    f"$\\pm${format_small(m['null_high'], 2)}"
+                ),
+                "Reading": m["reading"] or "--",
+                Tex("\\makecell{Weighted\\\\norm ratio}"): cell(m["weighted_norm_ratio"], 1),
+                Tex("\\makecell{Halves:\\\\det., cls.}"): Tex(
+                    f"{format_small(m['halves_det'], 2)}, {format_small(m['halves_cls'], 2)}"
+                ),
+            })  # fmt: skip
+    if not rows:
+        raise ValueError("table_interference: no accumulated-gradient measurement")
+    return _write(pd.DataFrame(rows), out_tex, column_format="llrrlrr", midrule_before=breaks[1:])

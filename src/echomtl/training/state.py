@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from echomtl.study import TrainParams
 
 Entry = tuple[Callable[[], Any], Callable[[Any], None]]
+#: entries added to the checkpoint after its first version: a checkpoint without one still loads
+#: (a run resumed from it keeps the entry's default, e.g. no snapshot taken before the resume)
+ADDED_ENTRIES = ("snapshots",)
 
 
 @dataclass
@@ -50,6 +53,10 @@ class TrainState:
     steps: list[dict] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
     diagnostics: list[dict] = field(default_factory=list)
+    #: the model's weights at the points of ``SNAPSHOT_POINTS`` reached so far (shared-trunk runs;
+    #: the accumulated-gradient interference job reads them): ``{point: {"step", "weights",
+    #: "state_dict"}}``, in the checkpoint so that a resumed run keeps them
+    snapshots: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -100,6 +107,7 @@ class TrainState:
             "steps": self._rows("steps"),
             "epochs": self._rows("epochs"),
             "diagnostics": self._rows("diagnostics"),
+            "snapshots": self._rows("snapshots"),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -109,7 +117,21 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (this run's: the fingerprint must match)."""
         for key, (_, load) in self._entries().items():
-            load(state[key])
+            if key in state:
+                load(state[key])
+            elif key not in ADDED_ENTRIES:
+                raise KeyError(f"the checkpoint lacks its entry {key!r}")
+
+    def snapshot(self, point: str, step: int) -> None:
+        """Keep the model's current weights (not the EMA's: the trained ones, whose gradients
+        the interference job measures) and the effective task weights of the last step."""
+        last = self.steps[-1] if self.steps else {}
+        nan = float("nan")
+        self.snapshots[point] = {
+            "step": int(step),
+            "weights": {t: float(last.get(f"eff_weight_{t}", nan)) for t in ("det", "cls")},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+        }
 
     def save(self, directory: Path, epoch: int, batch: int) -> None:
         """Checkpoint the run, to go on at ``batch`` of ``epoch``."""

@@ -40,6 +40,7 @@ from echomtl.console import duration, say
 from echomtl.data.cache import load_cache
 from echomtl.data.dataset import CachedDataset, collate
 from echomtl.losses import YoloLoss, view_loss
+from echomtl.methods import model_variant
 from echomtl.models.multitask import build_model, count_parameters
 from echomtl.study import TrainParams
 from echomtl.training import checkpoint as ckpt
@@ -65,6 +66,16 @@ EPOCH_COLUMNS = [
 DIAGNOSTIC_COLUMNS = ["epoch", "step", *DIAGNOSTIC_KEYS, *GRADNORM_COLUMNS]
 
 
+#: Where a shared-trunk run keeps its weights for the accumulated-gradient interference job:
+#: when warm-up ends, at half of the schedule, and at the end.
+SNAPSHOT_POINTS = ("warmup", "middle", "end")
+
+
+def snapshot_iterations(n_warmup: int, total: int) -> dict[str, int]:
+    """The iteration (micro-batch index) at whose start each point but ``end`` is taken."""
+    return {"warmup": min(n_warmup, total - 1), "middle": total // 2}
+
+
 @dataclass
 class RunPaths:
     train_cache: Path
@@ -74,6 +85,8 @@ class RunPaths:
     diagnostics_csv: Path
     checkpoint_dir: Path
     pretrained: Path | None = None  # the checkpoint file of a pretrained start
+    #: the run's weight snapshots (``SNAPSHOT_POINTS``); None: not written
+    snapshots: Path | None = None
 
 
 class _StopRequest:
@@ -195,6 +208,9 @@ def train(
             p.seed, p.model, p.scale, count_parameters(run.model), n_images, p.epochs,
         )  # fmt: skip
     start_epoch, start_batch = run.epoch, run.batch
+    total = schedule.batches_per_epoch * p.epochs
+    take = model_variant(p.model).shares_gradients and paths.snapshots is not None
+    points = snapshot_iterations(schedule.n_warmup, total) if take else {}
 
     stop = _StopRequest()
     previous_handler = signal.signal(signal.SIGTERM, stop)
@@ -215,6 +231,8 @@ def train(
                 images = images.to(dev, non_blocking=True)
                 targets, views = targets.to(dev, non_blocking=True), views.to(dev)
                 due = ni % p.diagnostics_every == 0
+                for point in [k for k, at in points.items() if at == ni and k not in run.snapshots]:
+                    run.snapshot(point, ni)
                 losses, parts, record = train_step(run, criterion, images, targets, views, due)
                 if ni - run.last_opt_step >= accumulate:
                     run.optimizer_step(ni, p.grad_clip)
@@ -248,6 +266,10 @@ def train(
         signal.signal(signal.SIGTERM, previous_handler)
 
     save_weights(run.ema.module if run.ema is not None else run.model, p, paths.weights)
+    if paths.snapshots is not None:
+        if take:
+            run.snapshot("end", total)
+        save_snapshots(run.snapshots, p, paths.snapshots)
     write_csv(run.steps, paths.steps_csv, STEP_COLUMNS)
     write_csv(run.epochs, paths.epochs_csv, EPOCH_COLUMNS)
     write_csv(run.diagnostics, paths.diagnostics_csv, DIAGNOSTIC_COLUMNS)
@@ -334,18 +356,36 @@ def save_weights(model: nn.Module, params: TrainParams, path: Path) -> None:
         torch.save(
             {
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "model": {
-                    "variant": params.model,
-                    "scale": params.scale,
-                    "nc": len(params.class_names),
-                    "n_views": len(params.view_names),
-                    "attach": params.attach_layer,
-                    "dropout": params.cls_dropout,
-                },
+                "model": _model_description(params),
                 "params": asdict(params),
             },
             tmp,
         )
+
+
+def save_snapshots(snapshots: dict[str, dict], params: TrainParams, path: Path) -> None:
+    """The run's snapshots with the model description (as ``save_weights``); empty for a run
+    without a shared trunk (nothing to measure interference on)."""
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "model": _model_description(params),
+                "params": asdict(params),
+                "points": {k: snapshots[k] for k in SNAPSHOT_POINTS if k in snapshots},
+            },
+            tmp,
+        )
+
+
+def _model_description(params: TrainParams) -> dict[str, Any]:
+    return {
+        "variant": params.model,
+        "scale": params.scale,
+        "nc": len(params.class_names),
+        "n_views": len(params.view_names),
+        "attach": params.attach_layer,
+        "dropout": params.cls_dropout,
+    }
 
 
 def load_weights(path: Path, device: str = "cpu") -> tuple[nn.Module, dict]:
