@@ -4,6 +4,7 @@ underscore outside mathtext)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -323,3 +324,35 @@ def test_missing_inputs_fail_clearly(built, tmp_path):
     bad.write_text(json.dumps(preds))
     with pytest.raises(ValueError, match="unknown.png"):
         fig.fig_detection_examples(bad, study.records_csv, out / "x", n_images=24)
+
+
+def test_detection_example_labels_never_overlap(built, monkeypatch, tmp_path):
+    """Boxes stacked on one spot (ground truth and three confident predictions): every label's
+    bounding box is apart from every other one's in its panel."""
+    study, _, out = built
+    run = study.runs["gradnorm_a1.5", 0]
+    preds = json.loads((run / "predictions_test.json").read_text())
+    for im in preds["images"]:
+        c, x1, y1, x2, y2 = im["gt"][0]
+        im["pred"] = [
+            [c, 0.9, x1 + 1, y1 + 1, x2 + 1, y2 + 1],
+            [(c + 1) % 4, 0.8, x1 + 2, y1 + 2, x2, y2],
+            [(c + 2) % 4, 0.7, x1, y1 + 3, x2 + 2, y2 + 1],
+        ]
+    crowded = tmp_path / "predictions_test.json"
+    crowded.write_text(json.dumps(preds))
+    _, _, figure = _render(
+        monkeypatch,
+        lambda: fig.fig_detection_examples(crowded, study.records_csv, out / "crowded",
+                                           conf_threshold=0.5),
+    )  # fmt: skip
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)  # the saved figure was closed: draw it again
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in figure.axes:
+        boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text().strip()]
+        assert len(boxes) == 4 or not boxes
+        for a, b in itertools.combinations(boxes, 2):
+            assert fig._overlap(a, b) == 0, (a, b)

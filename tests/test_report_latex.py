@@ -229,3 +229,10 @@ def test_decimals_follow_the_interval():
     assert interval_digits(0.60, 0.62) == 2  # +-0.01: a third decimal is noise
     assert interval_digits(0.600, 0.615) == 3
     assert interval_digits(float("nan"), 0.5) == 3
+
+
+def test_a_range_whose_ends_print_alike_is_one_value():
+    from echomtl.report.latex import format_number, span
+
+    assert span(format_number(0.0201, 2), format_number(0.0249, 2)) == "0.02"
+    assert span(format_number(0.02, 2), format_number(0.05, 2)) == "0.02--0.05"

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import patches, ticker  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from echomtl.atomic import PathLike, atomic_path, read_json, run_id_from_path  # noqa: E402
@@ -501,6 +502,50 @@ def _place_labels(
         placed.append(text.get_window_extent(renderer))
 
 
+#: a text label and the box (x1, y1, x2, y2, data coordinates) it names
+BoxLabel = tuple[Text, tuple[float, float, float, float]]
+
+
+def _place_box_labels(fig: plt.Figure, ax: plt.Axes, labels: Sequence[BoxLabel]) -> None:
+    """Put each box's label (in order: ground truth first) where it overlaps no label placed
+    before it: above or below the box at its left or right edge, then stacked further out one
+    label height at a time (greedy, deterministic; leaving the image costs more than moving)."""
+    if not labels:
+        return
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_data = ax.transData.inverted()
+    placed: list[Bbox] = []
+    for text, (x1, y1, x2, y2) in labels:
+        height = 1.25 * text.get_window_extent(renderer).height  # a gap between stacked labels
+        # display units per data unit along y (the image's y axis points down)
+        dy = abs(to_data.transform((0, height))[1] - to_data.transform((0, 0))[1])
+        candidates = [
+            (x, y, ha, va)
+            for k in range(6)
+            for x, ha in ((x1, "left"), (x2, "right"))
+            for y, va in ((y1 - 3 - k * dy, "bottom"), (y2 + 3 + k * dy, "top"))
+        ]
+        best, best_cost = candidates[0], math.inf
+        for x, y, ha, va in candidates:
+            text.set_position((x, y))
+            text.set_horizontalalignment(ha)
+            text.set_verticalalignment(va)
+            box = text.get_window_extent(renderer)
+            outside = box.width * box.height - _overlap(box, frame)
+            cost = sum(_overlap(box.padded(2), b) for b in placed) + 0.5 * outside
+            if cost < best_cost - 1e-9:
+                best, best_cost = (x, y, ha, va), cost
+            if cost == 0:
+                break
+        x, y, ha, va = best
+        text.set_position((x, y))
+        text.set_horizontalalignment(ha)
+        text.set_verticalalignment(va)
+        placed.append(text.get_window_extent(renderer))
+
+
 def _xy_err(res: Results, exps: Sequence[str]) -> tuple[list, list, np.ndarray, np.ndarray]:
     xs = [res.get(e, "view_accuracy") for e in exps]
     ys = [res.get(e, "map50") for e in exps]
@@ -876,16 +921,18 @@ def fig_detection_examples(
                 raise ValueError(f"image file {path} (test image {im['name']!r}) does not exist")
             with Image.open(path) as pil:
                 ax.imshow(np.asarray(pil.convert("RGB")))
+            labels: list[BoxLabel] = []
             for c, x1, y1, x2, y2 in im.get("gt", []):
                 ax.add_patch(
                     patches.Rectangle(
                         (x1, y1), x2 - x1, y2 - y1, fill=False, ec=GT_COLOR, lw=2.4, zorder=3
                     )
                 )
-                ax.text(
+                text = ax.text(
                     x1, y2 + 3, f"GT {class_names[int(c)]}", color="black", fontsize=6.5,
                     va="top", zorder=4, bbox={"fc": GT_COLOR, "alpha": 0.9, "pad": 1, "lw": 0},
                 )  # fmt: skip
+                labels.append((text, (x1, y1, x2, y2)))
             shown = sorted(
                 (p for p in im.get("pred", []) if p[1] >= conf_threshold), key=lambda p: -p[1]
             )[:max_boxes]
@@ -897,11 +944,13 @@ def fig_detection_examples(
                         ls=(0, (3.5, 2.0)), zorder=5,
                     )
                 )  # fmt: skip
-                ax.text(
+                text = ax.text(
                     x1, y1 - 3, f"{class_names[int(c)]} {score:.2f}", color="black",
                     fontsize=6.5, va="bottom", zorder=6,
                     bbox={"fc": col, "alpha": 0.9, "pad": 1, "lw": 0},
                 )  # fmt: skip
+                labels.append((text, (x1, y1, x2, y2)))
+            _place_box_labels(fig, ax, labels)
             vt, vp = im.get("view_true"), im.get("view_pred")
             ok = vp is not None and vt == vp
             title = f"true view: {view(vt)}"

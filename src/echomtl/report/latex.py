@@ -197,6 +197,11 @@ def interval_digits(low: float | None, high: float | None) -> int:
     return 2 if (float(high) - float(low)) / 2 >= 0.01 else 3
 
 
+def span(low: str, high: str) -> Tex:
+    """``low--high``, or the one value when both print the same (never "0.02--0.02")."""
+    return Tex(str(low) if str(low) == str(high) else f"{low}--{high}")
+
+
 def format_small(value: Any, digits: int = 2, signed: bool = False) -> Tex:
     """A value that may be close to 0 (a median cosine, an interval bound): ``digits`` decimals,
     or two significant digits when those decimals would print 0, so that -0.0045 is never shown

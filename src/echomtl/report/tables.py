@@ -26,7 +26,14 @@ from echomtl.evaluation.vocabulary import (
     VERDICTS,
 )
 from echomtl.report.labels import POINT_WORDS, experiment_label
-from echomtl.report.latex import Tex, format_number, format_small, interval_digits, latex_escape
+from echomtl.report.latex import (
+    Tex,
+    format_number,
+    format_small,
+    interval_digits,
+    latex_escape,
+    span,
+)
 from echomtl.report.queries import (
     SPLIT_WORDS,
     claims_rows,
@@ -246,7 +253,7 @@ def fold_range_cell(res: Results, experiment: str, metric: str) -> Tex:
     if not values:
         return DASH
     sd = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else math.nan
-    spread = f"{cell(min(values))}--{cell(max(values))}"
+    spread = span(cell(min(values)), cell(max(values)))
     if math.isnan(sd):
         return Tex(spread)
     return Tex(f"\\makecell{{{spread}\\\\{{\\scriptsize SD {cell(sd)}}}}}")
@@ -260,18 +267,18 @@ def table_weight_phases(
     """Weight evolution by training phase of one experiment (the reference's ``steps.csv``)."""
     frame = weight_phases(steps_files, phases)
 
-    def span(r: pd.Series) -> Tex:
+    def steps(r: pd.Series) -> Tex:
         if r["end"] <= r["start"]:
             return Tex(f"first step ({int(r['first_step'])})")
         return Tex(
-            f"{format_number(100 * r['start'], 0)}--{format_number(100 * r['end'], 0)}\\% "
-            f"({int(r['first_step'])}--{int(r['last_step'])})"
+            f"{span(format_number(100 * r['start'], 0), format_number(100 * r['end'], 0))}\\% "
+            f"({span(str(int(r['first_step'])), str(int(r['last_step'])))})"
         )
 
     cells = pd.DataFrame(
         {
             "Phase": frame["phase"],
-            "Steps (share, range)": [span(r) for _, r in frame.iterrows()],
+            "Steps (share, range)": [steps(r) for _, r in frame.iterrows()],
             Tex("$w_\\mathrm{det}$"): [cell(v) for v in frame["weight_det"]],
             Tex("$w_\\mathrm{cls}$"): [cell(v) for v in frame["weight_cls"]],
             Tex("$w_\\mathrm{det}/w_\\mathrm{cls}$"): [cell(v, 1) for v in frame["ratio"]],
