@@ -36,6 +36,7 @@ STUDY_MODEL = Study.plan(
     seeds=config["seeds"],
     cv_folds=config["data"]["cv_folds"],
     source=str(config["experiments"]),
+    decisive_seeds=config["decisive_seeds"],
 )
 EXPERIMENTS = STUDY_MODEL.table
 WEIGHTS_SHA256 = None
@@ -55,7 +56,8 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
             f"{config['experiments']}: rows with scale {', '.join(sorted(_scales))} cannot start "
             f"from model.weights {WEIGHTS}, a yolov5{config['model']['scale']} checkpoint"
         )
-SEEDS = config["seeds"]
+SEEDS = config["seeds"]  # every run's; the decisive runs add config decisive_seeds
+seeds_of = STUDY_MODEL.seeds_of
 IMGSZ = config["model"]["imgsz"]
 PAPER = f"{R}/paper"
 STUDY_JSON = f"{R}/study.json"
@@ -74,6 +76,7 @@ COMPOSITE = STUDY_MODEL.composite
 MULTITASK = STUDY_MODEL.multitask
 SHARING_RUNS = STUDY_MODEL.sharing_runs
 INTERFERENCE_RUNS = STUDY_MODEL.interference_runs
+FRONT_SELECTION = f"{R}/selection/front_detection.json"
 PLANNED = planned(STUDY_MODEL)
 PLAN = {
     kind: [o.name for o in PLANNED if o.kind == kind[:-1]]
@@ -228,7 +231,9 @@ def record_dir(name, seed):
 def all_runs(pattern):
     """Training records of every trained experiment and seed (see record_dir)."""
     return [
-        pattern.format(run=record_dir(name, seed)) for name in TRAINED for seed in SEEDS
+        pattern.format(run=record_dir(name, seed))
+        for name in TRAINED
+        for seed in seeds_of(name)
     ]
 
 
@@ -243,28 +248,32 @@ def all_metrics():
     return [
         f"{run_dir(name, seed)}/metrics_{split}.json"
         for name in EXPERIMENTS.index
-        for seed in SEEDS
+        for seed in seeds_of(name)
         for split in evaluated_splits(name)
     ]
 
 
 def seed_files(name, filename):
     """A file of an experiment's evaluation folder, per seed."""
-    return [f"{run_dir(name, seed)}/{filename}" for seed in SEEDS]
+    return [f"{run_dir(name, seed)}/{filename}" for seed in seeds_of(name)]
 
 
 def fold_files(name, filename):
     """A file of every fold run of a cross-validated experiment, per seed and fold."""
     return [
         f"{fold_dir(name, seed, fold)}/{filename}"
-        for seed in SEEDS
+        for seed in seeds_of(name)
         for fold in range(CV_FOLDS)
     ]
 
 
 def run_files(names, filename):
     """A training-record file (see record_dir) of the experiments, per seed."""
-    return [f"{record_dir(name, seed)}/{filename}" for name in names for seed in SEEDS]
+    return [
+        f"{record_dir(name, seed)}/{filename}"
+        for name in names
+        for seed in seeds_of(name)
+    ]
 
 
 def selection_file(group):
@@ -306,6 +315,7 @@ LAYOUT = Layout(
     seed_files=seed_files,
     sharing=STUDY_MODEL.flags["sharing"],
     interference=INTERFERENCE_RUNS,
+    front_selection=FRONT_SELECTION if STUDY_MODEL.flags["front_detection"] else None,
 )
 
 

@@ -164,6 +164,25 @@ rule select_group:
         "../workflow/scripts/select_group.py"
 
 
+# The detection-optimal fixed weight: the front run with the best validation mAP@0.5.
+rule select_front:
+    input:
+        study=STUDY_JSON,
+        metrics=[
+            f
+            for n in STUDY_MODEL.front_runs
+            for f in seed_files(n, "metrics_valid.json")
+        ],
+    output:
+        FRONT_SELECTION,
+    log:
+        f"{R}/logs/select_front.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow/scripts/select_front.py"
+
+
 # Patient-level statistics of the test predictions (echomtl.evaluation.statistics): a bootstrap
 # interval per experiment and a paired comparison of each with the reference.
 rule bootstrap_experiment:

@@ -111,7 +111,10 @@ def test_full_study_tables_concatenate_and_trace_a_fixed_weight_front():
 
     assert len(front(default)) >= 5 and len(front(full)) >= 7
     assert min(front(full)) <= 0.001 and max(front(full)) >= 10
-    assert {"stopgrad", "rlw", "imtl_g"} <= set(default.index) and "upgrad" not in default.index
+    # the default study keeps one alternative method and one control; the rest are secondary
+    assert {"uncertainty", "dual_backbone", "view_only"} <= set(default.index)
+    assert {"stopgrad", "rlw", "pcgrad", "imtl_g"} <= set(full.index) - set(default.index)
+    assert "upgrad" not in full.index
     overlay = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     assert overlay["experiments"] == ["config/experiments.tsv", "config/experiments-full.tsv"]
     # real-cpu.yaml runs the decisive set and the init axis (its 2-hour budget)

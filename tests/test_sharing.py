@@ -101,3 +101,30 @@ def test_sharing_summary_reads_each_task_against_its_own_single_task_reference()
     assert out["view_accuracy"]["isolated"] == "view_only"
     assert out["view_accuracy"]["cost"]["diff"] == pytest.approx(0.4)
     assert out["view_accuracy"]["methods"]["gradnorm"]["fraction"]["point"] == pytest.approx(0.25)
+
+
+def test_each_comparison_uses_the_seeds_its_own_runs_share(tmp_path):
+    """The cost of sharing reads the decisive runs' three seeds, a one-seed method's gain only
+    seed 0 (scored again on that seed, on the same resampled patients)."""
+    from echomtl.evaluation.sharing import CommonValues
+    from echomtl.evaluation.statistics import bootstrap_experiment
+
+    from .test_statistics import _images, _write_run
+
+    runs = {"det_only": (0, 1, 2), "fixed": (0, 1, 2), "gradnorm": (0,)}
+    predictions, values = {}, {}
+    for name, seeds in runs.items():
+        predictions[name] = [
+            _write_run(tmp_path, name, s, _images(12, 6 + s, view_head=name != "det_only"))
+            for s in seeds
+        ]
+        values[name] = tmp_path / f"{name}.values.npz"
+        bootstrap_experiment(name, predictions[name], None, n_resamples=30, values_out=values[name])
+    common = CommonValues(predictions, values, ("map50",), n_resamples=30, seed=0)
+    assert common.seeds(["det_only", "fixed"]) == [0, 1, 2]
+    assert common.seeds(["det_only", "fixed", "gradnorm"]) == [0]
+    pair = common(["det_only", "fixed"])  # the stored values serve: same seeds, same settings
+    assert pair["fixed"][1]["map50"] is common.stored["fixed"]["values"]["map50"]
+    trio = common(["det_only", "fixed", "gradnorm"])  # scored again on seed 0
+    assert len(trio["fixed"][1]["map50"]) == 30
+    assert trio["fixed"][1]["map50"] is not common.stored["fixed"]["values"]["map50"]

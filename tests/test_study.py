@@ -32,6 +32,15 @@ def default_table() -> pd.DataFrame:
     return table
 
 
+def full_table() -> pd.DataFrame:
+    """The default table with config/experiments-full.tsv (as config/paper.yaml reads them)."""
+    table = load_experiments(
+        [REPO / "config" / "experiments.tsv", REPO / "config" / "experiments-full.tsv"]
+    )
+    table["init"] = resolve_inits(table, False, "config/experiments.tsv")
+    return table
+
+
 def plan(table: pd.DataFrame, scheme: str = "grouped", **kwargs) -> Study:
     return Study.plan(table, reference="gradnorm_a1.5", split_scheme=scheme, **kwargs)
 
@@ -46,10 +55,26 @@ def test_default_study_rows_roles_and_axes():
     assert study.front_runs == ["manual_wcls0.001", "fixed", "manual_wcls0.1", "manual_wcls1.0",
                                 "manual_wcls10.0"]  # fmt: skip
     assert study.roles["manual"] == "manual" and study.roles["fixed"] == "fixed"
-    assert study.roles["torchjd"] == ["pcgrad", "imtl_g"] and study.roles["rlw"] == "rlw"
+    # the secondary methods are in the full table (config/paper.yaml), not the default study
+    assert study.roles["torchjd"] == [] and study.roles["rlw"] is None
+    full = plan(full_table())
+    assert full.roles["torchjd"] == ["mgda", "alignedmtl", "pcgrad", "imtl_g"]
+    assert full.roles["rlw"] == "rlw" and full.roles["stopgrad"] == "stopgrad"
     assert "gradnorm_a1.0" not in study.main_groups and "manual" in study.main_groups
     assert study.init_pairs == [] and study.start == "scratch"
     assert set(study.flags) == set(FLAGS)
+
+
+def test_decisive_runs_get_the_decisive_seeds_and_the_rest_the_common_ones():
+    study = plan(default_table(), seeds=[0], decisive_seeds=[1, 2])
+    assert study.decisive == ["det_only", "view_only", "fixed", "gradnorm_a1.5"]
+    for e in study.decisive:
+        assert study.seeds_of(e) == [0, 1, 2]
+    assert study.seeds_of("manual_wcls0.1") == [0] and study.seeds_of("uncertainty") == [0]
+    assert study.flags["multi_seed"] and not plan(default_table()).flags["multi_seed"]
+    assert Study.from_dict(json.loads(study.to_json())).seeds_of("fixed") == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"decisive_seeds repeats seeds every run has.*\[0\]"):
+        plan(default_table(), seeds=[0, 1], decisive_seeds=[0, 2])
 
 
 def test_cv_adds_one_composite_per_grid_group_never_trained():
@@ -182,12 +207,15 @@ def test_the_fixture_builds_set_most_flags_both_ways(builds):
     assert varied >= {"alpha", "augmentation", "dual_backbone", "traditional", "front", "manual",
                       "split", "init", "comparisons", "pretrained",
                       "multi_seed", "fixed", "uncertainty", "torchjd"}  # fmt: skip
-    table = default_table()
+    table = full_table()
     assert plan(table).flags["stopgrad"] and not plan(table.drop("stopgrad")).flags["stopgrad"]
     assert not plan(table).flags["cv"]
     alone = Study.plan(table.loc[["det_only", "dual_backbone"]], reference="det_only",
                        split_scheme="grouped")  # fmt: skip
     assert not alone.flags["diagnostics"] and plan(table).flags["diagnostics"]
+    assert plan(table).flags["sharing"] and not plan(table.drop("view_only")).flags["sharing"]
+    assert plan(table).flags["view_only"] and not plan(table.drop("view_only")).flags["view_only"]
+    assert plan(table).flags["interference"] and not alone.flags["interference"]
     no_gradnorm = Study.plan(table, reference="fixed", split_scheme="grouped")
     assert plan(table).flags["gradnorm"] and not no_gradnorm.flags["gradnorm"]
     assert not no_gradnorm.flags["alpha"] and not no_gradnorm.flags["augmentation"]

@@ -317,6 +317,19 @@ def select_group(snakemake: Any) -> None:
         LOG.info("group %s: chose %s", snakemake.wildcards.group, sel["chosen"])
 
 
+def select_front(snakemake: Any) -> None:
+    """The detection-optimal fixed weight, on the front runs' validation metrics."""
+    from echomtl.evaluation.selection import select_front_for_detection, validation_values
+    from echomtl.study import Study
+
+    with job_logging(snakemake):
+        tidies = validation_values(list(snakemake.input.metrics))
+        sel = select_front_for_detection(
+            tidies[None], Study.read(snakemake.input.study), snakemake.output[0]
+        )
+        LOG.info("detection-optimal fixed weight: %s", sel["chosen"])
+
+
 def bootstrap_experiment(snakemake: Any) -> None:
     from echomtl.evaluation.statistics import bootstrap_experiment as bootstrap
 

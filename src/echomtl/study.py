@@ -85,6 +85,7 @@ FLAGS = {
     "manual": "a fixed-weight multi-task grid (a group of several rows)",
     "traditional": "fixed or manually tuned weights",
     "front": "two or more fixed-weight multi-task runs (the fixed-weight front)",
+    "front_detection": "the front, held out (not cv): its detection-optimal weight is chosen",
     "uncertainty": "an uncertainty-weighting group",
     "torchjd": "a torchjd aggregator group",
     "gradnorm": "the reference is GradNorm",
@@ -274,6 +275,8 @@ class Study:
     reference: str
     seeds: tuple[int, ...] = (0,)
     cv_folds: int = 0
+    #: seeds only the decisive runs (:attr:`decisive`) train, after ``seeds``
+    decisive_seeds: tuple[int, ...] = ()
 
     # ---- building ----------------------------------------------------------------------
     @classmethod
@@ -286,6 +289,7 @@ class Study:
         seeds: Sequence[int] = (0,),
         cv_folds: int = 0,
         source: str | Sequence[str] = "experiments",
+        decisive_seeds: Sequence[int] = (),
     ) -> Study:
         """The study of a validated experiments table (``init`` already resolved).
 
@@ -353,7 +357,15 @@ class Study:
         if composites:
             t = pd.concat([t, pd.DataFrame(composites)])
             t = _normalise(t)
-        return cls(t, reference, tuple(int(s) for s in seeds), int(cv_folds))
+        shared = sorted(set(seeds) & set(decisive_seeds))
+        if shared:
+            raise ValueError(
+                f"config decisive_seeds repeats seeds every run has (config seeds): {shared}"
+            )
+        return cls(
+            t, reference, tuple(int(s) for s in seeds), int(cv_folds),
+            tuple(int(s) for s in decisive_seeds),
+        )  # fmt: skip
 
     @classmethod
     def from_table(
@@ -375,6 +387,7 @@ class Study:
         return {
             "reference": self.reference,
             "seeds": list(self.seeds),
+            "decisive_seeds": list(self.decisive_seeds),
             "cv_folds": self.cv_folds,
             "flags": self.flags,
             "roles": self.roles,
@@ -388,7 +401,7 @@ class Study:
     def from_dict(cls, data: Mapping[str, Any]) -> Study:
         table = pd.DataFrame(list(data["rows"]), columns=list(COLUMNS))
         return cls(_normalise(table), str(data["reference"]), tuple(data["seeds"]),
-                   int(data["cv_folds"]))  # fmt: skip
+                   int(data["cv_folds"]), tuple(data.get("decisive_seeds", ())))  # fmt: skip
 
     @classmethod
     def read(cls, path: str | Path) -> Study:
@@ -570,6 +583,23 @@ class Study:
         return twins
 
     @functools.cached_property
+    def decisive(self) -> list[str]:
+        """The runs the paper's decisive comparisons read, which get the ``decisive_seeds`` too:
+        the isolated detector, the view classifier alone and fixed weights (the cost of sharing)
+        and the reference (what it recovers), where the study has them."""
+        singles = [self.members(self.roles[r])[0] for r in ("view_only", "fixed") if self.roles[r]]
+        return [e for e in dict.fromkeys([self.isolated_detector, *singles, self.reference]) if e]
+
+    def seeds_of(self, name: str) -> list[int]:
+        """The seeds an experiment runs: ``seeds``, and ``decisive_seeds`` for a decisive run;
+        a per-fold composite has its group's seeds (those every member ran)."""
+        if bool(self.row(name)["per_fold_selection"]):
+            members = [self.seeds_of(m) for m in self.members(str(self.row(name)["group"]))]
+            return [s for s in members[0] if all(s in m for m in members)]
+        extra = list(self.decisive_seeds) if name in self.decisive else []
+        return [*self.seeds, *extra]
+
+    @functools.cached_property
     def sharing_runs(self) -> list[str]:
         """The runs the cost of sharing reads (``evaluation.sharing``): the isolated detector,
         the view classifier alone, fixed weights and every other shared-trunk study run; empty
@@ -628,6 +658,7 @@ class Study:
             "manual": roles["manual"] is not None,
             "traditional": roles["fixed"] is not None or roles["manual"] is not None,
             "front": len(self.front_runs) >= 2,
+            "front_detection": len(self.front_runs) >= 2 and self.reference not in self.cv,
             "uncertainty": roles["uncertainty"] is not None,
             "torchjd": bool(roles["torchjd"]),
             "gradnorm": self.row(self.reference)["method"] == "gradnorm",
@@ -637,7 +668,7 @@ class Study:
             "comparisons": any(g != self.row(self.reference)["group"] for g in self.main_groups),
             "pretrained": self.start == "pretrained",
             "cv": self.reference in self.cv,
-            "multi_seed": len(self.seeds) > 1,
+            "multi_seed": len(self.seeds) > 1 or bool(self.decisive_seeds and self.decisive),
         }
         assert set(flags) == set(FLAGS), "every flag is described in FLAGS"
         return flags

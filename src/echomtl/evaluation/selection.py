@@ -121,6 +121,31 @@ def select_group(
     rows = table[(table["group"] == group) & ~table["per_fold_selection"]]
     if rows.empty:
         raise ValueError(f"group {group!r} is not in the experiments table")
+    return choose(tidy, rows, group, out_json, score)
+
+
+#: the name of the detection-optimal fixed weight's selection (not a group of the table)
+FRONT_DETECTION = "front_detection"
+
+
+def select_front_for_detection(
+    tidy: pd.DataFrame, study: Study, out_json: PathLike | None = None
+) -> dict:
+    """The detection-optimal fixed weight: among the fixed-weight multi-task runs (the front),
+    the one with the best validation mAP@0.5 (the paper compares GradNorm with it too: the best
+    a weight sweep offers detection, chosen without the test images)."""
+    rows = study.table.loc[study.front_runs]
+    return choose(tidy, rows, FRONT_DETECTION, out_json, "map50")
+
+
+def choose(
+    tidy: pd.DataFrame,
+    rows: pd.DataFrame,
+    group: str,
+    out_json: PathLike | None = None,
+    score: str = "mean_map50_accuracy",
+) -> dict:
+    """The row of ``rows`` with the best validation score; see :func:`select_group`."""
     varying = [c for c in CANDIDATE_SETTINGS if rows[c].astype(str).nunique() > 1]
     candidates = []
     for exp, row in rows.iterrows():

@@ -21,7 +21,7 @@ their common seeds, so that every difference pairs seed k with seed k.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,8 +124,12 @@ def recovered_fraction(
     }
 
 
+#: ``values(runs)`` -> ``{run: (point, values)}`` of those runs on one set of resamples
+Values = Callable[[Sequence[str]], Mapping[str, tuple[Mapping[str, float], Mapping[str, Any]]]]
+
+
 def sharing_summary(
-    values: Mapping[str, tuple[Mapping[str, float], Mapping[str, np.ndarray]]],
+    values: Values | Mapping[str, tuple[Mapping[str, float], Mapping[str, np.ndarray]]],
     isolated: Mapping[str, str],
     shared: str,
     methods: Sequence[str],
@@ -133,26 +137,33 @@ def sharing_summary(
 ) -> dict[str, Any]:
     """The cost of sharing and the fraction each method recovers, per task metric.
 
-    ``values``: ``{experiment: (point, values)}`` on common resamples; ``isolated``: the
-    single-task reference of each metric (``{"map50": "det_only", "view_accuracy":
-    "view_only"}``); ``shared``: the fixed-weight multi-task run; ``methods``: the shared-trunk
-    runs whose recovery is read.
+    ``values``: ``values(runs)`` gives the runs' ``(point, values)`` on resamples common to
+    them (:class:`CommonValues`: the seeds they all ran), or one mapping for every run on the
+    same resamples. ``isolated``: the single-task reference of each metric (``{"map50":
+    "det_only", "view_accuracy": "view_only"}``); ``shared``: the fixed-weight multi-task run;
+    ``methods``: the shared-trunk runs whose recovery is read. Each comparison uses the seeds its
+    own runs have in common: the cost of sharing is not cut to a method's fewer seeds.
     """
+    of = values if callable(values) else (lambda runs: values)
     out: dict[str, Any] = {}
     for metric in metrics:
         reference = isolated[metric]
-        ref_point, ref_values = values[reference][0][metric], values[reference][1][metric]
-        s_point, s_values = values[shared][0][metric], values[shared][1][metric]
+        pair = of([reference, shared])
+        ref_point, ref_values = pair[reference][0][metric], pair[reference][1][metric]
+        s_point, s_values = pair[shared][0][metric], pair[shared][1][metric]
         cost = difference(ref_point, ref_values, s_point, s_values)
         reading = cost_reading(cost)
         per_method = {}
         for m in methods:
-            m_point, m_values = values[m][0][metric], values[m][1][metric]
+            trio = of([reference, shared, m])
+            m_point, m_values = trio[m][0][metric], trio[m][1][metric]
+            ts_point, ts_values = trio[shared][0][metric], trio[shared][1][metric]
+            tr_point, tr_values = trio[reference][0][metric], trio[reference][1][metric]
             per_method[m] = {
                 "value": float(m_point),
-                "gain": difference(m_point, m_values, s_point, s_values),
+                "gain": difference(m_point, m_values, ts_point, ts_values),
                 "fraction": recovered_fraction(
-                    (m_point, m_values), (s_point, s_values), (ref_point, ref_values), reading
+                    (m_point, m_values), (ts_point, ts_values), (tr_point, tr_values), reading
                 ),
             }
         out[metric] = {
@@ -165,40 +176,69 @@ def sharing_summary(
     return out
 
 
-def common_values(
-    prediction_files: Mapping[str, Sequence[PathLike]],
-    value_files: Mapping[str, PathLike],
-    metrics: Sequence[str],
-    n_resamples: int,
-    seed: int,
-) -> tuple[dict[str, tuple[dict, dict]], list[int]]:
-    """``({experiment: (point, values)}, seeds)`` on one set of resamples for every experiment.
+class CommonValues:
+    """``values(runs)``: the runs' bootstrap values on the resamples of the seeds they all ran.
 
-    The bootstrap jobs' stored values are used when all runs hold the same images (same seeds);
-    otherwise every run is scored again on the seeds common to all, so the resamples coincide.
+    The bootstrap jobs' stored values serve when the runs hold the same images (the same seeds);
+    otherwise each run is scored again on the common seeds (cached per run and seed set), so
+    that a comparison pairs seed k with seed k on the same resampled patients.
     """
-    from echomtl.evaluation.bootstrap import resample_values
 
-    stored = {e: read_resample_values(f) for e, f in value_files.items()}
-    settings = {"n_resamples": n_resamples, "seed": seed, "unit": "patient"}
-    first = next(iter(stored.values()))
-    if all(v["names"] == first["names"] and v["settings"] == settings for v in stored.values()):
-        return {e: (v["point"], v["values"]) for e, v in stored.items()}, list(first["seeds"])
-    loaded = {e: load_predictions(files) for e, files in prediction_files.items()}
-    seeds = sorted(set.intersection(*(set(by_seed) for _, _, by_seed in loaded.values())))
-    if not seeds:
-        raise ValueError(f"no seed common to {', '.join(loaded)}")
-    out = {}
-    for e, (_, class_names, by_seed) in loaded.items():
-        images = (
-            by_seed[seeds[0]] if len(seeds) == 1
-            else [{**im, "name": f"s{s}/{im['name']}"} for s in seeds for im in by_seed[s]]
-        )  # fmt: skip
-        asked = applicable_metrics(metrics, images)
-        out[e] = resample_values(
-            images, class_names, n_resamples, seed, asked, **resampling_units(images, "patient")
-        )
-    return out, seeds
+    def __init__(
+        self,
+        prediction_files: Mapping[str, Sequence[PathLike]],
+        value_files: Mapping[str, PathLike],
+        metrics: Sequence[str],
+        n_resamples: int,
+        seed: int,
+    ) -> None:
+        self.stored = {e: read_resample_values(f) for e, f in value_files.items()}
+        self.loaded = {e: load_predictions(files) for e, files in prediction_files.items()}
+        self.metrics, self.n_resamples, self.seed = list(metrics), n_resamples, seed
+        self.settings = {"n_resamples": n_resamples, "seed": seed, "unit": "patient"}
+        self.cache: dict[tuple[str, tuple[int, ...]], tuple[dict, dict]] = {}
+        self.seeds_used: dict[tuple[str, ...], list[int]] = {}
+
+    def seeds(self, runs: Sequence[str]) -> list[int]:
+        common = sorted(set.intersection(*(set(self.loaded[r][2]) for r in runs)))
+        if not common:
+            raise ValueError(f"no seed common to {', '.join(runs)}")
+        return common
+
+    def __call__(self, runs: Sequence[str]) -> dict[str, tuple[dict, dict]]:
+        from echomtl.evaluation.bootstrap import resample_values
+
+        seeds = self.seeds(runs)
+        self.seeds_used[tuple(runs)] = seeds
+        out = {}
+        for r in runs:
+            stored = self.stored[r]
+            if stored["seeds"] == seeds and stored["settings"] == self.settings:
+                out[r] = (stored["point"], stored["values"])
+                continue
+            key = (r, tuple(seeds))
+            if key not in self.cache:
+                _, class_names, by_seed = self.loaded[r]
+                images = (
+                    by_seed[seeds[0]] if len(seeds) == 1
+                    else [{**im, "name": f"s{s}/{im['name']}"} for s in seeds for im in by_seed[s]]
+                )  # fmt: skip
+                asked = applicable_metrics(self.metrics, images)
+                self.cache[key] = resample_values(
+                    images, class_names, self.n_resamples, self.seed, asked,
+                    **resampling_units(images, "patient"),
+                )  # fmt: skip
+            out[r] = self.cache[key]
+        names = {tuple(self._names(r, seeds)) for r in runs}
+        if len(names) != 1:
+            raise ValueError(f"{', '.join(runs)} were not evaluated on the same test images")
+        return out
+
+    def _names(self, run: str, seeds: Sequence[int]) -> list[str]:
+        by_seed = self.loaded[run][2]
+        if len(seeds) == 1:
+            return [im["name"] for im in by_seed[seeds[0]]]
+        return [f"s{s}/{im['name']}" for s in seeds for im in by_seed[s]]
 
 
 def sharing(
@@ -214,12 +254,15 @@ def sharing(
     view_only, shared = (study.members(roles[r])[0] for r in ("view_only", "fixed"))
     isolated = {"map50": study.isolated_detector, "view_accuracy": view_only}
     methods = [e for e in study.multitask if e != shared]
-    values, seeds = common_values(prediction_files, value_files, TASK_METRICS, n_resamples, seed)
+    values = CommonValues(prediction_files, value_files, TASK_METRICS, n_resamples, seed)
     summary = sharing_summary(values, isolated, shared, methods)
+    for part in summary.values():
+        part["cost"]["seeds"] = values.seeds([part["isolated"], shared])
+        for m, entry in part["methods"].items():
+            entry["seeds"] = values.seeds([part["isolated"], shared, m])
     result = {
         "shared": shared,
         "isolated": isolated,
-        "seeds": seeds,
         "n_resamples": n_resamples,
         "seed": seed,
         "confidence": 0.95,

@@ -413,6 +413,8 @@ def _verdicts(res: Results, help_: _Helpers, nums: _Numbers, roles: dict) -> dic
 def _config_numbers(config: Mapping, nums: _Numbers, ref_row: pd.Series, res: Results) -> None:
     seeds = list(_cfg(config, "seeds"))
     nums.put("cfg/n_seeds", len(seeds))
+    decisive = list(res.study.decisive_seeds) if res.study.decisive else []
+    nums.put("cfg/n_seeds_decisive", len(seeds) + len(decisive))
     nums.put("cfg/loss_window", LOSS_WINDOW)
     nums.put("cfg/epochs", int(_cfg(config, "train.epochs")))
     nums.put("cfg/imgsz", int(_cfg(config, "model.imgsz")))
@@ -943,6 +945,9 @@ def build_context(
         "scheme_name": protocol_name(scheme),
         "scheme": scheme,
         "seeds": seeds,
+        "decisive_seeds": [str(s) for s in res.study.decisive_seeds] if res.study.decisive else [],
+        "decisive_runs": res.study.decisive,
+        "front_optimal": res.front_selection["chosen"] if res.front_selection else None,
         "view_names": [str(v) for v in _cfg(config, "data.view_names")],
         "class_names": [str(c) for c in _cfg(config, "data.class_names")],
         "time_unit": time_name,

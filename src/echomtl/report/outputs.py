@@ -74,6 +74,8 @@ class Layout:
     sharing: bool = False
     #: the runs whose accumulated-gradient interference is measured (``Study.interference_runs``)
     interference: Sequence[str] = ()
+    #: the detection-optimal fixed weight's selection file (``Study.flags["front_detection"]``)
+    front_selection: str | None = None
 
     def interference_files(self) -> Inputs:
         return {"interference": [f"{self.stats}/interference/{e}.json" for e in self.interference]}
@@ -87,6 +89,7 @@ class Layout:
             "intervals": [f"{self.stats}/bootstrap/{n}.json" for n in self.study],
             "paired": [f"{self.stats}/paired/{n}.json" for n in self.study if n != self.reference],
             "sharing": [f"{self.stats}/sharing.json"] if self.sharing else [],
+            "front_selection": [self.front_selection] if self.front_selection else [],
         }
 
     def audit_files(self) -> Inputs:
@@ -127,6 +130,7 @@ class Sources:
             self.files("intervals"),
             self.files("paired"),
             self.files("sharing"),
+            self.files("front_selection"),
         )
 
     @functools.cached_property
@@ -205,6 +209,10 @@ def _tables() -> list[Output]:
         _on_results(
             "table", "sharing", "table_sharing", "sharing",
             "The cost of sharing per task and the fraction of it each method recovers.",
+        ),
+        _on_results(
+            "table", "tuning", "table_tuning", "comparisons",
+            "The tuning budget of every method: what was chosen on validation, among how many.",
         ),
         _on_results(
             "table", "main", "table_main", None,

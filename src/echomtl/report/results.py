@@ -42,6 +42,8 @@ class Results:
     paired: dict[str, dict] = field(default_factory=dict)
     #: the cost of sharing and the fractions recovered (``stats/sharing.json``), or None
     sharing: dict | None = None
+    #: the detection-optimal fixed weight (``selection/front_detection.json``), or None
+    front_selection: dict | None = None
     summary: pd.DataFrame = field(init=False)
 
     @property
@@ -232,6 +234,7 @@ def load_results(
     interval_files: Iterable[PathLike] = (),
     paired_files: Iterable[PathLike] = (),
     sharing_files: Iterable[PathLike] = (),
+    front_selection_files: Iterable[PathLike] = (),
 ) -> Results:
     """Read everything :class:`Results` needs from the workflow's files."""
     chosen, selections = read_selections(selection_files, study)
@@ -243,4 +246,5 @@ def load_results(
         intervals=load_intervals(interval_files),
         paired=load_paired(paired_files, study.reference, study.same_detector),
         sharing=next((read_json(f) for f in sharing_files), None),
+        front_selection=next((read_json(f) for f in front_selection_files), None),
     )
