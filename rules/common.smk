@@ -159,6 +159,17 @@ AUDIT_SCHEMES = sorted(
 )
 
 
+def matched_cache(wildcards):
+    """A split variant's study run's training cache: the variant trains as many steps as that
+    run (training.trainer.run_length); empty for every other run."""
+    study_run = dict((v, s) for s, v in STUDY_MODEL.split_pairs).get(
+        wildcards.experiment
+    )
+    if study_run is None:
+        return []
+    return [f"{R}/cache/{partitions(study_run)[0]}/train-{IMGSZ}.npz"]
+
+
 def train_params(wildcards):
     """Every hyper-parameter of a run (echomtl.study.train_parameters): a change re-runs
     exactly the jobs it affects."""

@@ -6,6 +6,7 @@
 rule train:
     input:
         cache=lambda w: f"{R}/cache/{split_scheme(w.experiment)}/train-{IMGSZ}.npz",
+        match=matched_cache,
     output:
         weights=f"{run_dir(HOLDOUT_EXPERIMENT)}/weights.pt",
         steps=f"{run_dir(HOLDOUT_EXPERIMENT)}/steps.csv",
@@ -35,6 +36,7 @@ rule train:
 use rule train as train_fold with:
     input:
         cache=lambda w: f"{R}/cache/{partition(w.experiment, w.fold)}/train-{IMGSZ}.npz",
+        match=[],
     output:
         weights=f"{fold_dir(CV_TRAINED_EXPERIMENT)}/weights.pt",
         steps=f"{fold_dir(CV_TRAINED_EXPERIMENT)}/steps.csv",

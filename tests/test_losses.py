@@ -272,3 +272,18 @@ def test_view_loss_all_missing_is_connected_zero():
     assert loss.item() == 0.0 and loss.requires_grad and loss.grad_fn is not None
     loss.backward()
     assert logits.grad is not None and torch.count_nonzero(logits.grad) == 0
+
+
+def test_ciou_gradient_stays_finite_for_a_box_thinner_than_float_spacing():
+    """A predicted box whose height is below the float32 spacing of its coordinates: recomputed
+    from its corners (torchvision, xyxy) the height is 0 and the gradient NaN; ours is finite."""
+    pred = torch.tensor([[0.7, 0.9, 1.3, 1e-12]], requires_grad=True)
+    target = torch.tensor([[0.6, 0.8, 1.0, 2.0]])
+    ciou_xywh(pred, target).sum().backward()
+    assert torch.isfinite(pred.grad).all()
+    corners = box_convert(pred.detach(), "cxcywh", "xyxy").requires_grad_(True)
+    complete_box_iou(corners, box_convert(target, "cxcywh", "xyxy")).sum().backward()
+    assert not torch.isfinite(corners.grad).all()  # the failure this guards against
+    zero = torch.tensor([[0.7, 0.9, 1.3, 0.0]], requires_grad=True)  # a sigmoid that underflowed
+    ciou_xywh(zero, target).sum().backward()
+    assert torch.isfinite(zero.grad).all()

@@ -18,6 +18,7 @@ from echomtl.training.trainer import (
     TrainingInterrupted,
     TrainParams,
     load_weights,
+    run_length,
     train,
 )
 
@@ -230,3 +231,21 @@ def _asdict(p: TrainParams) -> dict:
     from dataclasses import asdict
 
     return asdict(p)
+
+
+def test_run_length_matches_another_runs_iterations():
+    assert run_length(9, 16, 358) == (9, 22 * 9)  # its own epochs of full batches
+    # a split variant of 320 training images matching a study run of 358: 198 iterations in
+    # ceil(198 / 20) = 10 epochs, the last one cut to 18 batches
+    assert run_length(9, 16, 320, match_images=358) == (10, 198)
+    assert run_length(9, 16, 400, match_images=358) == (8, 198)  # more images: fewer epochs
+
+
+def test_a_matched_run_trains_the_matched_number_of_steps(tmp_path, tiny_caches):
+    from dataclasses import replace as with_
+
+    p = params(epochs=2, method="fixed", augment=False)
+    run = with_(paths(tmp_path, tiny_caches["train"]), match_images=24)  # 6 x 2 = 12 steps
+    train(p, run)
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    assert len(steps) == 12 and steps["epoch"].max() == 2  # 16 images: epochs of 4, 4 and 4

@@ -136,6 +136,13 @@ def build_cache(snakemake: Any) -> None:
         LOG.info("cache %s: %s", snakemake.output[0], stats)
 
 
+def _images_of(caches: Any) -> int | None:
+    """The training images of the one matched run's cache, or None without one."""
+    from echomtl.data.cache import load_cache
+
+    return len(load_cache(caches[0])["views"]) if caches else None
+
+
 def train(snakemake: Any) -> None:
     from echomtl.config import weights_path
     from echomtl.training.trainer import RunPaths, TrainParams
@@ -152,6 +159,7 @@ def train(snakemake: Any) -> None:
             checkpoint_dir=Path(snakemake.params.checkpoint_dir),
             pretrained=weights_path(snakemake.config),
             snapshots=Path(out.snapshots),
+            match_images=_images_of(snakemake.input.match),
         )
         params = TrainParams.from_dict(dict(snakemake.params.hp))
         summary = run_training(

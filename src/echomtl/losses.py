@@ -12,7 +12,7 @@
   coordinate both masks are true, so the cell to the left is added *and* the "right" offset rounds
   back onto the own cell, i.e. the own cell appears twice (counted twice in the box/class means).
   Positives are ordered offset group (own, left, up, right, down), then anchor, then target.
-- box: mean over positives of 1 - CIoU (``torchvision.ops.complete_box_iou_loss`` on xyxy), with
+- box: mean over positives of 1 - CIoU (:func:`ciou_xywh`, YOLOv5's formula on xywh boxes), with
   pxy = 2 sigmoid - 0.5, pwh = (2 sigmoid)^2 anchor (grid units).
 - objectness: BCE-with-logits over all cells; target CIoU.detach().clamp(0) at positives (gr = 1),
   0 elsewhere; level balance [4.0, 1.0, 0.4]. When several positives land on the same
@@ -27,12 +27,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_convert, complete_box_iou_loss
 
 from echomtl.models.yolo import Detect
 
@@ -167,11 +167,40 @@ class YoloLoss:
         return (lbox + lobj + lcls) * bs, {"box": box, "obj": obj, "class": cls}
 
 
-def ciou_xywh(box1: Tensor, box2: Tensor) -> Tensor:
-    """Complete IoU of paired xywh boxes ``[n, 4]`` via torchvision (CIoU = 1 - CIoU loss)."""
-    b1 = box_convert(box1, "cxcywh", "xyxy")
-    b2 = box_convert(box2, "cxcywh", "xyxy")
-    return 1.0 - complete_box_iou_loss(b1, b2, reduction="none")
+def ciou_xywh(box1: Tensor, box2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Complete IoU of paired xywh boxes ``[n, 4]``, as YOLOv5 v7.0 computes it.
+
+    The aspect term ``atan(w / h)`` takes each box's own width and height. torchvision's
+    ``complete_box_iou_loss`` takes xyxy boxes and recomputes the height as ``y2 - y1``, which is
+    exactly 0 in float32 for a predicted box thinner than the float spacing of its coordinates
+    (its sigmoid near 0): ``atan(w / 0)`` is finite, its gradient is NaN, gradient clipping cannot
+    remove a NaN, and the run's weights become NaN (a third seed of GradNorm diverged so, at its
+    63rd step). The height in the ratio is kept above ``eps`` for a box whose sigmoid underflowed
+    to 0 exactly. The IoU itself is torchvision's (areas from the corners, so that it never
+    exceeds 1 by rounding); for ordinary boxes the value equals torchvision's to float precision
+    (``tests/test_losses.py``).
+    """
+    (x1, y1, w1, h1), (x2, y2, w2, h2) = box1.unbind(-1), box2.unbind(-1)
+    left1, right1, top1, bottom1 = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
+    left2, right2, top2, bottom2 = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
+    inter = (torch.minimum(right1, right2) - torch.maximum(left1, left2)).clamp(min=0) * (
+        torch.minimum(bottom1, bottom2) - torch.maximum(top1, top2)
+    ).clamp(min=0)
+    # the areas from the corners, as the intersection is: IoU never exceeds 1 by rounding
+    area1 = (right1 - left1) * (bottom1 - top1)
+    area2 = (right2 - left2) * (bottom2 - top2)
+    iou = inter / (area1 + area2 - inter + eps)
+    # the smallest enclosing box's squared diagonal, and the centres' squared distance
+    cw = torch.maximum(right1, right2) - torch.minimum(left1, left2)
+    ch = torch.maximum(bottom1, bottom2) - torch.minimum(top1, top2)
+    diagonal2 = cw**2 + ch**2 + eps
+    centres2 = (x2 - x1) ** 2 + (y2 - y1) ** 2
+    aspect = (4 / math.pi**2) * (
+        torch.atan(w2 / h2.clamp(min=eps)) - torch.atan(w1 / h1.clamp(min=eps))
+    ) ** 2
+    with torch.no_grad():
+        trade = aspect / (aspect - iou + (1 + eps)).clamp(min=eps)
+    return iou - (centres2 / diagonal2 + aspect * trade)
 
 
 def _write_last_wins(tobj: Tensor, lt: LevelTargets, iou: Tensor) -> None:

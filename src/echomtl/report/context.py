@@ -752,8 +752,16 @@ def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> 
                 a, b = res.get(variant, m, s), res.get(study_run, m, t)
                 if not (math.isnan(a) or math.isnan(b)):
                     nums.put(f"splitdiff/{variant}/{s}/{m}", format_number(a - b, signed=True))
+        for e in (study_run, variant):
+            if res.has(e, "n_steps", "train") and f"steps/{e}" not in nums:
+                nums.put(f"steps/{e}", int(res.mean(e, "n_steps", "train")))
         pairs.append(
             {
+                "steps": (
+                    nums[f"steps/{study_run}"] == nums[f"steps/{variant}"]
+                    if all(f"steps/{e}" in nums for e in (study_run, variant))
+                    else None
+                ),
                 "study": study_run,
                 "variant": variant,
                 "scheme": protocol_name(str(res.row(study_run)["split"])),

@@ -132,50 +132,50 @@ def fig_training_curves(
     labels: Mapping[str, str] | None = None,
     order: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Per-task training loss (``loss_det``, ``loss_cls`` of ``epochs.csv``) vs epoch.
-
-    One line per experiment (mean over seeds, shaded min-max when several seeds). Experiments
-    whose classification loss is all zero or NaN (no head) are left out of that panel only.
+    """Per-task training loss (``loss_det``, ``loss_cls`` of ``epochs.csv``) vs epoch, as small
+    multiples: one panel per experiment, its two losses in two line styles (mean over seeds,
+    shaded min-max when several), one y scale for all. A panel per experiment instead of one
+    colour per experiment: fourteen near-identical colours in one panel cannot be told apart.
+    A loss the model lacks (all NaN or zero) is not drawn in its panel.
     """
     runs = _group_files(epochs_files)
-    colors = _colors(list(runs), order)
+    names = [e for e in (order or runs) if e in runs]
+    if not names:
+        raise ValueError("fig_training_curves: no epochs.csv given")
+    cols = min(5, len(names))
+    rows = math.ceil(len(names) / cols)
+    styles = {"det": ("-", "C0", "detection loss $L_\\mathrm{det}$"),
+              "cls": ("--", "C3", "view classification loss $L_\\mathrm{cls}$")}  # fmt: skip
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, 2, figsize=(FULL_WIDTH, 2.8))
-        for ax, task, title in zip(
-            axes, ("det", "cls"), ("Detection loss", "View classification loss"), strict=True
-        ):
-            plotted = []
-            for exp in [e for e in (order or runs) if e in runs]:
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(FULL_WIDTH, 1.35 * rows + 0.5), sharex=True, sharey=True,
+            squeeze=False,
+        )  # fmt: skip
+        everything = []
+        for ax, exp in zip(axes.flat, names, strict=False):
+            for task, (ls, color, _) in styles.items():
                 frames = _read_runs(runs[exp], {"epoch", f"loss_{task}"})
                 agg = _mean_over_seeds(frames, "epoch", f"loss_{task}")
-                if agg.empty or np.all(agg["mean"].abs() <= 0):
+                if agg.empty or not np.any(agg["mean"].abs() > 0):
                     continue
-                ax.plot(
-                    agg["epoch"], agg["mean"], color=colors[exp], lw=1.2, label=_label(labels, exp)
-                )
+                ax.plot(agg["epoch"], agg["mean"], ls=ls, color=color, lw=1.1)
                 if len(frames) > 1:
                     ax.fill_between(
-                        agg["epoch"], agg["min"], agg["max"], color=colors[exp], alpha=0.15, lw=0
+                        agg["epoch"], agg["min"], agg["max"], color=color, alpha=0.18, lw=0
                     )
-                plotted.append(agg["mean"])
-            if not plotted:
-                ax.text(0.5, 0.5, "no run with this loss", ha="center", transform=ax.transAxes)
-            else:
-                values = pd.concat(plotted)
-                if values.min() > 0 and values.max() / values.min() > 20:
-                    ax.set_yscale("log")
-            ax.set_title(title)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(f"mean training loss $L_\\mathrm{{{task}}}$")
-        handles, names = axes[0].get_legend_handles_labels()
-        h2, n2 = axes[1].get_legend_handles_labels()
-        for h, n in zip(h2, n2, strict=True):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-        fig.legend(
-            handles, names, loc="outside lower center", ncol=min(4, len(names)), frameon=False
-        )
+                everything.append(agg["mean"])
+            ax.set_title(_label(labels, exp), fontsize=7)
+            ax.tick_params(labelsize=6.5)
+        for ax in axes.flat[len(names) :]:
+            ax.axis("off")
+        values = pd.concat(everything) if everything else pd.Series(dtype=float)
+        if len(values) and values.min() > 0 and values.max() / values.min() > 20:
+            axes.flat[0].set_yscale("log")
+        fig.supxlabel("epoch", fontsize=8)
+        fig.supylabel("mean training loss", fontsize=8)
+        handles = [plt.Line2D([], [], ls=ls, color=c, lw=1.1, label=name)
+                   for ls, c, name in styles.values()]  # fmt: skip
+        fig.legend(handles=handles, loc="outside upper center", ncol=2, frameon=False)
         return save_figure(fig, out_stem)
 
 
@@ -219,7 +219,10 @@ def fig_gradnorm_weights(
             )
             if vals.max() / vals.min() > 20:
                 axes[1].set_yscale("log")
-        axes[0].legend(frameon=False)
+        # beside the data, never on it: the weights run across the whole panel
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)),
+                   frameon=False)  # fmt: skip
         return save_figure(fig, out_stem)
 
 

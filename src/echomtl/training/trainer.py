@@ -19,6 +19,7 @@ reference's half-batch losses), the optimizer step, the logs.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -87,6 +88,22 @@ class RunPaths:
     pretrained: Path | None = None  # the checkpoint file of a pretrained start
     #: the run's weight snapshots (``SNAPSHOT_POINTS``); None: not written
     snapshots: Path | None = None
+    #: the training images of the run whose iterations this one matches (a split variant
+    #: trains as many steps as its study run: :func:`run_length`); None: its own epochs
+    match_images: int | None = None
+
+
+def run_length(
+    epochs: int, batch_size: int, n_images: int, match_images: int | None = None
+) -> tuple[int, int]:
+    """``(epochs, iterations)`` of a run: ``epochs`` of full batches of its own images, or the
+    iterations of a run of ``match_images`` images, in as many epochs as they need (the last one
+    cut short; the learning-rate schedule spans those epochs)."""
+    per_epoch = n_images // batch_size
+    if match_images is None:
+        return epochs, per_epoch * epochs
+    total = (match_images // batch_size) * epochs
+    return math.ceil(total / per_epoch), total
 
 
 class _StopRequest:
@@ -193,8 +210,9 @@ def train(
     cache = load_cache(paths.train_cache)
     dataset = CachedDataset(cache, augment=p.augment, hyp=p.hyp, seed=p.seed)
     n_images = len(dataset)
+    n_epochs, total = run_length(p.epochs, p.batch_size, n_images, paths.match_images)
     schedule = Schedule(
-        p.hyp, p.epochs, p.batch_size, p.nominal_batch, n_images // p.batch_size, p.cos_lr,
+        p.hyp, n_epochs, p.batch_size, p.nominal_batch, n_images // p.batch_size, p.cos_lr,
         p.warmup_min_iterations,
     )  # fmt: skip
     run = TrainState.create(p, dev, schedule.weight_decay, paths.pretrained)
@@ -204,11 +222,11 @@ def train(
         LOG.info("resumed at epoch %d batch %d", run.epoch, run.batch)
     else:
         LOG.info(
-            "training %s seed %d: %s %s (%d parameters), %d images, %d epochs", p.experiment,
-            p.seed, p.model, p.scale, count_parameters(run.model), n_images, p.epochs,
+            "training %s seed %d: %s %s (%d parameters), %d images, %d epochs, %d steps",
+            p.experiment, p.seed, p.model, p.scale, count_parameters(run.model), n_images,
+            n_epochs, total,
         )  # fmt: skip
     start_epoch, start_batch = run.epoch, run.batch
-    total = schedule.batches_per_epoch * p.epochs
     take = model_variant(p.model).shares_gradients and paths.snapshots is not None
     points = snapshot_iterations(schedule.n_warmup, total) if take else {}
 
@@ -217,13 +235,14 @@ def train(
     batches_run = 0
     run_started = time.perf_counter()
     try:
-        for epoch in range(start_epoch, p.epochs):
+        for epoch in range(start_epoch, n_epochs):
             run.model.train()
             dataset.set_epoch(epoch)
             batches = batch_order(n_images, p.batch_size, p.seed, epoch)
+            batches = batches[: total - schedule.batches_per_epoch * epoch]  # the last one: cut
             first = start_batch if epoch == start_epoch else 0
             started = time.perf_counter()
-            bar = progress(len(batches) - first, f"{p.experiment} epoch {epoch + 1}/{p.epochs}")
+            bar = progress(len(batches) - first, f"{p.experiment} epoch {epoch + 1}/{n_epochs}")
             loader = epoch_loader(dataset, batches[first:], workers, dev)
             for i, (images, targets, views, _) in enumerate(loader, start=first):
                 ni = i + schedule.batches_per_epoch * epoch
@@ -249,15 +268,15 @@ def train(
             seconds = run.epochs[-1]["seconds"]
             LOG.info(
                 "epoch %d/%d det %.4f cls %.4f w_det %.4f w_cls %.4f applied %.4f/%.4f (%.1f s)",
-                epoch + 1, p.epochs, summary["loss_det"], summary["loss_cls"],
+                epoch + 1, n_epochs, summary["loss_det"], summary["loss_cls"],
                 summary["weight_det"], summary["weight_cls"], summary["eff_weight_det"],
                 summary["eff_weight_cls"], seconds,
             )  # fmt: skip
             done = epoch + 1 - start_epoch
-            eta = (time.perf_counter() - run_started) / done * (p.epochs - epoch - 1)
+            eta = (time.perf_counter() - run_started) / done * (n_epochs - epoch - 1)
             say(
                 "train",
-                f"{p.experiment} seed {p.seed}: epoch {epoch + 1}/{p.epochs} "
+                f"{p.experiment} seed {p.seed}: epoch {epoch + 1}/{n_epochs} "
                 f"det {summary['loss_det']:.3f} cls {summary['loss_cls']:.3f} "
                 f"({duration(seconds)}, ETA {duration(eta)})",
             )
