@@ -117,6 +117,12 @@ def test_a_run_saves_its_snapshots_and_the_job_measures_them(tmp_path, tiny_cach
             assert torch.equal(tensor, again["points"][k]["state_dict"][name]), (k, name)
     out = measure_snapshots(whole.snapshots, tiny_caches["train"], tmp_path / "i.json", "t")
     assert out["n_images"] == 16 and list(out["points"]) == list(SNAPSHOT_POINTS)
+    assert out["batch_size"] == 4  # the run's own
+    # a set too small for two of the run's batches is measured in two halves, and says so
+    few = measure_snapshots(whole.snapshots, tiny_caches["train"], tmp_path / "f.json", "t", 6)
+    assert few["n_images"] == 6 and few["batch_size"] == 3
+    with pytest.raises(ValueError, match="the null band needs at least two"):
+        measure_snapshots(whole.snapshots, tiny_caches["train"], tmp_path / "g.json", "t", 1)
     for m in out["points"].values():
         assert -1 <= m["cosine"] <= 1 and m["null_high"] > 0
         assert m["reading"] in INTERFERENCE_WORDS

@@ -234,6 +234,17 @@ def test_direction_against_expectation_is_flagged_both_ways():
     assert not against_expectation(0.0, "split") and not against_expectation(float("nan"), "split")
 
 
+def test_gradnorms_detection_step_against_fixed_weights_is_read_both_ways():
+    from echomtl.report.reading import STEP_TOLERANCE, detection_step_reading
+
+    assert detection_step_reading(0.97, 1.0) == "the same"
+    assert detection_step_reading(1.0 - STEP_TOLERANCE + 1e-9, 1.0) == "the same"
+    assert detection_step_reading(0.70, 1.0) == "smaller"  # renormalised to the initial sum
+    assert detection_step_reading(1.90, 1.0) == "larger"  # renormalised to the task count
+    with pytest.raises(ValueError):
+        detection_step_reading(0.9, 0.0)
+
+
 def test_abstract_is_at_most_200_words_and_states_the_level_reached(full):
     _, built = full
     abstract = _abstract(built["tex"].read_text())
@@ -359,6 +370,8 @@ def test_paper_states_gradnorms_renormalisation_as_configured(tmp_path, renormal
     tex = rf.build_report(study, tmp_path / "out", n_resamples=5, figures=False)["tex"]
     text = " ".join(tex.read_text().split())
     assert said in text and not_said not in text
+    # what it did to the detection step, read from the run's weights by rule
+    assert "GradNorm's detection weight averaged" in text and "fixed weights' $\\wdet=" in text
 
 
 def test_software_names_are_typewriter_only_in_the_software_paragraph(full):

@@ -73,8 +73,11 @@ def test_decisive_runs_get_the_decisive_seeds_and_the_rest_the_common_ones():
     assert study.seeds_of("manual_wcls0.1") == [0] and study.seeds_of("uncertainty") == [0]
     assert study.flags["multi_seed"] and not plan(default_table()).flags["multi_seed"]
     assert Study.from_dict(json.loads(study.to_json())).seeds_of("fixed") == [0, 1, 2]
-    with pytest.raises(ValueError, match=r"decisive_seeds repeats seeds every run has.*\[0\]"):
-        plan(default_table(), seeds=[0, 1], decisive_seeds=[0, 2])
+    # a decisive seed every run has is no extra run (config/paper.yaml: three seeds for all)
+    overlap = plan(default_table(), seeds=[0, 1], decisive_seeds=[0, 2])
+    assert overlap.decisive_seeds == (2,) and overlap.seeds_of("fixed") == [0, 1, 2]
+    everyone = plan(default_table(), seeds=[0, 1, 2], decisive_seeds=[1, 2])
+    assert everyone.decisive_seeds == () and everyone.seeds_of("fixed") == [0, 1, 2]
 
 
 def test_cv_adds_one_composite_per_grid_group_never_trained():

@@ -127,9 +127,11 @@ def test_diagnostics_summary_and_phases(study):
     assert set(diag.scope) == {"W", "feature", "trunk"}
     assert diag.frac_negative.between(0, 1).all()
     phases = summaries.weight_phases(study.experiment_files("gradnorm_a1.5", "steps.csv"))
-    assert list(phases.phase) == ["Initial", "Early", "Mid", "Final"]
-    first = pd.read_csv(study.experiment_files("gradnorm_a1.5", "steps.csv")[0]).iloc[0]
-    assert phases.weight_det.iloc[0] == pytest.approx(first.weight_det)
+    assert list(phases.phase) == ["Initial", "Early", "Mid", "Final", "Overall"]
+    runs = [pd.read_csv(f) for f in study.experiment_files("gradnorm_a1.5", "steps.csv")]
+    assert phases.weight_det.iloc[0] == pytest.approx(runs[0].iloc[0].weight_det)
+    overall = phases.set_index("phase").loc["Overall"]
+    assert overall.weight_det == pytest.approx(sum(r.weight_det.mean() for r in runs) / len(runs))
     assert (phases.n_seeds == 2).all()
     assert phases.weight_cls.iloc[-1] > phases.weight_cls.iloc[0]
 

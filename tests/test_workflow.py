@@ -347,9 +347,11 @@ def test_real_cpu_config_dag_is_cross_validated(tmp_path):
         for line in stats.splitlines()[3:]
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
-    # the decisive set and the init axis (config/experiments-real-cpu.tsv): 12 cross-validated
-    # experiments, 3 of them from random weights, and the split variant
-    assert counts["train_fold"] == 12 * 3 and counts["pool_folds"] == 12 and counts["train"] == 1
+    # the decisive set and the init axis (config/experiments-real-cpu.tsv): 13 cross-validated
+    # experiments, 3 of them from random weights, on 3 folds; the 4 decisive runs (isolated
+    # detector, view alone, fixed, reference) on a second seed (decisive_seeds); the split variant
+    assert counts["train_fold"] == (13 + 4) * 3 and counts["pool_folds"] == 13 + 4
+    assert counts["train"] == 1
 
 
 def test_cv_grid_group_mixing_augmentation_fails_at_parse_time(tmp_path):

@@ -357,15 +357,10 @@ class Study:
         if composites:
             t = pd.concat([t, pd.DataFrame(composites)])
             t = _normalise(t)
-        shared = sorted(set(seeds) & set(decisive_seeds))
-        if shared:
-            raise ValueError(
-                f"config decisive_seeds repeats seeds every run has (config seeds): {shared}"
-            )
-        return cls(
-            t, reference, tuple(int(s) for s in seeds), int(cv_folds),
-            tuple(int(s) for s in decisive_seeds),
-        )  # fmt: skip
+        # A decisive seed that every run has already is no extra run: an overlay that gives every
+        # run three seeds (config/paper.yaml) leaves the decisive runs with those three.
+        extra = tuple(sorted(int(s) for s in set(decisive_seeds) - set(seeds)))
+        return cls(t, reference, tuple(int(s) for s in seeds), int(cv_folds), extra)
 
     @classmethod
     def from_table(
@@ -597,7 +592,7 @@ class Study:
             members = [self.seeds_of(m) for m in self.members(str(self.row(name)["group"]))]
             return [s for s in members[0] if all(s in m for m in members)]
         extra = list(self.decisive_seeds) if name in self.decisive else []
-        return [*self.seeds, *extra]
+        return sorted({*self.seeds, *extra})
 
     @functools.cached_property
     def sharing_runs(self) -> list[str]:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from echomtl.atomic import PathLike, write_json
+from echomtl.evaluation.vocabulary import INTERFERENCE_WORDS
 
 __all__ = [
     "INTERFERENCE_WORDS",
@@ -42,9 +43,6 @@ __all__ = [
     "summarise_gradients",
     "measure_snapshots",
 ]
-
-#: The reading of a task cosine against its null band.
-INTERFERENCE_WORDS = ("conflict", "alignment", "inside the null band")
 
 
 def _cos(a: Tensor, b: Tensor) -> float:
@@ -178,13 +176,15 @@ def measure_snapshots(
         raise ValueError(f"{snapshots_path}: the run saved no snapshot (no shared trunk?)")
     dataset = CachedDataset(cache_path)
     chosen = image_set(len(dataset), n_images, seed)
-    batch_size = int(params["batch_size"])
-    n_batches = len(chosen) // batch_size
-    if n_batches < 2:
+    # Batches of the run's own size (its BatchNorm statistics as training saw them); a training
+    # set too small for two such batches (a tiny study) is cut in two halves instead, and the
+    # batch size used is recorded and printed with the measurement.
+    batch_size = min(int(params["batch_size"]), len(chosen) // 2)
+    if batch_size < 1:
         raise ValueError(
-            f"{cache_path}: {len(chosen)} training images make fewer than two batches of "
-            f"{batch_size}"
+            f"{cache_path}: {len(chosen)} training image(s); the null band needs at least two"
         )
+    n_batches = len(chosen) // batch_size
     chosen = chosen[: n_batches * batch_size]  # whole batches: the mean of batch means
     batches = []
     for b in range(n_batches):

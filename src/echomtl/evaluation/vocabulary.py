@@ -14,6 +14,7 @@ __all__ = [
     "FAMILY_LEVEL",
     "VERDICTS",
     "UNDECIDED",
+    "INTERFERENCE_WORDS",
 ]
 
 #: Every test metric the paper reports, in its order, with its printed name.
@@ -41,3 +42,6 @@ FAMILY_LEVEL = 0.05
 #: The words of a paired comparison (``statistics.verdict``); the last one decides nothing.
 VERDICTS = ("higher", "lower", "not distinguishable at 95%")
 UNDECIDED = VERDICTS[2]
+#: The reading of an accumulated-gradient task cosine against its null band
+#: (``evaluation.interference``): below it, above it, inside it.
+INTERFERENCE_WORDS = ("conflict", "alignment", "inside the null band")

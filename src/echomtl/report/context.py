@@ -33,6 +33,7 @@ from echomtl.evaluation.tidy import LOSS_WINDOW
 from echomtl.evaluation.vocabulary import (
     AXIS_METRICS,
     FAMILY_LEVEL,
+    INTERFERENCE_WORDS,
     METRIC_LABELS,
     REPORTED_METRICS,
     TASK_METRICS,
@@ -69,8 +70,10 @@ from echomtl.report.reading import (
     DETECTION_FLOOR,
     DOMINANCE_SHARE,
     SMALL_CLASS_BOXES,
+    STEP_TOLERANCE,
     against_expectation,
     detection_learned,
+    detection_step_reading,
     failure_reasons,
     interference_reading,
     versus_majority,
@@ -620,9 +623,19 @@ def _diagnostics_numbers(diagnostics: pd.DataFrame | None, nums: _Numbers) -> di
     return {"diag": rows, "diag_by": {(d["exp"], d["scope"]): d for d in rows}}
 
 
-def _phase_numbers(phases: pd.DataFrame | None, nums: _Numbers) -> dict[str, Any]:
-    rows = []
+def _phase_numbers(
+    phases: pd.DataFrame | None, nums: _Numbers, control_w_det: float
+) -> dict[str, Any]:
+    """The reference's weights by phase, and its mean detection step against ``control_w_det``
+    (fixed weights' w_det): what the renormalisation does to the detection step."""
+    rows, step = [], None
     if phases is not None and not phases.empty:
+        overall = float(phases.set_index("phase").loc["Overall", "weight_det"])
+        step = detection_step_reading(overall, control_w_det)
+        nums.put("phase/Overall/step_change",
+                 format_number(abs(overall / control_w_det - 1.0), 0, percent=True))  # fmt: skip
+        nums.put("cfg/control_w_det", Tex(f"{control_w_det:g}"))
+        nums.put("rule/step_tolerance", format_number(STEP_TOLERANCE, 0, percent=True))
         for _, r in phases.iterrows():
             base = f"phase/{r['phase']}"
             nums.put(f"{base}/weight_det", format_number(r["weight_det"]))
@@ -630,7 +643,7 @@ def _phase_numbers(phases: pd.DataFrame | None, nums: _Numbers) -> dict[str, Any
             nums.put(f"{base}/ratio", format_number(r["ratio"], 1))
             rows.append({"phase": r["phase"], "key": base})
     text = _listing([Tex(f"{latex_escape(n)} ({_span(s, e)})") for n, s, e in PHASES])
-    return {"phases": rows, "phase_definition": text}
+    return {"phases": rows, "phase_definition": text, "detection_step": step}
 
 
 def _failures(
@@ -683,14 +696,21 @@ def _interference_numbers(records: Sequence[Mapping[str, Any]], nums: _Numbers) 
         points = []
         for point, m in r["points"].items():
             k = f"acc/{e}/{point}"
-            nums.put(f"{k}/cosine", format_small(m["cosine"], 2, signed=True))
-            nums.put(f"{k}/null_high", format_small(m["null_high"], 2))
+            # three decimals: a cosine just beyond its band must not print as equal to it
+            nums.put(f"{k}/cosine", format_small(m["cosine"], 3, signed=True))
+            nums.put(f"{k}/null_high", format_small(m["null_high"], 3))
             nums.put(f"{k}/ratio", format_number(m["weighted_norm_ratio"], 1))
             nums.put(f"{k}/step", int(m["step"]))
             points.append({"point": point, "reading": m["reading"]})
         runs.append({"exp": e, "points": points})
     if records:
         nums.put("acc/n_images", int(records[0]["n_images"]))
+        nums.put("acc/batch_size", int(records[0]["batch_size"]))
+        readings = [p["reading"] for r in runs for p in r["points"]]
+        nums.put("count/acc_points", len(readings))
+        conflict, alignment, _ = INTERFERENCE_WORDS
+        nums.put("count/acc_outside", sum(w in (conflict, alignment) for w in readings))
+        nums.put("count/acc_conflict", sum(w == conflict for w in readings))
     return {"accumulated": runs, "point_words": POINT_WORDS}
 
 
@@ -879,7 +899,8 @@ def build_context(
     data = _data_numbers(audits, scheme, nums)
     claims = _claims_numbers(load_claims(claims_yaml), res, nums)
     diag = _diagnostics_numbers(diagnostics, nums)
-    phase = _phase_numbers(phases, nums)
+    control = roles["fixed"] if roles.get("fixed") else ref  # no fixed run: its start
+    phase = _phase_numbers(phases, nums, float(res.row(control)["w_det"]))
     split_pairs = _split_numbers(res, audits, nums)
     start = _start(res, checkpoint, nums)
     sharing = _sharing_numbers(res, nums)

@@ -4,8 +4,9 @@ Each rule is a small pure function, tested in every direction it can decide, so 
 numbers give other words: whether any detector learned (:func:`detection_learned`), view accuracy
 against always predicting the most frequent view (:func:`versus_majority`), whether a run failed
 (:func:`failure_reasons`) and so cannot stand for the axis it was run for, whether a difference
-runs against what was expected of it (:func:`against_expectation`), and which way the gradient
-diagnostics point (:func:`interference_reading`).
+runs against what was expected of it (:func:`against_expectation`), which way the gradient
+diagnostics point (:func:`interference_reading`), and whether GradNorm's detection step differs
+from fixed weights' (:func:`detection_step_reading`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = [
     "negative_share_interval",
     "InterferenceReading",
     "interference_reading",
+    "STEP_TOLERANCE",
+    "detection_step_reading",
 ]
 
 #: Detection floor: when the upper 95% bound of every main configuration's test mAP@0.5 lies
@@ -37,6 +40,24 @@ DETECTION_FLOOR = 0.10
 #: A task "dominates" the shared update when its median share of the applied update reaches this
 #: (the other task then moves the trunk by a tenth or less, whether or not the two oppose).
 DOMINANCE_SHARE = 0.90
+
+
+#: GradNorm's mean detection weight within this relative distance of fixed weights' w_det is the
+#: same detection step size (the two runs share the optimiser, so w_det scales the step).
+STEP_TOLERANCE = 0.05
+
+
+def detection_step_reading(mean_w_det: float, control_w_det: float,
+                           tolerance: float = STEP_TOLERANCE) -> str:  # fmt: skip
+    """GradNorm's detection step against the fixed-weight control's: "the same", "smaller" or
+    "larger". The model's gradient is sum_i w_i L_i under one optimiser, so a lower mean w_det
+    is a smaller detection step, a confound of any detection difference between the two."""
+    if not control_w_det > 0 or math.isnan(mean_w_det):
+        raise ValueError(f"detection_step_reading: weights {mean_w_det}, {control_w_det}")
+    change = mean_w_det / control_w_det - 1.0
+    if abs(change) <= tolerance:
+        return "the same"
+    return "smaller" if change < 0 else "larger"
 
 
 #: A class with fewer test boxes than this has a noisy AP: fig_per_class_ap hatches its bars.

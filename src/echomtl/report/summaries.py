@@ -122,11 +122,14 @@ def load_audit(path: PathLike) -> dict:
 #: training phases for the weight-evolution table, as fractions of the logged steps:
 #: (name, start, end); "Initial" is the first logged step alone, the others are means over
 #: the steps whose rank r satisfies start <= r / n_steps < end (end 1.0 includes the last).
+#: "Overall" is every step: GradNorm's mean detection weight is its mean detection step size
+#: against fixed weights' (the renormalisation's effect the paper states).
 PHASES = (
     ("Initial", 0.0, 0.0),
     ("Early", 0.0, 0.1),
     ("Mid", 0.45, 0.55),
     ("Final", 0.9, 1.0),
+    ("Overall", 0.0, 1.0),
 )
 
 

@@ -736,10 +736,8 @@ def table_interference(
             rows.append({
                 "Configuration": experiment_label(experiments, r["experiment"]) if i == 0 else "",
                 "Point (step)": f"{POINT_WORDS[point]} ({m['step']})",
-                Tex("Task cosine"): format_small(m["cosine"], 2, signed=True),
-                Tex("Null band"): Tex(
-                    f"$\\pm${format_small(m['null_high'], 2)}"
-                ),
+                Tex("Task cosine"): format_small(m["cosine"], 3, signed=True),
+                Tex("Null band"): Tex(f"$\\pm${format_small(m['null_high'], 3)}"),
                 "Reading": m["reading"] or "--",
                 Tex("\\makecell{Weighted\\\\norm ratio}"): cell(m["weighted_norm_ratio"], 1),
                 Tex("\\makecell{Halves:\\\\det., cls.}"): Tex(
