@@ -69,8 +69,11 @@ def test_shipped_experiments_table_is_valid():
     table = load_experiments(ROOT / "config" / "experiments.tsv")
     assert {"det_only", "fixed", "gradnorm_a1.5", "dual_backbone"} <= set(table.index)
     assert table.loc["gradnorm_a1.5", "alpha"] == 1.5
-    assert bool(table.loc["gradnorm_a1.5_aug", "augment"]) is True
     assert bool(table.loc["gradnorm_a1.5", "augment"]) is False
+    full = load_experiments(
+        [ROOT / "config" / "experiments.tsv", ROOT / "config" / "experiments-full.tsv"]
+    )
+    assert bool(full.loc["gradnorm_a1.5_aug", "augment"]) is True
 
 
 def test_bad_experiment_row_names_line_and_column(tmp_path):
@@ -111,9 +114,12 @@ def test_full_study_tables_concatenate_and_trace_a_fixed_weight_front():
 
     assert len(front(default)) >= 5 and len(front(full)) >= 7
     assert min(front(full)) <= 0.001 and max(front(full)) >= 10
-    # the default study keeps one alternative method and one control; the rest are secondary
-    assert {"uncertainty", "dual_backbone", "view_only"} <= set(default.index)
-    assert {"stopgrad", "rlw", "pcgrad", "imtl_g"} <= set(full.index) - set(default.index)
+    # the default study keeps the decisive set, the grid, the alphas and the dual backbone; the
+    # secondary methods and the augmentation and split axes are in the full table
+    assert {"dual_backbone", "view_only", "gradnorm_a1.0", "gradnorm_a2.0"} <= set(default.index)
+    secondary = {"stopgrad", "uncertainty", "rlw", "pcgrad", "imtl_g", "gradnorm_a1.5_aug",
+                 "gradnorm_a1.5_original"}  # fmt: skip
+    assert secondary <= set(full.index) - set(default.index)
     assert "upgrad" not in full.index
     overlay = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     assert overlay["experiments"] == ["config/experiments.tsv", "config/experiments-full.tsv"]

@@ -47,10 +47,14 @@ def plan(table: pd.DataFrame, scheme: str = "grouped", **kwargs) -> Study:
 
 def test_default_study_rows_roles_and_axes():
     study = plan(default_table())
-    assert study.split_pairs == [("gradnorm_a1.5", "gradnorm_a1.5_original")]
-    assert "gradnorm_a1.5_original" not in study.study and study.trained == study.names
+    # the split and augmentation axes are in the full table (config/paper.yaml)
+    assert study.split_pairs == [] and study.augmentation_variant is None
+    assert study.trained == study.names
     assert study.alpha_variants == ["gradnorm_a1.0", "gradnorm_a1.5", "gradnorm_a2.0"]
-    assert study.augmentation_variant == "gradnorm_a1.5_aug"
+    paper = plan(full_table())
+    assert paper.split_pairs == [("gradnorm_a1.5", "gradnorm_a1.5_original")]
+    assert "gradnorm_a1.5_original" not in paper.study
+    assert paper.augmentation_variant == "gradnorm_a1.5_aug"
     assert study.grid_groups == ["manual"] and study.members("manual")[0] == "manual_wcls0.001"
     assert study.front_runs == ["manual_wcls0.001", "fixed", "manual_wcls0.1", "manual_wcls1.0",
                                 "manual_wcls10.0"]  # fmt: skip
@@ -70,7 +74,7 @@ def test_decisive_runs_get_the_decisive_seeds_and_the_rest_the_common_ones():
     assert study.decisive == ["det_only", "view_only", "fixed", "gradnorm_a1.5"]
     for e in study.decisive:
         assert study.seeds_of(e) == [0, 1, 2]
-    assert study.seeds_of("manual_wcls0.1") == [0] and study.seeds_of("uncertainty") == [0]
+    assert study.seeds_of("manual_wcls0.1") == [0] and study.seeds_of("dual_backbone") == [0]
     assert study.flags["multi_seed"] and not plan(default_table()).flags["multi_seed"]
     assert Study.from_dict(json.loads(study.to_json())).seeds_of("fixed") == [0, 1, 2]
     # a decisive seed every run has is no extra run (config/paper.yaml: three seeds for all)
@@ -112,7 +116,7 @@ def test_cv_adds_one_composite_per_grid_group_never_trained():
 )
 def test_plan_refuses_a_table_that_cannot_be_reported(change, message):
     with pytest.raises(ValueError, match=message):
-        plan(change(default_table()))
+        plan(change(full_table()))
 
 
 def test_a_cv_grid_may_vary_only_in_its_grid_settings():
