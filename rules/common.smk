@@ -76,7 +76,6 @@ COMPOSITE = STUDY_MODEL.composite
 MULTITASK = STUDY_MODEL.multitask
 SHARING_RUNS = STUDY_MODEL.sharing_runs
 INTERFERENCE_RUNS = STUDY_MODEL.interference_runs
-FRONT_SELECTION = f"{R}/selection/front_detection.json"
 PLANNED = planned(STUDY_MODEL)
 PLAN = {
     kind: [o.name for o in PLANNED if o.kind == kind[:-1]]
@@ -292,6 +291,11 @@ def selection_file(group):
     return f"{R}/selection/{group}.json"
 
 
+def choice_file(name):
+    """A validation choice among rows of different groups (select_choice; Study.choices)."""
+    return f"{R}/selection/choices/{name}.json"
+
+
 def selection_inputs(wildcards):
     """Validation metrics a group's selection reads: per fold under cv."""
     members = STUDY_MODEL.members(wildcards.group)
@@ -326,7 +330,7 @@ LAYOUT = Layout(
     seed_files=seed_files,
     sharing=STUDY_MODEL.flags["sharing"],
     interference=INTERFERENCE_RUNS,
-    front_selection=FRONT_SELECTION if STUDY_MODEL.flags["front_detection"] else None,
+    choices=[choice_file(name) for name in STUDY_MODEL.choices],
 )
 
 

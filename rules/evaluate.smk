@@ -156,6 +156,8 @@ rule select_group:
         selection_file("{group}"),
     log:
         f"{R}/logs/select_group_{{group}}.log",
+    wildcard_constraints:
+        group=r"[^/]+",  # not a choice among groups (selection/choices/, select_choice)
     conda:
         "../environment.yml"
     params:
@@ -164,23 +166,29 @@ rule select_group:
         "../workflow/scripts/select_group.py"
 
 
-# The detection-optimal fixed weight: the front run with the best validation mAP@0.5.
-rule select_front:
+# Validation choices among rows of different groups (echomtl.study.Study.choices): the
+# detection-optimal fixed weight (best validation mAP@0.5 on the front) and GradNorm's alpha (the
+# manual grid's score).
+rule select_choice:
     input:
         study=STUDY_JSON,
-        metrics=[
+        metrics=lambda w: [
             f
-            for n in STUDY_MODEL.front_runs
+            for n in STUDY_MODEL.choices[w.choice]
             for f in seed_files(n, "metrics_valid.json")
         ],
     output:
-        FRONT_SELECTION,
+        choice_file("{choice}"),
     log:
-        f"{R}/logs/select_front.log",
+        f"{R}/logs/select_choice_{{choice}}.log",
+    wildcard_constraints:
+        choice="|".join(STUDY_MODEL.choices) or "no-choice",
     conda:
         "../environment.yml"
+    params:
+        grid_score=config["report"]["selection_metric"],
     script:
-        "../workflow/scripts/select_front.py"
+        "../workflow/scripts/select_choice.py"
 
 
 # Patient-level statistics of the test predictions (echomtl.evaluation.statistics): a bootstrap

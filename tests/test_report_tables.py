@@ -205,3 +205,22 @@ def test_claims_comparisons_name_their_claims(tmp_path):
     bad.write_text(base + "comparisons:\n  - {id: c, quantity: q, of: a, over: a, kind: sum}\n")
     with pytest.raises(ValueError, match="kind 'sum'"):
         queries.load_claims(bad)
+
+
+def test_one_detector_is_one_detection_verdict(built):
+    _, res, out = built
+    twins = set(res.study.same_detector)
+    assert twins, "the fixture has isolated controls with the same detector"
+    detection = {e for es in res.verdicts["map50"].values() for e in es}
+    view = {e for es in res.verdicts["view_accuracy"].values() for e in es}
+    assert not detection & twins  # counted once, through the first isolated detector
+    assert twins & set(res.compared) & view  # on views they are models of their own
+
+
+def test_a_model_without_a_detector_shows_its_seeds(tmp_path):
+    exps = ["det_only", "view_only", "fixed", "gradnorm_a1.5"]
+    study = rf.make_study(tmp_path, seeds=[0, 1], n_images=8, experiments=exps)
+    res = rf.build_results(study, tmp_path / "out", n_resamples=5)
+    text = tables.table_main(res, tmp_path / "main.tex").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("View classification"))
+    assert "& 2 &" in row  # not 0: it has no mAP@0.5, but it has two seeds

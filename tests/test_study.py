@@ -226,3 +226,42 @@ def test_the_fixture_builds_set_most_flags_both_ways(builds):
     no_gradnorm = Study.plan(table, reference="fixed", split_scheme="grouped")
     assert plan(table).flags["gradnorm"] and not no_gradnorm.flags["gradnorm"]
     assert not no_gradnorm.flags["alpha"] and not no_gradnorm.flags["augmentation"]
+
+
+def _tidy(values: dict[str, dict[str, tuple[float, float]]]) -> pd.DataFrame:
+    """A tidy table: ``{split: {experiment: (mAP@0.5, view accuracy)}}``, one seed."""
+    rows = [
+        {"experiment": e, "seed": 0, "split": split, "metric": metric, "value": v}
+        for split, per_exp in values.items()
+        for e, pair in per_exp.items()
+        for metric, v in zip(("map50", "view_accuracy"), pair, strict=True)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_gradnorms_alpha_is_chosen_on_validation_only_with_the_grids_score():
+    from echomtl.evaluation.selection import select_choice
+
+    study = plan(default_table())
+    assert study.choices["gradnorm_alpha"] == ["gradnorm_a1.0", "gradnorm_a1.5", "gradnorm_a2.0"]
+    valid = {"gradnorm_a1.0": (0.5, 0.9), "gradnorm_a1.5": (0.6, 0.6), "gradnorm_a2.0": (0.55, 0.8)}
+    test = {"gradnorm_a1.0": (0.1, 0.1), "gradnorm_a1.5": (0.9, 0.9), "gradnorm_a2.0": (0.2, 0.2)}
+    tidy = _tidy({"valid": valid, "test": test})
+    # the grid's score (mean of mAP@0.5 and view accuracy): alpha 1.0, whatever the test says
+    chosen = select_choice(tidy, study, "gradnorm_alpha")
+    assert chosen["chosen"] == "gradnorm_a1.0" and chosen["varying"] == ["alpha"]
+    # scored on mAP@0.5 alone, the same candidates give alpha 1.5: the score is the grid's
+    assert select_choice(tidy, study, "gradnorm_alpha", grid_score="map50")["chosen"] == (
+        "gradnorm_a1.5"
+    )
+    # the detection-optimal fixed weight keeps its own score (mAP@0.5) whatever the grid's is
+    assert "front_detection" in study.choices
+    with pytest.raises(ValueError, match="not a choice of this study"):
+        select_choice(tidy, study, "nope")
+    # under cv the choice would have to be made per fold: not a held-out choice
+    assert "gradnorm_alpha" not in plan(default_table(), "cv", cv_folds=3).choices
+    # one alpha: nothing to choose
+    assert (
+        "gradnorm_alpha"
+        not in plan(default_table().drop(["gradnorm_a1.0", "gradnorm_a2.0"])).choices
+    )

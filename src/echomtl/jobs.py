@@ -325,17 +325,19 @@ def select_group(snakemake: Any) -> None:
         LOG.info("group %s: chose %s", snakemake.wildcards.group, sel["chosen"])
 
 
-def select_front(snakemake: Any) -> None:
-    """The detection-optimal fixed weight, on the front runs' validation metrics."""
-    from echomtl.evaluation.selection import select_front_for_detection, validation_values
+def select_choice(snakemake: Any) -> None:
+    """A validation choice among rows of different groups (``Study.choices``: the
+    detection-optimal fixed weight, GradNorm's alpha), on the candidates' validation metrics."""
+    from echomtl.evaluation.selection import select_choice as choose
+    from echomtl.evaluation.selection import validation_values
     from echomtl.study import Study
 
     with job_logging(snakemake):
         tidies = validation_values(list(snakemake.input.metrics))
-        sel = select_front_for_detection(
-            tidies[None], Study.read(snakemake.input.study), snakemake.output[0]
-        )
-        LOG.info("detection-optimal fixed weight: %s", sel["chosen"])
+        name = snakemake.wildcards.choice
+        sel = choose(tidies[None], Study.read(snakemake.input.study), name, snakemake.output[0],
+                     snakemake.params.grid_score)  # fmt: skip
+        LOG.info("%s: chose %s", name, sel["chosen"])
 
 
 def bootstrap_experiment(snakemake: Any) -> None:

@@ -48,6 +48,10 @@ SETTINGS = ("method", "model", "w_det", "w_cls", "alpha", "augment", "scale", "s
 #: The settings a grid group's rows may vary in and still be one configuration chosen per fold
 #: under cross-validation (the composite row leaves them empty).
 GRID_SETTINGS = ("w_det", "w_cls", "alpha")
+
+#: the names of the validation choices among rows of different groups (:attr:`Study.choices`)
+FRONT_DETECTION = "front_detection"
+GRADNORM_ALPHA = "gradnorm_alpha"
 #: Starts of a run (experiments column ``init``): random weights, or config ``model.weights``.
 INITS = ("scratch", "pretrained")
 #: Every column of the study's table: the name, group and description, the settings, and two
@@ -86,6 +90,7 @@ FLAGS = {
     "traditional": "fixed or manually tuned weights",
     "front": "two or more fixed-weight multi-task runs (the fixed-weight front)",
     "front_detection": "the front, held out (not cv): its detection-optimal weight is chosen",
+    "alpha_choice": "two or more GradNorm alphas, held out (not cv): one is chosen on validation",
     "uncertainty": "an uncertainty-weighting group",
     "torchjd": "a torchjd aggregator group",
     "gradnorm": "the reference is GradNorm",
@@ -633,6 +638,20 @@ class Study:
         return sorted(map(str, rows.index),
                       key=lambda n: (float(t.at[n, "w_cls"]), float(t.at[n, "w_det"])))  # fmt: skip
 
+    @functools.cached_property
+    def choices(self) -> dict[str, list[str]]:
+        """Validation choices among rows of different groups (a grid group's choice is its own):
+        name -> the candidate rows. ``front_detection``: the fixed weight best for detection;
+        ``gradnorm_alpha``: GradNorm's alpha, chosen with the manual grid's score so that both
+        get the same kind of tuning. Held-out studies only: under cv a choice is made per fold,
+        which only a grid group's composite row does."""
+        out = {}
+        if self.flags["front_detection"]:
+            out[FRONT_DETECTION] = list(self.front_runs)
+        if self.flags["alpha_choice"]:
+            out[GRADNORM_ALPHA] = list(self.alpha_variants)
+        return out
+
     # ---- the plan ------------------------------------------------------------------------
     @functools.cached_property
     def flags(self) -> dict[str, bool]:
@@ -654,6 +673,9 @@ class Study:
             "traditional": roles["fixed"] is not None or roles["manual"] is not None,
             "front": len(self.front_runs) >= 2,
             "front_detection": len(self.front_runs) >= 2 and self.reference not in self.cv,
+            "alpha_choice": len(self.alpha_variants) >= 2
+            and self.reference not in self.cv
+            and self.row(self.reference)["method"] == "gradnorm",
             "uncertainty": roles["uncertainty"] is not None,
             "torchjd": bool(roles["torchjd"]),
             "gradnorm": self.row(self.reference)["method"] == "gradnorm",

@@ -17,7 +17,7 @@ import pandas as pd
 
 from echomtl.atomic import PathLike, json_clean, read_json, write_json
 from echomtl.methods import model_variant
-from echomtl.study import GRID_SETTINGS, SETTINGS, Study, as_table
+from echomtl.study import FRONT_DETECTION, GRADNORM_ALPHA, GRID_SETTINGS, SETTINGS, Study, as_table
 
 __all__ = [
     "SCORES",
@@ -26,6 +26,8 @@ __all__ = [
     "validation_score",
     "select_group",
     "select_group_per_fold",
+    "CHOICE_SCORES",
+    "select_choice",
     "read_selections",
 ]
 
@@ -124,18 +126,25 @@ def select_group(
     return choose(tidy, rows, group, out_json, score)
 
 
-#: the name of the detection-optimal fixed weight's selection (not a group of the table)
-FRONT_DETECTION = "front_detection"
+#: the score each choice of :attr:`Study.choices` is made on; None: the manual grid's
+CHOICE_SCORES: dict[str, str | None] = {FRONT_DETECTION: "map50", GRADNORM_ALPHA: None}
 
 
-def select_front_for_detection(
-    tidy: pd.DataFrame, study: Study, out_json: PathLike | None = None
+def select_choice(
+    tidy: pd.DataFrame,
+    study: Study,
+    name: str,
+    out_json: PathLike | None = None,
+    grid_score: str = "mean_map50_accuracy",
 ) -> dict:
-    """The detection-optimal fixed weight: among the fixed-weight multi-task runs (the front),
-    the one with the best validation mAP@0.5 (the paper compares GradNorm with it too: the best
-    a weight sweep offers detection, chosen without the test images)."""
-    rows = study.table.loc[study.front_runs]
-    return choose(tidy, rows, FRONT_DETECTION, out_json, "map50")
+    """A validation choice among rows of different groups (:attr:`Study.choices`): the
+    detection-optimal fixed weight (best validation mAP@0.5 on the front: the best a weight
+    sweep offers detection) or GradNorm's alpha (the manual grid's score, ``grid_score``: the
+    same tuning the grid's weight gets). Test values are never read."""
+    if name not in study.choices:
+        raise ValueError(f"{name!r} is not a choice of this study (it has {list(study.choices)})")
+    rows = study.table.loc[study.choices[name]]
+    return choose(tidy, rows, name, out_json, CHOICE_SCORES[name] or grid_score)
 
 
 def choose(

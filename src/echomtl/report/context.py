@@ -441,6 +441,9 @@ def _config_numbers(config: Mapping, nums: _Numbers, ref_row: pd.Series, res: Re
     alpha = ref_row["alpha"]
     nums.put("cfg/ref_alpha", Tex(f"{alpha:g}") if not math.isnan(alpha) else "--")
     nums.put("cfg/ref_w_det", Tex(f"{ref_row['w_det']:g}"))
+    if res.alpha_chosen:
+        nums.put("cfg/alpha_chosen", Tex(f"{float(res.row(res.alpha_chosen)['alpha']):g}"))
+        nums.put("count/alpha_candidates", len(res.study.choices["gradnorm_alpha"]))
     nums.put("cfg/ref_w_cls", Tex(f"{ref_row['w_cls']:g}"))
     conf = config.get("evaluation", {})
     nums.put("cfg/iou_thres", Tex(f"{conf.get('iou_thres', 0.6):g}"))
@@ -976,7 +979,8 @@ def build_context(
         "seeds": seeds,
         "decisive_seeds": [str(s) for s in res.study.decisive_seeds] if res.study.decisive else [],
         "decisive_runs": res.study.decisive,
-        "front_optimal": res.front_selection["chosen"] if res.front_selection else None,
+        "front_optimal": res.front_optimal,
+        "alpha_chosen": res.alpha_chosen,
         "view_names": [str(v) for v in _cfg(config, "data.view_names")],
         "class_names": [str(c) for c in _cfg(config, "data.class_names")],
         "time_unit": time_name,

@@ -27,6 +27,7 @@ from matplotlib.transforms import Bbox  # noqa: E402
 
 from echomtl.atomic import PathLike, atomic_path, read_json, run_id_from_path  # noqa: E402
 from echomtl.evaluation.vocabulary import AXIS_METRICS, METRIC_LABELS, TASK_METRICS
+from echomtl.methods import model_variant  # noqa: E402
 from echomtl.report.reading import DETECTION_EXAMPLES_RULE, SMALL_CLASS_BOXES  # noqa: E402
 from echomtl.report.results import Results  # noqa: E402
 
@@ -142,7 +143,7 @@ def fig_training_curves(
     names = [e for e in (order or runs) if e in runs]
     if not names:
         raise ValueError("fig_training_curves: no epochs.csv given")
-    cols = min(5, len(names))
+    cols = min(4, len(names))  # four: a panel's title (the configuration's name) fits over it
     rows = math.ceil(len(names) / cols)
     styles = {"det": ("-", "C0", "detection loss $L_\\mathrm{det}$"),
               "cls": ("--", "C3", "view classification loss $L_\\mathrm{cls}$")}  # fmt: skip
@@ -779,7 +780,9 @@ def fig_alpha_sensitivity(res: Results, out_stem: PathLike) -> list[Path]:
         axes[0].set_xlabel("GradNorm α")
         axes[0].set_ylabel("test value (95% CI)")
         axes[0].set_xticks(xs)
-        axes[0].legend(frameon=False, loc="best")
+        # legends below the axes, never over the points
+        below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.24), "frameon": False}
+        axes[0].legend(ncol=3, **below)
         for i, (col, name) in enumerate(
             (
                 ("weight_det_final", "final $w_\\mathrm{det}$"),
@@ -796,7 +799,7 @@ def fig_alpha_sensitivity(res: Results, out_stem: PathLike) -> list[Path]:
         axes[1].set_xlabel("GradNorm α")
         axes[1].set_ylabel("task weight at the last step")
         axes[1].set_xticks(xs)
-        axes[1].legend(frameon=False, loc="best")
+        axes[1].legend(ncol=2, **below)
         return save_figure(fig, out_stem)
 
 
@@ -1067,7 +1070,9 @@ def fig_per_class_ap(
     classes = res.class_names()
     if not classes:
         raise ValueError("fig_per_class_ap: no per-class AP in the results")
-    exps = [res.chosen[g] for g in groups]
+    # a model without a detector (the view classifier alone) has no bar here, nor a legend entry
+    exps = [e for e in (res.chosen[g] for g in groups)
+            if "det" in model_variant(res.row(e)["model"]).tasks]  # fmt: skip
     colors = _colors(exps, list(res.experiments.index))
     boxes = _class_boxes(res, exps, classes)
     small = [c in boxes and boxes[c] < small_class_boxes for c in classes]

@@ -74,8 +74,8 @@ class Layout:
     sharing: bool = False
     #: the runs whose accumulated-gradient interference is measured (``Study.interference_runs``)
     interference: Sequence[str] = ()
-    #: the detection-optimal fixed weight's selection file (``Study.flags["front_detection"]``)
-    front_selection: str | None = None
+    #: the validation choices among rows of different groups (``Study.choices``), one file each
+    choices: Sequence[str] = ()
 
     def interference_files(self) -> Inputs:
         return {"interference": [f"{self.stats}/interference/{e}.json" for e in self.interference]}
@@ -89,7 +89,7 @@ class Layout:
             "intervals": [f"{self.stats}/bootstrap/{n}.json" for n in self.study],
             "paired": [f"{self.stats}/paired/{n}.json" for n in self.study if n != self.reference],
             "sharing": [f"{self.stats}/sharing.json"] if self.sharing else [],
-            "front_selection": [self.front_selection] if self.front_selection else [],
+            "choices": list(self.choices),
         }
 
     def audit_files(self) -> Inputs:
@@ -130,7 +130,7 @@ class Sources:
             self.files("intervals"),
             self.files("paired"),
             self.files("sharing"),
-            self.files("front_selection"),
+            self.files("choices"),
         )
 
     @functools.cached_property

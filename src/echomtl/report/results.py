@@ -19,12 +19,18 @@ from echomtl.atomic import PathLike, read_json
 from echomtl.evaluation.selection import read_selections
 from echomtl.evaluation.statistics import load_intervals, load_paired
 from echomtl.evaluation.tidy import read_tidy
-from echomtl.evaluation.vocabulary import STATISTICS_METRICS, TASK_METRICS, UNDECIDED, VERDICTS
+from echomtl.evaluation.vocabulary import (
+    STATISTICS_METRICS,
+    TASK_METRICS,
+    UNDECIDED,
+    VERDICTS,
+    VIEW_METRICS,
+)
 from echomtl.methods import METHOD_LABELS, model_variant
 from echomtl.report.labels import experiment_label, plain_text
 from echomtl.report.latex import Tex
 from echomtl.report.summaries import summarise_seeds
-from echomtl.study import Study
+from echomtl.study import FRONT_DETECTION, GRADNORM_ALPHA, Study
 
 __all__ = ["Results", "load_results", "METHOD_LABELS"]
 
@@ -42,8 +48,9 @@ class Results:
     paired: dict[str, dict] = field(default_factory=dict)
     #: the cost of sharing and the fractions recovered (``stats/sharing.json``), or None
     sharing: dict | None = None
-    #: the detection-optimal fixed weight (``selection/front_detection.json``), or None
-    front_selection: dict | None = None
+    #: the validation choices among groups (``Study.choices``: ``selection/choices/*.json``),
+    #: by name
+    choices: dict[str, dict] = field(default_factory=dict)
     summary: pd.DataFrame = field(init=False)
 
     @property
@@ -153,7 +160,22 @@ class Results:
             return []
         measured = set(self.sharing["metrics"][TASK_METRICS[0]]["methods"])
         rows = [self.chosen.get(g) for g in self.study.main_groups]
-        return [e for e in rows if e in measured]
+        if self.alpha_chosen:  # GradNorm tuned as the grid is, beside its pre-set alpha
+            at = rows.index(self.reference) + 1 if self.reference in rows else len(rows)
+            rows.insert(at, self.alpha_chosen)
+        return [e for e in dict.fromkeys(rows) if e in measured]
+
+    @property
+    def alpha_chosen(self) -> str | None:
+        """GradNorm's row whose alpha was chosen on validation (``Study.choices``), or None."""
+        choice = self.choices.get(GRADNORM_ALPHA)
+        return None if choice is None else str(choice["chosen"])
+
+    @property
+    def front_optimal(self) -> str | None:
+        """The detection-optimal fixed weight (``Study.choices``), or None."""
+        choice = self.choices.get(FRONT_DETECTION)
+        return None if choice is None else str(choice["chosen"])
 
     def ran(self, experiment: str) -> bool:
         """Whether results exist for the experiment."""
@@ -184,10 +206,21 @@ class Results:
     @functools.cached_property
     def verdicts(self) -> dict[str, dict[str, list[str]]]:
         """``{metric: {verdict: [experiment, ...]}}``: every paired verdict of the main comparison
-        (:attr:`compared`), per metric the statistics hold; the tables and the text count these."""
+        (:attr:`compared`), per metric the statistics hold; the tables and the text count these.
+        On a detection metric an isolated control whose detector is by design an earlier one's
+        (``Study.same_detector``) is not a comparison of its own: one detector, counted once, as
+        in the Holm family."""
+
+        def counted(e: str, m: str) -> bool:
+            return m in VIEW_METRICS or e not in self.study.same_detector
+
         return {
             m: {
-                v: [e for e in self.compared if (self.pair(e, m) or {}).get("verdict") == v]
+                v: [
+                    e
+                    for e in self.compared
+                    if counted(e, m) and (self.pair(e, m) or {}).get("verdict") == v
+                ]
                 for v in VERDICTS
             }  # fmt: skip
             for m in STATISTICS_METRICS
@@ -234,7 +267,7 @@ def load_results(
     interval_files: Iterable[PathLike] = (),
     paired_files: Iterable[PathLike] = (),
     sharing_files: Iterable[PathLike] = (),
-    front_selection_files: Iterable[PathLike] = (),
+    choice_files: Iterable[PathLike] = (),
 ) -> Results:
     """Read everything :class:`Results` needs from the workflow's files."""
     chosen, selections = read_selections(selection_files, study)
@@ -246,5 +279,5 @@ def load_results(
         intervals=load_intervals(interval_files),
         paired=load_paired(paired_files, study.reference, study.same_detector),
         sharing=next((read_json(f) for f in sharing_files), None),
-        front_selection=next((read_json(f) for f in front_selection_files), None),
+        choices={c["group"]: c for c in map(read_json, choice_files)},
     )

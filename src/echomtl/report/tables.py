@@ -21,6 +21,7 @@ from echomtl.evaluation.sharing import COST_READINGS
 from echomtl.evaluation.vocabulary import (
     AXIS_METRICS,
     METRIC_LABELS,
+    REPORTED_METRICS,
     TASK_METRICS,
     UNDECIDED,
     VERDICTS,
@@ -214,7 +215,9 @@ def table_leakage(audits: Mapping[str, PathLike | dict], out_tex: PathLike) -> P
 
 
 def _seeds_cell(res: Results, exp: str) -> Tex:
-    return Tex(str(res.n_seeds(exp)))
+    """Seeds with a test value, on whichever task the model has (a view classifier alone has
+    no mAP@0.5, a detector alone no view accuracy)."""
+    return Tex(str(max(res.n_seeds(exp, m) for m in REPORTED_METRICS)))
 
 
 def table_main(res: Results, out_tex: PathLike, groups: Sequence[str] | None = None) -> Path:
@@ -630,8 +633,9 @@ def table_diagnostics(
             if (exp, scope) not in agg.index:
                 raise ValueError(f"table_diagnostics: no {scope!r} rows for {exp!r}")
             r = agg.loc[(exp, scope)]
-            row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = format_small(r["median_cosine"])
-            row[Tex(f"\\makecell{{null cos\\\\({s})}}")] = format_small(r["null"])
+            # one precision per column (three decimals: the medians sit near zero)
+            row[Tex(f"\\makecell{{median cos\\\\({s})}}")] = format_number(r["median_cosine"], 3)
+            row[Tex(f"\\makecell{{null cos\\\\({s})}}")] = format_number(r["null"], 3)
             row[Tex(f"\\makecell{{cos $<0$\\\\({s})}}")] = Tex(
                 format_number(r["frac_negative"], 0, percent=True)
             )
@@ -741,7 +745,7 @@ def table_interference(
                 "Reading": m["reading"] or "--",
                 Tex("\\makecell{Weighted\\\\norm ratio}"): cell(m["weighted_norm_ratio"], 1),
                 Tex("\\makecell{Halves:\\\\det., cls.}"): Tex(
-                    f"{format_small(m['halves_det'], 2)}, {format_small(m['halves_cls'], 2)}"
+                    f"{format_number(m['halves_det'], 2)}, {format_number(m['halves_cls'], 2)}"
                 ),
             })  # fmt: skip
     if not rows:
@@ -771,8 +775,10 @@ def table_tuning(res: Results, out_tex: PathLike) -> Path:
             and not (c == "w_det" and str(first["model"]) == "view_only")
             and not (c == "w_cls" and str(first["model"]) == "det_only")
         ]  # fmt: skip
-        if str(first["method"]) == "gradnorm" and len(study.alpha_variants) > 1 and not tuned:
-            fixed.append("(other $\\alpha$ values: an ablation, not a choice)")
+        alpha_row = str(first["method"]) == "gradnorm" and len(study.alpha_variants) > 1
+        if alpha_row and not tuned:
+            fixed.append("($\\alpha$ chosen on validation: next row)" if res.alpha_chosen
+                         else "(other $\\alpha$ values: an ablation, not a choice)")  # fmt: skip
         rows.append({
             "Method": res.group_label(g),
             "Chosen on validation": Tex(", ".join(SETTING_WORDS[c] for c in tuned)) if tuned
@@ -781,4 +787,15 @@ def table_tuning(res: Results, out_tex: PathLike) -> Path:
             "Fixed in advance": Tex(", ".join(fixed)) if fixed else "--",
             "Seeds": str(len(study.seeds_of(res.chosen.get(g, members[0])))),
         })  # fmt: skip
-    return _write(pd.DataFrame(rows), out_tex, column_format="llrll")
+        if alpha_row and res.alpha_chosen and g == study.row(study.reference)["group"]:
+            # GradNorm tuned as the grid is: alpha chosen on validation (Study.choices)
+            kept = [f for f in fixed if "alpha" not in f and "ablation" not in f]
+            rows.append({
+                "Method": Tex(f"{res.label(res.alpha_chosen)}$^\\dagger$"),
+                "Chosen on validation": Tex(SETTING_WORDS["alpha"]),
+                "Configurations": str(len(study.alpha_variants)),
+                "Fixed in advance": Tex(", ".join(kept)) if kept else "--",
+                "Seeds": str(len(study.seeds_of(res.alpha_chosen))),
+            })  # fmt: skip
+    wrap = r">{\raggedright\arraybackslash}p"  # long cells wrap inside the text width
+    return _write(pd.DataFrame(rows), out_tex, column_format=f"l{wrap}{{2.3cm}}r{wrap}{{5.4cm}}r")
