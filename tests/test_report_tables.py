@@ -217,10 +217,16 @@ def test_one_detector_is_one_detection_verdict(built):
     assert twins & set(res.compared) & view  # on views they are models of their own
 
 
-def test_a_model_without_a_detector_shows_its_seeds(tmp_path):
+def test_a_model_without_a_detector_shows_its_seeds_and_delta_m_is_tabled(tmp_path):
     exps = ["det_only", "view_only", "fixed", "gradnorm_a1.5"]
     study = rf.make_study(tmp_path, seeds=[0, 1], n_images=8, experiments=exps)
     res = rf.build_results(study, tmp_path / "out", n_resamples=5)
     text = tables.table_main(res, tmp_path / "main.tex").read_text()
     row = next(line for line in text.splitlines() if line.startswith("View classification"))
     assert "& 2 &" in row  # not 0: it has no mAP@0.5, but it has two seeds
+    # the cost-of-sharing table ends with each shared-trunk run's Δm against the single tasks
+    sharing = tables.table_sharing(res, tmp_path / "sharing.tex").read_text()
+    block = sharing.split("both ($\\Delta_m$")[1]
+    for run in ("fixed", "gradnorm_a1.5"):
+        assert f"$\\Delta_m$: {res.label(run)}" in block
+        assert res.sharing["delta_m"][run]["reading"] in block

@@ -10,8 +10,10 @@ import pytest
 
 from echomtl.evaluation.sharing import (
     COST_READINGS,
+    DELTA_M_READINGS,
     RECOVERY_READINGS,
     cost_reading,
+    delta_m,
     difference,
     recovered_fraction,
     recovery_reading,
@@ -128,3 +130,27 @@ def test_each_comparison_uses_the_seeds_its_own_runs_share(tmp_path):
     trio = common(["det_only", "fixed", "gradnorm"])  # scored again on seed 0
     assert len(trio["fixed"][1]["map50"]) == 30
     assert trio["fixed"][1]["map50"] is not common.stored["fixed"]["values"]["map50"]
+
+
+@pytest.mark.parametrize(
+    ("det", "view", "expected", "reading"),
+    [
+        # +10% on detection, -5% on views: +2.5% (LibMTL's mean of the relative changes)
+        (0.55, 0.76, 2.5, "higher"),
+        (0.45, 0.76, -7.5, "lower"),  # -10% and -5%
+        (0.55, 0.72, 0.0, "not distinguishable at 95%"),  # +10% and -10% cancel
+    ],
+)
+def test_delta_m_known_answers_both_ways(det, view, expected, reading):
+    single = {"map50": _run(0.5, 0.002), "view_accuracy": _run(0.8, 0.002)}
+    own = {"map50": _run(det, 0.002), "view_accuracy": _run(view, 0.002)}
+    out = delta_m(own, single)
+    assert out["point"] == pytest.approx(expected)
+    assert out["verdict"] == reading and out["reading"] == DELTA_M_READINGS[reading]
+    assert out["low"] <= out["point"] <= out["high"]
+
+
+def test_delta_m_of_an_undefined_baseline_is_not_worded():
+    zero = {"map50": (0.0, np.zeros(50)), "view_accuracy": _run(0.8, 0.002, 50)}
+    out = delta_m({"map50": _run(0.5, 0.002, 50), "view_accuracy": _run(0.8, 0.002, 50)}, zero)
+    assert out["point"] is None and out["reading"] is None

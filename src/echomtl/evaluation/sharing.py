@@ -12,6 +12,11 @@ cost does each method recover?
    computed only where the cost is measurable (reading ``costs``): a fraction of a cost that may
    be 0 has no meaning, and the text then says there was nothing measurable to recover.
 
+3. **Δm** per shared-trunk run (:func:`delta_m`, Maninis et al. 2019, as LibMTL reports it): the
+   mean over the two tasks of the run's relative change against each task's single-task run, in
+   percent, with its percentile interval; read as above, below or not distinguishable from the
+   single-task runs.
+
 Every number comes from the bootstrap's per-resample values (``stats/bootstrap/*.values.npz``):
 the runs of one comparison are scored on the same resampled patients, seeds averaged inside a
 resample (``echomtl.evaluation.statistics``). Runs with different seed sets are scored again on
@@ -37,7 +42,15 @@ from echomtl.evaluation.statistics import (
 )
 from echomtl.evaluation.vocabulary import TASK_METRICS, UNDECIDED
 
-__all__ = ["COST_READINGS", "RECOVERY_READINGS", "cost_reading", "recovered_fraction", "sharing"]
+__all__ = [
+    "COST_READINGS",
+    "RECOVERY_READINGS",
+    "DELTA_M_READINGS",
+    "cost_reading",
+    "recovered_fraction",
+    "delta_m",
+    "sharing",
+]
 
 #: The reading of a cost of sharing, by the verdict of ``isolated - shared``.
 COST_READINGS = {"higher": "costs", "lower": "helps", UNDECIDED: "no measurable cost"}
@@ -48,6 +61,14 @@ RECOVERY_READINGS = (
     "recovers nothing measurable",
     "adds to it",
 )
+
+
+#: The reading of a run's Δm, by the verdict of Δm against 0.
+DELTA_M_READINGS = {
+    "higher": "above the single-task runs",
+    "lower": "below the single-task runs",
+    UNDECIDED: "not distinguishable from the single-task runs",
+}
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, int]:
@@ -121,6 +142,35 @@ def recovered_fraction(
         "high": high,
         "n_valid": n,
         "reading": recovery_reading(low, high),
+    }
+
+
+def delta_m(
+    run: Mapping[str, tuple[float, np.ndarray]],
+    single_task: Mapping[str, tuple[float, np.ndarray]],
+) -> dict[str, Any]:
+    """Δm in percent: ``100 * mean_t (run_t - single_t) / single_t`` over the task metrics of
+    ``single_task`` (each ``metric -> (point, values over resamples)``; every metric here is
+    higher-better, so no sign flips), on the point and on every resample, with a percentile
+    interval and its reading (:data:`DELTA_M_READINGS`). The field's one-number summary of a
+    multi-task model against its single-task baselines; it weighs the tasks equally."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        point = 100.0 * float(np.mean([(np.float64(run[t][0]) - b) / np.float64(b)
+                                       for t, (b, _) in single_task.items()]))  # fmt: skip
+        values = 100.0 * np.mean(
+            [(np.asarray(run[t][1]) - np.asarray(v)) / np.asarray(v)
+             for t, (_, v) in single_task.items()], axis=0,
+        )  # fmt: skip
+    low, high, n = _interval(values)
+    defined = n > 0 and math.isfinite(point)
+    word = verdict(point, low, high) if defined else None
+    return {
+        "point": point if defined else None,
+        "low": low if defined else None,
+        "high": high if defined else None,
+        "n_valid": n,
+        "verdict": word,
+        "reading": DELTA_M_READINGS[word] if word else None,
     }
 
 
@@ -260,6 +310,13 @@ def sharing(
         part["cost"]["seeds"] = values.seeds([part["isolated"], shared])
         for m, entry in part["methods"].items():
             entry["seeds"] = values.seeds([part["isolated"], shared, m])
+    singles = list(dict.fromkeys(isolated.values()))
+    changes = {}
+    for run in [shared, *methods]:
+        trio = values([*singles, run])
+        baseline = {t: (trio[e][0][t], trio[e][1][t]) for t, e in isolated.items()}
+        own = {t: (trio[run][0][t], trio[run][1][t]) for t in isolated}
+        changes[run] = {**delta_m(own, baseline), "seeds": values.seeds([*singles, run])}
     result = {
         "shared": shared,
         "isolated": isolated,
@@ -268,6 +325,7 @@ def sharing(
         "confidence": 0.95,
         "difference": "isolated - shared (cost); method - shared (gain)",
         "metrics": summary,
+        "delta_m": changes,
     }
     write_json(out_json, result)
     return result

@@ -749,7 +749,16 @@ def _sharing_numbers(res: Results, nums: _Numbers) -> dict[str, Any]:
             "reading": cost["reading"],
             "recovered": recovered,
         })  # fmt: skip
-    return {"sharing": {"tasks": tasks, "methods": methods, "shared": res.sharing["shared"]}}
+    changes = []
+    for run in [res.sharing["shared"], *methods]:
+        entry = res.sharing.get("delta_m", {}).get(run)
+        if not entry or entry["point"] is None:
+            continue
+        for key in ("point", "low", "high"):
+            nums.put(f"sharing/delta_m/{run}/{key}", format_number(entry[key], 1, signed=True))
+        changes.append({"exp": run, "reading": entry["reading"]})
+    return {"sharing": {"tasks": tasks, "methods": methods, "shared": res.sharing["shared"],
+                        "delta_m": changes}}  # fmt: skip
 
 
 def _split_numbers(res: Results, audits: Mapping[str, dict], nums: _Numbers) -> list[dict]:

@@ -721,6 +721,19 @@ def table_sharing(res: Results, out_tex: PathLike) -> Path:
                 SHARING_FRACTION: _estimate_cell(fraction, "point", 2, False),
                 "Reading": fraction["reading"] if fraction else "--",
             })  # fmt: skip
+    changes = res.sharing.get("delta_m", {})
+    runs = [r for r in [res.sharing["shared"], *methods] if (changes.get(r) or {}).get("point")
+            is not None]  # fmt: skip
+    if runs:  # Δm in percent: both tasks against their single-task runs
+        breaks.append(len(rows))
+        for i, run in enumerate(runs):
+            rows.append({
+                "Task": Tex("both ($\\Delta_m$, \\%)") if i == 0 else "",
+                "Difference": Tex(f"$\\Delta_m$: {res.label(run)}"),
+                SHARING_DIFF: _estimate_cell(changes[run], "point", 1, True),
+                SHARING_FRACTION: DASH,
+                "Reading": changes[run]["reading"],
+            })  # fmt: skip
     return _write(pd.DataFrame(rows), out_tex, column_format="llccl", midrule_before=breaks[1:])
 
 
