@@ -258,6 +258,13 @@ def test_gradnorms_alpha_is_chosen_on_validation_only_with_the_grids_score():
     assert "front_detection" in study.choices
     with pytest.raises(ValueError, match="not a choice of this study"):
         select_choice(tidy, study, "nope")
+    # candidates are scored on the seeds they all ran: alpha 1.5's extra seeds (a decisive run)
+    # do not make its score more precise than the others'
+    extra = pd.concat([tidy.assign(seed=k) for k in (1, 2)])
+    extra = extra[extra.experiment == "gradnorm_a1.5"].assign(value=1.0)
+    seeded = pd.concat([tidy, extra])
+    chosen = select_choice(seeded, study, "gradnorm_alpha")
+    assert chosen["chosen"] == "gradnorm_a1.0" and chosen["seeds"] == [0]
     # under cv the choice would have to be made per fold: not a held-out choice
     assert "gradnorm_alpha" not in plan(default_table(), "cv", cv_folds=3).choices
     # one alpha: nothing to choose

@@ -154,8 +154,17 @@ def choose(
     out_json: PathLike | None = None,
     score: str = "mean_map50_accuracy",
 ) -> dict:
-    """The row of ``rows`` with the best validation score; see :func:`select_group`."""
+    """The row of ``rows`` with the best validation score; see :func:`select_group`.
+
+    Every candidate is scored on the seeds they all ran: a candidate with more seeds (a decisive
+    run beside one-seed alternatives) would otherwise be scored more precisely than the rest, and
+    taking the maximum of unequally noisy scores favours the noisier ones."""
     varying = [c for c in CANDIDATE_SETTINGS if rows[c].astype(str).nunique() > 1]
+    valid = tidy[(tidy["split"] == "valid") & tidy["experiment"].isin(rows.index)]
+    ran = [set(valid.loc[valid["experiment"] == e, "seed"]) for e in rows.index]
+    common = set.intersection(*ran) if ran and all(ran) else set()
+    if common:
+        tidy = tidy[tidy["seed"].isin(common)]
     candidates = []
     for exp, row in rows.iterrows():
         values = validation_score(tidy, str(exp), "cls" in model_variant(row["model"]).tasks, score)
@@ -172,6 +181,7 @@ def choose(
         "group": group,
         "split": "valid",
         "score": {"name": score, "definition": score_definition(score, len(set(tidy["seed"])))},
+        "seeds": sorted(int(x) for x in set(tidy["seed"])),
         "varying": varying,
         "candidates": candidates,
         "chosen": best["experiment"],
