@@ -16,6 +16,7 @@ from echomtl.data.export_reader import present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
 from echomtl.report.outputs import FIGURES, TABLES, Layout, output, planned
+from echomtl.atomic import read_json
 from echomtl.study import Study, resolve_inits, train_parameters
 
 validate_config(config, source="config (config/config.yaml and --configfile/--config)")
@@ -57,7 +58,27 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
             f"from model.weights {WEIGHTS}, a yolov5{config['model']['scale']} checkpoint"
         )
 SEEDS = config["seeds"]  # every run's; the decisive runs add config decisive_seeds
-seeds_of = STUDY_MODEL.seeds_of
+DECISIVE_GRIDS = STUDY_MODEL.decisive_grids
+
+
+def decisive_selection(group):
+    """The validation choice of a decisive grid (Study.decisive_grids), once the checkpoint
+    select_group has made it: only an input function may ask (Snakemake re-evaluates the DAG
+    after the checkpoint)."""
+    return read_json(checkpoints.select_group.get(group=group).output[0])
+
+
+def seeds_of(name):
+    """The seeds of an experiment's results (Study.seeds_of): a decisive grid's choice adds the
+    decisive seeds, known after its selection; every other row's are known at parse time.
+    """
+    group = EXPERIMENTS.loc[name, "group"]
+    if group not in DECISIVE_GRIDS:
+        return STUDY_MODEL.seeds_of(name)
+    chosen = decisive_selection(group)["chosen"]
+    return STUDY_MODEL.seeds_of(name, chosen={group: chosen})
+
+
 IMGSZ = config["model"]["imgsz"]
 PAPER = f"{R}/paper"
 STUDY_JSON = f"{R}/study.json"
@@ -239,11 +260,12 @@ def record_dir(name, seed):
 
 
 def all_runs(pattern):
-    """Training records of every trained experiment and seed (see record_dir)."""
+    """Training records of every trained experiment and seed (see record_dir): the seeds
+    known at parse time (run_files)."""
     return [
         pattern.format(run=record_dir(name, seed))
         for name in TRAINED
-        for seed in seeds_of(name)
+        for seed in STUDY_MODEL.seeds_of(name)
     ]
 
 
@@ -268,21 +290,15 @@ def seed_files(name, filename):
     return [f"{run_dir(name, seed)}/{filename}" for seed in seeds_of(name)]
 
 
-def fold_files(name, filename):
-    """A file of every fold run of a cross-validated experiment, per seed and fold."""
-    return [
-        f"{fold_dir(name, seed, fold)}/{filename}"
-        for seed in seeds_of(name)
-        for fold in range(CV_FOLDS)
-    ]
-
-
 def run_files(names, filename):
-    """A training-record file (see record_dir) of the experiments, per seed."""
+    """A training-record file (see record_dir) of the experiments, per seed known at parse time:
+    the records (steps, epochs, per-step diagnostics) describe training, and a decisive grid's
+    chosen weight is described on the seeds every grid point ran, so that no figure of them
+    waits on the selection (its dry run lists its inputs). Its test metrics have every seed."""
     return [
         f"{record_dir(name, seed)}/{filename}"
         for name in names
-        for seed in seeds_of(name)
+        for seed in STUDY_MODEL.seeds_of(name)
     ]
 
 
@@ -296,12 +312,46 @@ def choice_file(name):
     return f"{R}/selection/choices/{name}.json"
 
 
+def validation_files(candidates):
+    """Validation metrics a selection among the candidates reads: per fold under cv. The seeds
+    are those known before any selection (a decisive grid's extra seeds come after its choice).
+    """
+    seeds = {n: STUDY_MODEL.seeds_of(n) for n in candidates}
+    if all(n in CV for n in candidates):
+        return [
+            f"{fold_dir(n, s, fold)}/metrics_valid.json"
+            for n in candidates
+            for s in seeds[n]
+            for fold in range(CV_FOLDS)
+        ]
+    return [f"{run_dir(n, s)}/metrics_valid.json" for n in candidates for s in seeds[n]]
+
+
+def composite_files(composite, seed, filename):
+    """The fold runs a per-fold composite pools for one seed: every candidate's on a seed they
+    all ran; on a decisive seed of a decisive grid's choice, each fold's chosen run only.
+    """
+    seed = int(seed)
+    candidates = STUDY_MODEL.candidates(composite)
+    if seed in STUDY_MODEL.seeds_of(composite):
+        return [
+            f"{fold_dir(n, seed, f)}/{filename}"
+            for n in candidates
+            for f in range(CV_FOLDS)
+        ]
+    per_fold = decisive_selection(EXPERIMENTS.loc[composite, "group"])["per_fold"]
+    return [f"{fold_dir(e['chosen'], seed, e['fold'])}/{filename}" for e in per_fold]
+
+
 def selection_inputs(wildcards):
-    """Validation metrics a group's selection reads: per fold under cv."""
-    members = STUDY_MODEL.members(wildcards.group)
-    if all(n in CV for n in members):
-        return [f for n in members for f in fold_files(n, "metrics_valid.json")]
-    return [f for n in members for f in seed_files(n, "metrics_valid.json")]
+    """Validation metrics a grid group's selection reads."""
+    return validation_files(STUDY_MODEL.members(wildcards.group))
+
+
+def composite_selection(composite):
+    """The selection file a per-fold composite pools by: its grid group's, or its choice's."""
+    group = EXPERIMENTS.loc[composite, "group"]
+    return choice_file(group) if STUDY_MODEL.is_choice(group) else selection_file(group)
 
 
 # Where the report stage's inputs are: each table and figure of echomtl.report.outputs takes

@@ -123,17 +123,11 @@ rule pool_folds:
 
 rule pool_selected:
     input:
-        selection=lambda w: selection_file(EXPERIMENTS.loc[w.experiment, "group"]),
-        predictions=lambda w: [
-            f
-            for n in STUDY_MODEL.members(EXPERIMENTS.loc[w.experiment, "group"])
-            for f in fold_files(n, "predictions_test.json")
-        ],
-        metrics=lambda w: [
-            f
-            for n in STUDY_MODEL.members(EXPERIMENTS.loc[w.experiment, "group"])
-            for f in fold_files(n, "metrics_test.json")
-        ],
+        selection=lambda w: composite_selection(w.experiment),
+        predictions=lambda w: composite_files(
+            w.experiment, w.seed, "predictions_test.json"
+        ),
+        metrics=lambda w: composite_files(w.experiment, w.seed, "metrics_test.json"),
         splits=[
             f"{DATA}/splits/{CV_PARTITION.format(fold=f)}.csv" for f in range(CV_FOLDS)
         ],
@@ -148,7 +142,7 @@ rule pool_selected:
         "../workflow/scripts/pool_folds.py"
 
 
-rule select_group:
+checkpoint select_group:
     input:
         study=STUDY_JSON,
         metrics=selection_inputs,
@@ -168,15 +162,11 @@ rule select_group:
 
 # Validation choices among rows of different groups (echomtl.study.Study.choices): the
 # detection-optimal fixed weight (best validation mAP@0.5 on the front) and GradNorm's alpha (the
-# manual grid's score).
+# manual grid's score); per fold under cv, pooled by pool_selected as a grid group's choice is.
 rule select_choice:
     input:
         study=STUDY_JSON,
-        metrics=lambda w: [
-            f
-            for n in STUDY_MODEL.choices[w.choice]
-            for f in seed_files(n, "metrics_valid.json")
-        ],
+        metrics=lambda w: validation_files(STUDY_MODEL.choices[w.choice]),
     output:
         choice_file("{choice}"),
     log:
@@ -237,7 +227,7 @@ rule sharing:
     input:
         study=STUDY_JSON,
         values=[f"{R}/stats/bootstrap/{n}.values.npz" for n in SHARING_RUNS],
-        predictions=[
+        predictions=lambda w: [
             p for n in SHARING_RUNS for p in seed_files(n, "predictions_test.json")
         ],
     output:
@@ -279,7 +269,7 @@ rule interference:
 rule aggregate_metrics:
     input:
         study=STUDY_JSON,
-        metrics=all_metrics(),
+        metrics=lambda w: all_metrics(),
         steps=all_runs("{run}/steps.csv"),
         benchmarks=all_runs("{run}/train.benchmark.tsv"),
     output:

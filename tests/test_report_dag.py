@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from echomtl.config import load_experiments
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 _JOB = re.compile(r"^rule (\w+):\n((?:    .*\n)+)", re.M)
@@ -39,8 +41,15 @@ def experiments_of(paths: str, results: Path) -> set[str]:
     runs = re.escape(str(results / "runs"))
     # a run's accumulated-gradient measurement reads that run's snapshots
     measured = re.escape(str(results / "stats" / "interference"))
-    return set(re.findall(runs + r"/([^/,\s]+)/seed\d+", paths)) | set(
-        re.findall(measured + r"/([^/,\s]+)\.json", paths)
+    # a grid's selection reads its rows' runs: a job waiting on the checkpoint select_group (the
+    # chosen manual weight's decisive seeds come after it) lists the selection file as input
+    selected = re.escape(str(results / "selection"))
+    groups = set(re.findall(selected + r"/([^/,\s]+)\.json", paths))
+    table = load_experiments(ROOT / "config" / "experiments.tsv")
+    return (
+        set(re.findall(runs + r"/([^/,\s]+)/seed\d+", paths))
+        | set(re.findall(measured + r"/([^/,\s]+)\.json", paths))
+        | {str(n) for n in table.index if table.at[n, "group"] in groups}
     )
 
 

@@ -84,16 +84,68 @@ def test_decisive_runs_get_the_decisive_seeds_and_the_rest_the_common_ones():
     assert everyone.decisive_seeds == () and everyone.seeds_of("fixed") == [0, 1, 2]
 
 
+def test_the_chosen_manual_weight_gets_the_decisive_seeds_once_chosen():
+    study = plan(default_table(), seeds=[0], decisive_seeds=[1, 2])
+    assert study.decisive_grids == ["manual"]
+    chosen = {"manual": "manual_wcls0.1"}
+    # before the selection every grid point has the common seeds (the choice is made on them)
+    assert study.seeds_of("manual_wcls0.1") == [0]
+    assert study.seeds_of("manual_wcls0.1", chosen) == [0, 1, 2]
+    assert study.seeds_of("manual_wcls1.0", chosen) == [0]
+    # another group's choice adds nothing (only the manual grid is decisive)
+    assert study.seeds_of("gradnorm_a1.0", {"gradnorm_a1.0": "gradnorm_a1.0"}) == [0]
+    # without decisive seeds there is nothing to add
+    assert plan(default_table(), seeds=[0, 1, 2]).decisive_grids == []
+    # under cv the choice is the composite: each fold's chosen run trains the extra seeds
+    cv = plan(default_table(), "cv", cv_folds=3, seeds=[0], decisive_seeds=[1, 2])
+    assert cv.seeds_of("manual_per_fold") == [0]
+    assert cv.seeds_of("manual_per_fold", {"manual": "manual_per_fold"}) == [0, 1, 2]
+    assert cv.seeds_of("manual_wcls0.1", {"manual": "manual_per_fold"}) == [0]
+
+
 def test_cv_adds_one_composite_per_grid_group_never_trained():
     table = default_table()
     table = table[table["split"].isna()]  # the split variant stays on its own split
     study = plan(table, scheme="cv", cv_folds=3)
-    assert study.composite == ["manual_per_fold"]
+    # the grid group's composite, then one per validation choice among groups
+    assert study.composite == [
+        "manual_per_fold", "front_detection_per_fold", "gradnorm_alpha_per_fold"
+    ]  # fmt: skip
     row = study.row("manual_per_fold")
     assert pd.isna(row["w_cls"]) and row["w_det"] == 1.0 and row["group"] == "manual"
     assert "manual_per_fold" not in study.trained and "manual_per_fold" in study.cv
     assert study.flags["cv"]
     assert "manual_per_fold" not in study.front_runs
+    assert study.candidates("manual_per_fold") == study.members("manual")
+
+
+def test_cv_makes_each_choice_among_groups_per_fold_in_a_composite_row():
+    study = plan(default_table(), scheme="cv", cv_folds=3)
+    alpha = study.row("gradnorm_alpha_per_fold")
+    assert alpha["group"] == "gradnorm_alpha" and pd.isna(alpha["alpha"])
+    assert alpha["method"] == "gradnorm" and alpha["w_cls"] == 0.01
+    assert study.candidates("gradnorm_alpha_per_fold") == study.alpha_variants
+    assert study.candidates("front_detection_per_fold") == study.front_runs
+    # the composites are not candidates of a choice, not trained, and not main-table groups
+    assert "gradnorm_alpha_per_fold" not in study.alpha_variants + study.trained
+    assert {"gradnorm_alpha", "front_detection"}.isdisjoint(study.main_groups)
+    assert "gradnorm_alpha_per_fold" in study.variants
+    # their seeds are those every candidate ran; their pooled predictions enter the cost of
+    # sharing beside the trained shared-trunk runs
+    assert study.seeds_of("gradnorm_alpha_per_fold") == [0]
+    assert {"gradnorm_alpha_per_fold", "front_detection_per_fold", "manual_per_fold"} <= set(
+        study.sharing_runs
+    )
+    # a held-out study chooses among the trained rows themselves: no composite
+    assert plan(default_table()).composite == []
+    # the choices' names are reserved as group names
+    taken = default_table().assign(group=lambda t: t["group"].replace("fixed", "gradnorm_alpha"))
+    with pytest.raises(ValueError, match="reserved for the validation choices"):
+        plan(taken)
+    # a round trip through study.json keeps them
+    again = Study.from_dict(json.loads(study.to_json()))
+    assert again.composite == study.composite
+    assert again.candidates("gradnorm_alpha_per_fold") == study.alpha_variants
 
 
 @pytest.mark.parametrize(
@@ -265,8 +317,18 @@ def test_gradnorms_alpha_is_chosen_on_validation_only_with_the_grids_score():
     seeded = pd.concat([tidy, extra])
     chosen = select_choice(seeded, study, "gradnorm_alpha")
     assert chosen["chosen"] == "gradnorm_a1.0" and chosen["seeds"] == [0]
-    # under cv the choice would have to be made per fold: not a held-out choice
-    assert "gradnorm_alpha" not in plan(default_table(), "cv", cv_folds=3).choices
+    # under cv the choice is made on each fold's validation part (the composite row pools it)
+    cv = plan(default_table(), "cv", cv_folds=3)
+    folds = {
+        0: _tidy({"valid": valid})[lambda t: t.split == "valid"],
+        1: _tidy({"valid": {**valid, "gradnorm_a2.0": (0.9, 0.9)}})[lambda t: t.split == "valid"],
+    }
+    per_fold = select_choice(folds, cv, "gradnorm_alpha")
+    assert per_fold["chosen"] == "gradnorm_alpha_per_fold" and per_fold["protocol"] == "cv"
+    assert [f["chosen"] for f in per_fold["per_fold"]] == ["gradnorm_a1.0", "gradnorm_a2.0"]
+    assert {c["experiment"]: c["n_folds_chosen"] for c in per_fold["candidates"]} == {
+        "gradnorm_a1.0": 1, "gradnorm_a1.5": 0, "gradnorm_a2.0": 1
+    }  # fmt: skip
     # one alpha: nothing to choose
     assert (
         "gradnorm_alpha"

@@ -93,6 +93,20 @@ def test_tiny_study_produces_metrics_for_every_run(tiny_study):
 
 
 @pytest.mark.slow
+def test_the_chosen_manual_weight_trains_the_decisive_seeds_after_its_selection(tiny_study):
+    results, _ = tiny_study
+    chosen = json.loads((results / "selection" / "manual.json").read_text())["chosen"]
+    for member in ("manual_wcls0.1", "manual_wcls1.0"):
+        ran = [(results / "runs" / member / f"seed{s}" / "metrics_test.json").exists()
+               for s in (0, 1, 2)]  # fmt: skip
+        assert ran == [True, member == chosen, member == chosen], member
+    tidy = pd.read_csv(results / "tidy.csv")
+    assert set(tidy.loc[tidy.experiment == chosen, "seed"]) == {0, 1, 2}
+    # the selection read seed 0 alone: the seeds every grid point ran
+    assert json.loads((results / "selection" / "manual.json").read_text())["seeds"] == [0]
+
+
+@pytest.mark.slow
 def test_tiny_study_console_shows_defects_and_epochs(tiny_study):
     _, result = tiny_study
     console = result.stdout + result.stderr
@@ -235,8 +249,8 @@ TINY_CV_EXPERIMENTS = "\n".join(
     line
     for line in TINY_EXPERIMENTS.splitlines()
     if line.split("\t")[0]
-    in ("experiment", "det_only", "fixed", "manual_wcls0.1", "manual_wcls1.0", "gradnorm_a1.5",
-        "stopgrad", "gradnorm_a1.5_original")
+    in ("experiment", "det_only", "fixed", "manual_wcls0.1", "manual_wcls1.0", "gradnorm_a1.0",
+        "gradnorm_a1.5", "stopgrad", "gradnorm_a1.5_original")
 ) + "\n"  # fmt: skip
 
 
@@ -294,12 +308,23 @@ def test_cv_folds_are_patient_disjoint_and_pool_every_image_once(tiny_cv_study):
 
 
 @pytest.mark.slow
-def test_cv_manual_grid_is_chosen_per_fold_and_pooled_from_the_choices(tiny_cv_study):
+@pytest.mark.parametrize(
+    ("selection_file", "composite_name"),
+    [
+        ("manual.json", "manual_per_fold"),  # a grid group
+        ("choices/gradnorm_alpha.json", "gradnorm_alpha_per_fold"),  # choices among groups
+        ("choices/front_detection.json", "front_detection_per_fold"),
+    ],
+)  # fmt: skip
+def test_cv_choices_are_made_per_fold_and_pooled_from_the_choices(
+    tiny_cv_study, selection_file, composite_name
+):
     results = tiny_cv_study
-    selection = json.loads((results / "selection" / "manual.json").read_text())
-    assert selection["chosen"] == "manual_per_fold" and len(selection["per_fold"]) == 2
+    selection = json.loads((results / "selection" / selection_file).read_text())
+    assert selection["chosen"] == composite_name and len(selection["per_fold"]) == 2
+    assert selection["protocol"] == "cv"
     composite = json.loads(
-        (results / "runs" / "manual_per_fold" / "seed0" / "predictions_test.json").read_text()
+        (results / "runs" / composite_name / "seed0" / "predictions_test.json").read_text()
     )
     for entry in selection["per_fold"]:
         fold, chosen = entry["fold"], entry["chosen"]
@@ -317,6 +342,18 @@ def test_cv_manual_grid_is_chosen_per_fold_and_pooled_from_the_choices(tiny_cv_s
 
 
 @pytest.mark.slow
+def test_cv_the_chosen_manual_weight_trains_the_decisive_seeds_on_its_folds(tiny_cv_study):
+    results = tiny_cv_study
+    selection = json.loads((results / "selection" / "manual.json").read_text())
+    for seed in (1, 2):
+        assert (results / "runs" / "manual_per_fold" / f"seed{seed}" / "metrics_test.json").exists()
+        for entry in selection["per_fold"]:
+            for member in ("manual_wcls0.1", "manual_wcls1.0"):
+                run = results / "runs" / member / f"seed{seed}" / f"fold{entry['fold']}"
+                assert (run / "metrics_test.json").exists() == (member == entry["chosen"])
+
+
+@pytest.mark.slow
 def test_cv_paper_reports_the_protocol_and_per_fold_spread(tiny_cv_study):
     paper = tiny_cv_study / "paper"
     tidy = pd.read_csv(tiny_cv_study / "tidy.csv")
@@ -327,6 +364,11 @@ def test_cv_paper_reports_the_protocol_and_per_fold_spread(tiny_cv_study):
     table = (paper / "tables" / "main.tex").read_text()
     assert "per fold" in table and "Manual weights (chosen per fold)" in table
     assert "Chosen in folds" in (paper / "tables" / "selection.tex").read_text()
+    # GradNorm's alpha is chosen on each fold's validation part, as the grid's weight is
+    prose = " ".join(main.split())
+    assert "on each fold's validation part: the folds chose" in prose
+    assert "\\textbackslash" not in main  # no LaTeX command escaped into text
+    assert "GradNorm ($\\alpha$ chosen per fold)" in (paper / "tables" / "tuning.tex").read_text()
     assert "CV fold 2" in (paper / "tables" / "dataset.tex").read_text()
     if shutil.which("latexmk") is None:
         pytest.skip("latexmk not installed: the PDF step is not in the DAG")

@@ -335,7 +335,10 @@ def select_choice(snakemake: Any) -> None:
     with job_logging(snakemake):
         tidies = validation_values(list(snakemake.input.metrics))
         name = snakemake.wildcards.choice
-        sel = choose(tidies[None], Study.read(snakemake.input.study), name, snakemake.output[0],
+        if None in tidies and len(tidies) > 1:
+            raise ValueError(f"choice {name}: fold and holdout runs mixed")
+        by_fold = tidies[None] if None in tidies else tidies  # per fold under cv
+        sel = choose(by_fold, Study.read(snakemake.input.study), name, snakemake.output[0],
                      snakemake.params.grid_score)  # fmt: skip
         LOG.info("%s: chose %s", name, sel["chosen"])
 

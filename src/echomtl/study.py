@@ -52,6 +52,11 @@ GRID_SETTINGS = ("w_det", "w_cls", "alpha")
 #: the names of the validation choices among rows of different groups (:attr:`Study.choices`)
 FRONT_DETECTION = "front_detection"
 GRADNORM_ALPHA = "gradnorm_alpha"
+#: what each choice chooses (a per-fold composite row's description under cv)
+CHOICE_DESCRIPTIONS = {
+    FRONT_DETECTION: "Detection-optimal fixed weight of the front",
+    GRADNORM_ALPHA: "GradNorm, alpha",
+}
 #: Starts of a run (experiments column ``init``): random weights, or config ``model.weights``.
 INITS = ("scratch", "pretrained")
 #: Every column of the study's table: the name, group and description, the settings, and two
@@ -89,8 +94,8 @@ FLAGS = {
     "manual": "a fixed-weight multi-task grid (a group of several rows)",
     "traditional": "fixed or manually tuned weights",
     "front": "two or more fixed-weight multi-task runs (the fixed-weight front)",
-    "front_detection": "the front, held out (not cv): its detection-optimal weight is chosen",
-    "alpha_choice": "two or more GradNorm alphas, held out (not cv): one is chosen on validation",
+    "front_detection": "the front: its detection-optimal weight is chosen (per fold under cv)",
+    "alpha_choice": "two or more GradNorm alphas: one is chosen on validation (per fold under cv)",
     "uncertainty": "an uncertainty-weighting group",
     "torchjd": "a torchjd aggregator group",
     "gradnorm": "the reference is GradNorm",
@@ -332,6 +337,12 @@ class Study:
                 f"{source}: group(s) {mixed} mix rows on the study's split with split "
                 "variants; give each split variant a group of its own"
             )
+        reserved = sorted(set(t["group"]) & set(CHOICE_DESCRIPTIONS))
+        if reserved:
+            raise ValueError(
+                f"{source}: group name(s) {reserved} are reserved for the validation choices "
+                "among groups (echomtl.study.Study.choices); rename the group"
+            )
         study = t[~t["split_variant"]]
         composites = []
         for group, members in study.groupby("group", sort=False):
@@ -365,7 +376,40 @@ class Study:
         # A decisive seed that every run has already is no extra run: an overlay that gives every
         # run three seeds (config/paper.yaml) leaves the decisive runs with those three.
         extra = tuple(sorted(int(s) for s in set(decisive_seeds) - set(seeds)))
-        return cls(t, reference, tuple(int(s) for s in seeds), int(cv_folds), extra)
+        study = cls(t, reference, tuple(int(s) for s in seeds), int(cv_folds), extra)
+        return study._with_choice_composites(source)
+
+    def _with_choice_composites(self, source: str | Sequence[str]) -> Study:
+        """Under cv, one composite row per validation choice among groups (:attr:`choices`):
+        each fold's test images predicted by the candidate that fold's validation chose, as a
+        grid group's composite is. The row's group is the choice's name; its settings are the
+        candidates' where they agree and empty where they vary (``GRID_SETTINGS`` only)."""
+        rows = []
+        for name, candidates in self.choices.items():
+            members = self.table.loc[candidates]
+            if not (members["split"] == "cv").all():
+                continue
+            composite = f"{name}_per_fold"
+            if composite in self.table.index:
+                raise ValueError(
+                    f"{source}: experiment name {composite!r} is reserved for the per-fold "
+                    f"validation choice {name!r}"
+                )
+            differ = [c for c in SETTINGS if c not in GRID_SETTINGS
+                      and members[c].astype(str).nunique() > 1]  # fmt: skip
+            assert not differ, f"the candidates of {name} differ in {differ}"
+            row = members.iloc[0].copy()
+            for column in GRID_SETTINGS:
+                if members[column].astype(str).nunique() > 1:
+                    row[column] = math.nan
+            row["experiment"], row["group"] = composite, name
+            row["description"] = CHOICE_DESCRIPTIONS[name] + ", chosen per fold on validation"
+            row["per_fold_selection"] = True
+            rows.append(row.rename(composite))
+        if not rows:
+            return self
+        table = _normalise(pd.concat([self.table, pd.DataFrame(rows)]))
+        return Study(table, self.reference, self.seeds, self.cv_folds, self.decisive_seeds)
 
     @classmethod
     def from_table(
@@ -463,6 +507,24 @@ class Study:
         """The trained rows of a group."""
         return [n for n in self.trained if self.row(n)["group"] == group]
 
+    def candidates(self, composite: str) -> list[str]:
+        """The trained rows a per-fold composite chooses among on each fold: its grid group's,
+        or a choice's (:attr:`choices`) when its group is the choice's name."""
+        group = str(self.row(composite)["group"])
+        return list(self.choices[group]) if self.is_choice(group) else self.members(group)
+
+    def is_choice(self, group: str) -> bool:
+        """Whether a group is a per-fold validation choice among groups (its one row is the
+        composite), not a group of the experiments table: the choices' names are reserved."""
+        return group in CHOICE_DESCRIPTIONS
+
+    @functools.cached_property
+    def shared_trunk(self) -> list[str]:
+        """The study's shared-trunk results: the trained runs (:attr:`multitask`), then the
+        per-fold composites among them (pooled predictions of the runs each fold chose)."""
+        composites = [n for n in self.composite if self.row(n)["model"] == "multitask"]
+        return [*self.multitask, *composites]
+
     @functools.cached_property
     def grid_groups(self) -> list[str]:
         """Groups with more than one trained row: chosen on validation (sorted by name)."""
@@ -516,7 +578,7 @@ class Study:
         ref, t = self.row(self.reference), self._of_start()
         same = t[(t["method"] == ref["method"]) & (t["model"] == ref["model"])]
         same = same[(same["augment"] == ref["augment"]) & (same["w_det"] == ref["w_det"])]
-        same = same[same["w_cls"] == ref["w_cls"]]
+        same = same[(same["w_cls"] == ref["w_cls"]) & ~same["per_fold_selection"]]
         return [str(n) for n in same.sort_values("alpha", kind="stable").index]
 
     @functools.cached_property
@@ -533,6 +595,7 @@ class Study:
         """Rows reported beside their study row, not in the main table: the reference's other
         alphas and augmentation, the other start's rows."""
         out = {a for a in self.alpha_variants if a != self.reference}
+        out |= {n for n in self.composite if self.is_choice(str(self.row(n)["group"]))}
         out |= {self.augmentation_variant} if self.augmentation_variant else set()
         return out | {v for _, v in self.init_pairs}
 
@@ -590,14 +653,34 @@ class Study:
         singles = [self.members(self.roles[r])[0] for r in ("view_only", "fixed") if self.roles[r]]
         return [e for e in dict.fromkeys([self.isolated_detector, *singles, self.reference]) if e]
 
-    def seeds_of(self, name: str) -> list[int]:
-        """The seeds an experiment runs: ``seeds``, and ``decisive_seeds`` for a decisive run;
-        a per-fold composite has its group's seeds (those every member ran)."""
-        if bool(self.row(name)["per_fold_selection"]):
-            members = [self.seeds_of(m) for m in self.members(str(self.row(name)["group"]))]
-            return [s for s in members[0] if all(s in m for m in members)]
-        extra = list(self.decisive_seeds) if name in self.decisive else []
-        return sorted({*self.seeds, *extra})
+    @functools.cached_property
+    def decisive_grids(self) -> list[str]:
+        """Grid groups whose validation choice is a decisive run (the manual grid: the chosen
+        manual weight) when the study has ``decisive_seeds``. The choice is made on the seeds
+        every member ran; the chosen configuration then trains the decisive seeds too (the
+        workflow's checkpoint ``select_group``), so that it is compared on as many seeds as the
+        other decisive runs without every grid point paying for them."""
+        grid = self.roles["manual"]
+        return [grid] if grid and self.decisive_seeds and grid in self.grid_groups else []
+
+    def seeds_of(self, name: str, chosen: Mapping[str, str] | None = None) -> list[int]:
+        """The seeds an experiment's results have: ``seeds``, and ``decisive_seeds`` for a
+        decisive run; a per-fold composite has its candidates' (those every one ran).
+
+        ``chosen`` (group -> chosen row, from the selections) adds the decisive seeds to the
+        choice of a decisive grid (:attr:`decisive_grids`): the chosen row of a held-out grid,
+        or its per-fold composite under cv. Without it, the seeds known before any selection."""
+        row = self.row(name)
+        if bool(row["per_fold_selection"]):
+            members = [self.seeds_of(m) for m in self.candidates(name)]
+            seeds = [s for s in members[0] if all(s in m for m in members)]
+        else:
+            extra = list(self.decisive_seeds) if name in self.decisive else []
+            seeds = sorted({*self.seeds, *extra})
+        group = str(row["group"])
+        if chosen and group in self.decisive_grids and chosen.get(group) == name:
+            seeds = sorted({*seeds, *self.decisive_seeds})
+        return seeds
 
     @functools.cached_property
     def sharing_runs(self) -> list[str]:
@@ -608,7 +691,7 @@ class Study:
             return []
         singles = [self.isolated_detector, *(self.members(self.roles[r])[0]
                                              for r in ("view_only", "fixed"))]  # fmt: skip
-        return list(dict.fromkeys([*singles, *self.multitask]))
+        return list(dict.fromkeys([*singles, *self.shared_trunk]))
 
     @functools.cached_property
     def interference_runs(self) -> list[str]:
@@ -643,8 +726,8 @@ class Study:
         """Validation choices among rows of different groups (a grid group's choice is its own):
         name -> the candidate rows. ``front_detection``: the fixed weight best for detection;
         ``gradnorm_alpha``: GradNorm's alpha, chosen with the manual grid's score so that both
-        get the same kind of tuning. Held-out studies only: under cv a choice is made per fold,
-        which only a grid group's composite row does."""
+        get the same kind of tuning. Under cv each fold chooses on its own validation part and
+        the choice's composite row (group: the choice's name) pools the chosen runs."""
         out = {}
         if self.flags["front_detection"]:
             out[FRONT_DETECTION] = list(self.front_runs)
@@ -672,9 +755,8 @@ class Study:
             "manual": roles["manual"] is not None,
             "traditional": roles["fixed"] is not None or roles["manual"] is not None,
             "front": len(self.front_runs) >= 2,
-            "front_detection": len(self.front_runs) >= 2 and self.reference not in self.cv,
+            "front_detection": len(self.front_runs) >= 2,
             "alpha_choice": len(self.alpha_variants) >= 2
-            and self.reference not in self.cv
             and self.row(self.reference)["method"] == "gradnorm",
             "uncertainty": roles["uncertainty"] is not None,
             "torchjd": bool(roles["torchjd"]),

@@ -4,13 +4,14 @@ The group's row with the best validation score is its configuration in the paper
 cross-validation the choice is made on each fold's validation part and the group's result is
 the composite row (each fold's test images predicted by that fold's choice). Test values are
 never read. The choice is written as ``selection/<group>.json`` beside the runs; the report only
-reads it (:func:`read_selections`).
+reads it (:func:`read_selections`). Choices among rows of different groups (``Study.choices``)
+are made the same way, per fold under cross-validation, into ``selection/choices/<name>.json``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ __all__ = [
     "validation_score",
     "select_group",
     "select_group_per_fold",
+    "choose_per_fold",
     "CHOICE_SCORES",
     "select_choice",
     "read_selections",
@@ -131,7 +133,7 @@ CHOICE_SCORES: dict[str, str | None] = {FRONT_DETECTION: "map50", GRADNORM_ALPHA
 
 
 def select_choice(
-    tidy: pd.DataFrame,
+    tidy: pd.DataFrame | Mapping[int, pd.DataFrame],
     study: Study,
     name: str,
     out_json: PathLike | None = None,
@@ -140,11 +142,18 @@ def select_choice(
     """A validation choice among rows of different groups (:attr:`Study.choices`): the
     detection-optimal fixed weight (best validation mAP@0.5 on the front: the best a weight
     sweep offers detection) or GradNorm's alpha (the manual grid's score, ``grid_score``: the
-    same tuning the grid's weight gets). Test values are never read."""
+    same tuning the grid's weight gets). Test values are never read.
+
+    ``tidy`` per outer fold (a mapping fold -> validation values) makes the choice on each fold,
+    as a grid group's is under cv; the result's ``chosen`` is then the choice's composite row."""
     if name not in study.choices:
         raise ValueError(f"{name!r} is not a choice of this study (it has {list(study.choices)})")
     rows = study.table.loc[study.choices[name]]
-    return choose(tidy, rows, name, out_json, CHOICE_SCORES[name] or grid_score)
+    score = CHOICE_SCORES[name] or grid_score
+    if isinstance(tidy, pd.DataFrame):
+        return choose(tidy, rows, name, out_json, score)
+    composite = [n for n in study.composite if study.row(n)["group"] == name]
+    return choose_per_fold(tidy, rows, name, composite, out_json, score)
 
 
 def choose(
@@ -202,23 +211,39 @@ def select_group_per_fold(
     """Cross-validated selection: :func:`select_group` on each fold's validation part.
 
     The group's pooled result is then the composite row of the table (``per_fold_selection``):
-    fold ``f``'s test images predicted by the configuration fold ``f``'s validation chose. Each
-    candidate also gets its validation values averaged over folds and the number of folds that
-    chose it.
+    fold ``f``'s test images predicted by the configuration fold ``f``'s validation chose.
     """
     table = as_table(experiments)
+    rows = table[(table["group"] == group) & ~table["per_fold_selection"]]
+    if rows.empty:
+        raise ValueError(f"group {group!r} is not in the experiments table")
     composite = table[(table["group"] == group) & table["per_fold_selection"]]
+    return choose_per_fold(fold_tidies, rows, group, list(composite.index), out_json, score)
+
+
+def choose_per_fold(
+    fold_tidies: Mapping[int, pd.DataFrame],
+    rows: pd.DataFrame,
+    group: str,
+    composite: Sequence[str],
+    out_json: PathLike | None = None,
+    score: str = "mean_map50_accuracy",
+) -> dict:
+    """:func:`choose` on each fold's validation part; ``chosen`` is the composite row that pools
+    the folds' choices. Each candidate also gets its validation values averaged over folds and
+    the number of folds that chose it."""
     if len(composite) != 1:
         raise ValueError(
-            f"group {group!r}: expected one per-fold selection row in the experiments table, "
+            f"{group!r}: expected one per-fold selection row in the experiments table, "
             f"found {len(composite)}"
         )
     per_fold = []
+    sel: dict = {}
     for fold, tidy in sorted(fold_tidies.items()):
-        sel = select_group(tidy, table, group, score=score)
+        sel = choose(tidy, rows, group, score=score)
         per_fold.append({"fold": fold, "chosen": sel["chosen"], "candidates": sel["candidates"]})
     if not per_fold:
-        raise ValueError(f"group {group!r}: no fold to select on")
+        raise ValueError(f"{group!r}: no fold to select on")
     candidates = []
     for i, cand in enumerate(per_fold[0]["candidates"]):
         values = [f["candidates"][i] for f in per_fold]
@@ -232,7 +257,7 @@ def select_group_per_fold(
         "protocol": "cv",
         "per_fold": per_fold,
         "candidates": candidates,
-        "chosen": str(composite.index[0]),
+        "chosen": str(composite[0]),
     }
     if out_json is not None:
         write_json(out_json, result)

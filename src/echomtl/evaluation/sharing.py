@@ -303,7 +303,7 @@ def sharing(
     roles = study.roles
     view_only, shared = (study.members(roles[r])[0] for r in ("view_only", "fixed"))
     isolated = {"map50": study.isolated_detector, "view_accuracy": view_only}
-    methods = [e for e in study.multitask if e != shared]
+    methods = [e for e in study.shared_trunk if e != shared]
     values = CommonValues(prediction_files, value_files, TASK_METRICS, n_resamples, seed)
     summary = sharing_summary(values, isolated, shared, methods)
     for part in summary.values():

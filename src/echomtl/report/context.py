@@ -367,6 +367,7 @@ class _Helpers:
             "has_ci": lambda e, m: f"ci/{e}/{m}/low" in nums,
             "has_val": lambda e, m, split="test": f"{split}/{e}/{m}" in nums,
             "listing_labels": lambda exps: _listing([self.lname(e) for e in exps]),
+            "fold_choices": self.res.fold_choices,
             "metric_label": lambda m: latex_escape(METRIC_LABELS.get(m, m)),
         }  # fmt: skip
 
@@ -441,8 +442,10 @@ def _config_numbers(config: Mapping, nums: _Numbers, ref_row: pd.Series, res: Re
     alpha = ref_row["alpha"]
     nums.put("cfg/ref_alpha", Tex(f"{alpha:g}") if not math.isnan(alpha) else "--")
     nums.put("cfg/ref_w_det", Tex(f"{ref_row['w_det']:g}"))
-    if res.alpha_chosen:
-        nums.put("cfg/alpha_chosen", Tex(f"{float(res.row(res.alpha_chosen)['alpha']):g}"))
+    if res.alpha_chosen:  # under cv one alpha per fold, in fold order
+        chosen = res.fold_choices(res.alpha_chosen) or [res.alpha_chosen]
+        alphas = ", ".join(f"{float(res.row(e)['alpha']):g}" for e in chosen)
+        nums.put("cfg/alpha_chosen", Tex(alphas))
         nums.put("count/alpha_candidates", len(res.study.choices["gradnorm_alpha"]))
     nums.put("cfg/ref_w_cls", Tex(f"{ref_row['w_cls']:g}"))
     conf = config.get("evaluation", {})
@@ -987,9 +990,18 @@ def build_context(
         "scheme": scheme,
         "seeds": seeds,
         "decisive_seeds": [str(s) for s in res.study.decisive_seeds] if res.study.decisive else [],
-        "decisive_runs": res.study.decisive,
+        # the decisive runs, with the chosen configuration of a decisive grid (Study.seeds_of)
+        "decisive_runs": [
+            *res.study.decisive,
+            *(res.chosen[g] for g in res.study.decisive_grids if g in res.chosen),
+        ],
         "front_optimal": res.front_optimal,
         "alpha_chosen": res.alpha_chosen,
+        # under cv: each fold's choice; the choice is the pre-set alpha when every fold chose it
+        "alpha_per_fold": bool(res.alpha_chosen and res.fold_choices(res.alpha_chosen)),
+        "alpha_some_ref": res.reference in res.fold_choices(res.alpha_chosen or res.reference),
+        "alpha_is_ref": bool(res.alpha_chosen)
+        and set(res.fold_choices(res.alpha_chosen) or [res.alpha_chosen]) == {res.reference},
         "view_names": [str(v) for v in _cfg(config, "data.view_names")],
         "class_names": [str(c) for c in _cfg(config, "data.class_names")],
         "time_unit": time_name,

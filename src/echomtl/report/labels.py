@@ -12,12 +12,20 @@ import pandas as pd
 
 from echomtl.methods import METHOD_LABELS, MODEL_VARIANTS
 from echomtl.report.latex import Tex, latex_escape
+from echomtl.study import FRONT_DETECTION, GRADNORM_ALPHA
 
 __all__ = ["MODEL_LABELS", "POINT_WORDS", "experiment_label", "plain_text"]
 
 #: Display names of the models that are not the plain multi-task one (controls, single tasks).
 MODEL_LABELS = {name: v.label for name, v in MODEL_VARIANTS.items() if name != "multitask"}
 
+
+#: Display names of the per-fold composites of the validation choices among groups
+#: (``Study.choices``; under cross-validation each fold makes its own choice).
+CHOICE_LABELS = {
+    FRONT_DETECTION: Tex("Detection-optimal fixed weight (chosen per fold)"),
+    GRADNORM_ALPHA: Tex(r"GradNorm ($\alpha$ chosen per fold)"),
+}
 
 #: The snapshot points of a shared-trunk run (``training.trainer.SNAPSHOT_POINTS``) in words.
 POINT_WORDS = {"warmup": "end of warm-up", "middle": "middle of training", "end": "end of training"}
@@ -49,6 +57,8 @@ def experiment_label(table: pd.DataFrame, experiment: str, with_group_value: boo
     if model == "multitask" and method == "fixed" and len(group_rows) > 1:
         text = "Manual weights"
     if bool(row.get("per_fold_selection", False)):
+        if row["group"] in CHOICE_LABELS:  # a choice among groups (Study.choices)
+            return Tex(CHOICE_LABELS[row["group"]])
         return Tex(f"{text} (chosen per fold)")
     extras = []
     if method == "gradnorm" and not math.isnan(row["alpha"]):

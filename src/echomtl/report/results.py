@@ -135,7 +135,7 @@ class Results:
         """The configuration each fold chose, for a per-fold selection (composite) row; empty
         for any other experiment."""
         group = self.row(experiment)["group"]
-        sel = self.selections.get(group) or {}
+        sel = self.selections.get(group) or self.choices.get(group) or {}
         if sel.get("chosen") != experiment or "per_fold" not in sel:
             return []
         return [str(f["chosen"]) for f in sorted(sel["per_fold"], key=lambda f: f["fold"])]

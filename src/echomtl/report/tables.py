@@ -798,7 +798,7 @@ def table_tuning(res: Results, out_tex: PathLike) -> Path:
             else "nothing",
             "Configurations": str(len(members)),
             "Fixed in advance": Tex(", ".join(fixed)) if fixed else "--",
-            "Seeds": str(len(study.seeds_of(res.chosen.get(g, members[0])))),
+            "Seeds": str(len(study.seeds_of(res.chosen.get(g, members[0]), res.chosen))),
         })  # fmt: skip
         if alpha_row and res.alpha_chosen and g == study.row(study.reference)["group"]:
             # GradNorm tuned as the grid is: alpha chosen on validation (Study.choices)
