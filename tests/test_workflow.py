@@ -102,8 +102,11 @@ def test_the_chosen_manual_weight_trains_the_decisive_seeds_after_its_selection(
         assert ran == [True, member == chosen, member == chosen], member
     tidy = pd.read_csv(results / "tidy.csv")
     assert set(tidy.loc[tidy.experiment == chosen, "seed"]) == {0, 1, 2}
-    # the selection read seed 0 alone: the seeds every grid point ran
+    # the selection read seed 0 alone: the seeds every grid point ran; the paper says so
     assert json.loads((results / "selection" / "manual.json").read_text())["seeds"] == [0]
+    prose = " ".join((results / "paper" / "main.tex").read_text().split())
+    assert "The choice was made on seed 0, which every grid point ran; the chosen point" in prose
+    assert "then trained seeds 1 and 2 as well" in prose
 
 
 @pytest.mark.slow
@@ -391,7 +394,8 @@ def test_real_cpu_config_dag_is_cross_validated(tmp_path):
     }
     # the decisive set and the init axis (config/experiments-real-cpu.tsv): 13 cross-validated
     # experiments, 3 of them from random weights, on 3 folds; the 4 decisive runs (isolated
-    # detector, view alone, fixed, reference) on a second seed (decisive_seeds); the split variant
+    # detector, view alone, fixed, reference) on a second seed (decisive_seeds); the split variant.
+    # The chosen manual weight's second seed (3 more) appears only after the checkpoint.
     assert counts["train_fold"] == (13 + 4) * 3 and counts["pool_folds"] == 13 + 4
     assert counts["train"] == 1
 

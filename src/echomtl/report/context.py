@@ -995,6 +995,18 @@ def build_context(
             *res.study.decisive,
             *(res.chosen[g] for g in res.study.decisive_grids if g in res.chosen),
         ],
+        # a decisive grid: chosen on the seeds every point ran, then the chosen point's extra seeds
+        "grid_decisive": next(
+            (
+                {
+                    "choice_seeds": [str(k) for k in res.selections[g].get("seeds", [])],
+                    "extra_seeds": [str(k) for k in res.study.decisive_seeds],
+                }
+                for g in res.study.decisive_grids
+                if g in res.selections
+            ),
+            None,
+        ),
         "front_optimal": res.front_optimal,
         "alpha_chosen": res.alpha_chosen,
         # under cv: each fold's choice; the choice is the pre-set alpha when every fold chose it
