@@ -273,6 +273,25 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b) or (pd.isna(a) and pd.isna(b))
 
 
+def _non_grid_differences(members: pd.DataFrame) -> list[str]:
+    """The settings outside ``GRID_SETTINGS`` in which the rows differ: a per-fold composite
+    can describe its folds' choices truthfully only when there are none."""
+    return [c for c in SETTINGS if c not in GRID_SETTINGS
+            and members[c].astype(str).nunique() > 1]  # fmt: skip
+
+
+def _composite_row(members: pd.DataFrame, name: str, group: str, description: str) -> pd.Series:
+    """The never-trained row that pools the members each fold chose: their settings where
+    they agree, empty where a grid setting varies."""
+    row = members.iloc[0].copy()
+    for column in GRID_SETTINGS:
+        if members[column].astype(str).nunique() > 1:
+            row[column] = math.nan
+    row["experiment"], row["group"], row["description"] = name, group, description
+    row["per_fold_selection"] = True
+    return row.rename(name)
+
+
 @dataclass(frozen=True)
 class Study:
     """The experiments of one configured study and everything their design decides.
@@ -354,22 +373,15 @@ class Study:
                     f"{source}: experiment name {name!r} is reserved for the per-fold selection "
                     f"of group {group!r}"
                 )
-            differ = [c for c in SETTINGS if c not in GRID_SETTINGS
-                      and members[c].astype(str).nunique() > 1]  # fmt: skip
+            differ = _non_grid_differences(members)
             if differ:  # the composite row must describe every fold's choice truthfully
                 raise ValueError(
                     f"{source}: group {group!r} is selected per fold under cv, so its rows may "
                     f"differ only in {', '.join(GRID_SETTINGS)}; they differ in "
                     f"{', '.join(differ)}"
                 )
-            row = members.iloc[0].copy()
-            for column in GRID_SETTINGS:
-                if members[column].astype(str).nunique() > 1:
-                    row[column] = math.nan
-            row["experiment"] = name
-            row["description"] = f"{group}: configuration chosen per fold on validation"
-            row["per_fold_selection"] = True
-            composites.append(row.rename(name))
+            description = f"{group}: configuration chosen per fold on validation"
+            composites.append(_composite_row(members, name, str(group), description))
         if composites:
             t = pd.concat([t, pd.DataFrame(composites)])
             t = _normalise(t)
@@ -395,17 +407,10 @@ class Study:
                     f"{source}: experiment name {composite!r} is reserved for the per-fold "
                     f"validation choice {name!r}"
                 )
-            differ = [c for c in SETTINGS if c not in GRID_SETTINGS
-                      and members[c].astype(str).nunique() > 1]  # fmt: skip
+            differ = _non_grid_differences(members)
             assert not differ, f"the candidates of {name} differ in {differ}"
-            row = members.iloc[0].copy()
-            for column in GRID_SETTINGS:
-                if members[column].astype(str).nunique() > 1:
-                    row[column] = math.nan
-            row["experiment"], row["group"] = composite, name
-            row["description"] = CHOICE_DESCRIPTIONS[name] + ", chosen per fold on validation"
-            row["per_fold_selection"] = True
-            rows.append(row.rename(composite))
+            description = CHOICE_DESCRIPTIONS[name] + ", chosen per fold on validation"
+            rows.append(_composite_row(members, composite, name, description))
         if not rows:
             return self
         table = _normalise(pd.concat([self.table, pd.DataFrame(rows)]))
