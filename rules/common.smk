@@ -294,7 +294,8 @@ def run_files(names, filename):
     """A training-record file (see record_dir) of the experiments, per seed known at parse time:
     the records (steps, epochs, per-step diagnostics) describe training, and a decisive grid's
     chosen weight is described on the seeds every grid point ran, so that no figure of them
-    waits on the selection (its dry run lists its inputs). Its test metrics have every seed."""
+    waits on the selection (its dry run lists its inputs). Its test metrics have every seed.
+    """
     return [
         f"{record_dir(name, seed)}/{filename}"
         for name in names
