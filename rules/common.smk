@@ -16,6 +16,7 @@ from echomtl.data.export_reader import present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
 from echomtl.report.outputs import FIGURES, TABLES, Layout, output, planned
+from echomtl.report.provenance import git_state
 from echomtl.atomic import read_json
 from echomtl.study import Study, resolve_inits, train_parameters
 
@@ -57,6 +58,8 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
             f"{config['experiments']}: rows with scale {', '.join(sorted(_scales))} cannot start "
             f"from model.weights {WEIGHTS}, a yolov5{config['model']['scale']} checkpoint"
         )
+# the commit and the tree's state, for the provenance record (echomtl.report.provenance)
+GIT_STATE = git_state(workflow.basedir)
 SEEDS = config["seeds"]  # every run's; the decisive runs add config decisive_seeds
 DECISIVE_GRIDS = STUDY_MODEL.decisive_grids
 

@@ -44,9 +44,34 @@ rule figure:
         "../workflow/scripts/make_figure.py"
 
 
+# What produced the build (echomtl.report.provenance): the git state is read at parse time and
+# passed as a parameter, so a new commit or a change of dirtiness reruns the record and the paper.
+rule provenance:
+    input:
+        records=f"{DATA}/records.csv",
+        tidy=TIDY,
+    output:
+        report(
+            f"{R}/provenance.json",
+            caption=str(PAPER_SOURCES / "captions" / "provenance.rst"),
+            category="Provenance",
+        ),
+    log:
+        f"{R}/logs/provenance.log",
+    conda:
+        "../environment.yml"
+    params:
+        git=GIT_STATE,
+        config=config,
+        checkpoint=CHECKPOINT,
+    script:
+        "../workflow/scripts/provenance.py"
+
+
 rule render_paper:
     input:
         unpack(paper_inputs),
+        provenance=f"{R}/provenance.json",
         tables=[f"{PAPER}/tables/{name}.tex" for name in PLAN["tables"]],
         figures=[f"{PAPER}/figures/{name}.pdf" for name in PLAN["figures"]],
         claims=str(PAPER_SOURCES / "claims.yaml"),

@@ -869,6 +869,48 @@ def _comparisons_text(res: Results, has: Mapping[str, bool], roles: dict) -> Tex
     return _listing(comparisons)
 
 
+def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The reproducibility appendix's rows, as LaTeX-safe text: what produced this build."""
+    git, hw = record["git"], record["hardware"]
+    if git.get("commit") is None:
+        code = "not a git checkout: the commit is unknown"
+    else:
+        code = f"\\texttt{{{git['commit'][:12]}}}"
+        if git.get("dirty"):
+            changed = int(git.get("changed", 0))
+            code += (
+                f", \\textbf{{with uncommitted changes}} ({changed} "
+                f"path{'s' if changed != 1 else ''} differ from the commit)"
+            )
+        else:
+            code += ", clean tree"
+    versions = record["versions"]
+    software = ", ".join(
+        f"{latex_escape(name)} {latex_escape(str(v))}" for name, v in versions.items() if v
+    )
+    cores = hw.get("cores")
+    machine = f"{latex_escape(str(hw['cpu']))}, {cores} core{'s' if cores != 1 else ''}"
+    seconds = float(record["training"]["seconds"])
+    hours = seconds / 3600.0
+    duration = f"{hours:.1f}\\,h" if hours >= 1 else f"{seconds / 60.0:.1f}\\,min"
+    checkpoint = record.get("checkpoint")
+    start = "none (random weights)"
+    if checkpoint:
+        digest = str(checkpoint["sha256"])[:16]
+        start = f"{latex_escape(checkpoint['file'])} SHA-256 \\texttt{{{digest}}}"
+    rows = [
+        ("Code", code),
+        ("Configuration", f"SHA-256 \\texttt{{{record['config_sha256'][:16]}}}"),
+        ("Software", software),
+        ("Hardware", machine + (f"; GPU {latex_escape(hw['gpu'])}" if hw.get("gpu") else "")),
+        ("Data", f"{latex_escape(record['dataset']['records'])} SHA-256 "
+                 f"\\texttt{{{record['dataset']['sha256'][:16]}}}"),
+        ("Checkpoint", start),
+        ("Training", f"{duration} of wall time over {record['training']['runs']} runs"),
+    ]  # fmt: skip
+    return {"rows": [(Tex(k), Tex(v)) for k, v in rows], "dirty": bool(git.get("dirty"))}
+
+
 def build_context(
     res: Results,
     config: Mapping[str, Any],
@@ -879,6 +921,7 @@ def build_context(
     phases: pd.DataFrame | None = None,
     checkpoint: Mapping[str, Any] | None = None,
     interference: Sequence[Mapping[str, Any]] = (),
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Collect what ``paper/main.tex.j2`` needs (see module docstring), one section at a time.
 
@@ -896,6 +939,7 @@ def build_context(
         checkpoint: the pretrained start's file (``file``, ``sha256``, ``date``, ``tensors``,
             ``model_class``) when any run started from it, read at parse time.
         interference: the accumulated-gradient measurements (``stats/interference/*.json``).
+        provenance: ``provenance.json`` (:mod:`echomtl.report.provenance`): the appendix.
     """
     nums = _Numbers()
     ref = res.reference
@@ -1021,6 +1065,7 @@ def build_context(
         "examples_rule": latex_escape(DETECTION_EXAMPLES_RULE),
         "split_words": SPLIT_WORDS,
         "selection_ties": selection_ties,
+        "provenance": _provenance(provenance) if provenance else None,
     }
     return _merge(
         own, verdicts, data, claims, diag, phase, sharing, failures, accumulated, help_.context()

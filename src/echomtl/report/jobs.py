@@ -59,9 +59,20 @@ def render_paper(snakemake: Any) -> None:
             phases=summaries.weight_phases(list(i.steps)) if i.steps else None,
             checkpoint=p.checkpoint,
             interference=[read_json(f) for f in i.interference],
+            provenance=read_json(i.provenance),
         )
         latex.write_numbers(ctx["numbers"], o.numbers)
         latex.render_paper(ctx, Path(i.template).parent, o.tex)
+
+
+def provenance(snakemake: Any) -> None:
+    """The build's provenance record (:mod:`echomtl.report.provenance`)."""
+    from echomtl.report.provenance import provenance as record
+
+    with job_logging(snakemake):
+        i, p = snakemake.input, snakemake.params
+        record(git=p.git, config=p.config, records=i.records, tidy=i.tidy,
+               checkpoint=p.checkpoint, out_json=snakemake.output[0])  # fmt: skip
 
 
 def compile_pdf(snakemake: Any) -> None:

@@ -1,0 +1,154 @@
+"""What produced a paper: code, config, software, hardware, data, checkpoint and training time.
+
+A reader holding two PDFs must be able to tell whether they came from the same code and inputs,
+so the paper's reproducibility appendix and the Snakemake report are drawn from one record,
+``provenance.json`` (rule ``provenance``). The git state is read when the workflow is parsed and
+passed to the job as a parameter: a new commit or a change of dirtiness changes the parameter,
+so Snakemake reruns the record and the paper with it. A dirty tree is recorded and printed,
+never hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from echomtl.atomic import PathLike, json_clean, sha256_file, write_json
+
+__all__ = [
+    "PACKAGES",
+    "git_state",
+    "config_sha256",
+    "package_versions",
+    "hardware",
+    "training_seconds",
+    "provenance",
+]
+
+#: The distributions whose versions the record names (the pinned environment's own).
+PACKAGES = (
+    "torch", "torchvision", "snakemake", "numpy", "pandas", "matplotlib", "seaborn", "jinja2",
+    "scikit-learn", "scipy", "faster-coco-eval", "torchjd", "pyyaml",
+)  # fmt: skip
+
+#: How many changed paths of a dirty tree the record lists (their count is always given).
+DIRTY_LISTED = 20
+
+
+def git_state(root: PathLike) -> dict[str, Any]:
+    """The commit checked out at ``root`` and whether the tree differs from it (tracked changes
+    or untracked files that git does not ignore). Outside a git checkout (an unpacked archive,
+    no git installed) the commit is None and the paper says so."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "changed": 0, "changed_paths": []}
+    return {
+        "commit": commit,
+        "dirty": bool(changed),
+        "changed": len(changed),
+        "changed_paths": sorted(changed)[:DIRTY_LISTED],
+    }
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the resolved config as canonical JSON (sorted keys): two builds with the same
+    hash ran the same settings, whatever the files' layout or comments."""
+    text = json.dumps(json_clean(dict(config)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Python's and each installed distribution's version (None: not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def hardware(device: str) -> dict[str, Any]:
+    """The CPU model and core count of this machine, and the GPU's name when the config trains
+    on CUDA and one is visible (the record is written where the paper is built; under a cluster
+    profile the training nodes are the cluster's, which the record cannot see)."""
+    gpu = None
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+            gpu = torch.cuda.get_device_name(index)
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "device": device,
+        "gpu": gpu,
+    }
+
+
+def training_seconds(tidy: PathLike) -> dict[str, Any]:
+    """Total wall seconds of the study's trainings (each run's ``train_seconds``, from its
+    Snakemake benchmark) and how many runs they are."""
+    frame = pd.read_csv(tidy)
+    seconds = frame[frame["metric"] == "train_seconds"]
+    return {"seconds": float(seconds["value"].sum()), "runs": int(len(seconds))}
+
+
+def provenance(
+    *,
+    git: Mapping[str, Any],
+    config: Mapping[str, Any],
+    records: PathLike,
+    tidy: PathLike,
+    checkpoint: Mapping[str, Any] | None,
+    out_json: PathLike | None = None,
+) -> dict[str, Any]:
+    """The record: ``git`` (from :func:`git_state`, read at parse time), the resolved config and
+    its hash, the versions, the hardware, the dataset's records-file hash, the checkpoint's
+    SHA-256 (None for a study from random weights) and the total training time."""
+    device = str(config.get("train", {}).get("device", "cpu"))
+    record = {
+        "git": dict(git),
+        "config_sha256": config_sha256(config),
+        "config": json_clean(dict(config)),
+        "versions": package_versions(),
+        "hardware": hardware(device),
+        "dataset": {"records": Path(records).name, "sha256": sha256_file(records)},
+        "checkpoint": None
+        if not checkpoint
+        else {"file": Path(str(checkpoint["file"])).name, "sha256": str(checkpoint["sha256"])},
+        "training": training_seconds(tidy),
+    }
+    if out_json is not None:
+        write_json(out_json, record)
+    return record
