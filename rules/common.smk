@@ -12,11 +12,11 @@ from echomtl.config import (
     validate_config,
     weights_path,
 )
-from echomtl.data.export_reader import present_splits
+from echomtl.data.export_reader import export_fingerprint, present_splits
 from echomtl.data.splits import CV_PARTITION
 from echomtl.methods import method as balancing_method
 from echomtl.report.outputs import FIGURES, TABLES, Layout, output, planned
-from echomtl.report.provenance import git_state
+from echomtl.report.provenance import environment_pins, git_state
 from echomtl.atomic import read_json
 from echomtl.study import Study, resolve_inits, train_parameters
 
@@ -60,6 +60,8 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
         )
 # the commit and the tree's state, for the provenance record (echomtl.report.provenance)
 GIT_STATE = git_state(workflow.basedir)
+# the packages the environment pins, whose installed versions the record names
+PINS = environment_pins(Path(workflow.basedir) / "environment.yml")
 SEEDS = config["seeds"]  # every run's; the decisive runs add config decisive_seeds
 DECISIVE_GRIDS = STUDY_MODEL.decisive_grids
 
@@ -124,9 +126,12 @@ wildcard_constraints:
     imgsz=r"\d+",
 
 
+SYNTHETIC = config["data"]["source"] == "synthetic"
+
+
 def export_dir():
     """The raw Roboflow export: generated (synthetic) or given (real)."""
-    if config["data"]["source"] == "synthetic":
+    if SYNTHETIC:
         return f"{R}/raw/synthetic"
     path = config["data"].get("export_dir") or os.environ.get("REGURG_DATA")
     if not path:

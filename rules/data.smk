@@ -20,9 +20,11 @@ rule generate_synthetic:
         "../workflow/scripts/generate_synthetic.py"
 
 
+# An export from outside the workflow is tracked by its fingerprint (a parameter), not by its
+# folder's time stamp, which says when it was copied (echomtl.data.export_reader.export_fingerprint).
 rule convert_export:
     input:
-        export_dir(),
+        export_dir() if SYNTHETIC else ancient(export_dir()),
     output:
         records=f"{DATA}/records.csv",
         defects=f"{DATA}/defects.csv",
@@ -38,6 +40,7 @@ rule convert_export:
         on_defect=config["data"]["on_defect"],
         all_boxes_defective=config["data"]["all_boxes_defective"],
         coord_tolerance=config["data"]["coord_tolerance"],
+        export=None if SYNTHETIC else export_fingerprint(export_dir()),
     script:
         "../workflow/scripts/convert_export.py"
 

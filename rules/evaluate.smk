@@ -272,6 +272,7 @@ rule aggregate_metrics:
         metrics=lambda w: all_metrics(),
         steps=all_runs("{run}/steps.csv"),
         benchmarks=all_runs("{run}/train.benchmark.tsv"),
+        epochs=all_runs("{run}/epochs.csv"),
     output:
         TIDY,
     log:

@@ -40,6 +40,8 @@ rule figure:
     params:
         audit_schemes=AUDIT_SCHEMES,
         caption=lambda wildcards: output("figure", wildcards.name).caption,
+        # where the detection examples' images are: the export, wherever it is on this machine
+        images_root=export_dir(),
     script:
         "../workflow/scripts/make_figure.py"
 
@@ -64,6 +66,8 @@ rule provenance:
         git=GIT_STATE,
         config=config,
         checkpoint=CHECKPOINT,
+        pins=PINS,
+        export=export_dir(),
     script:
         "../workflow/scripts/provenance.py"
 

@@ -59,11 +59,16 @@ def generate_synthetic(snakemake: Any) -> None:
 
 def convert_export(snakemake: Any) -> None:
     from echomtl.data.audit import defect_counts
-    from echomtl.data.export_reader import read_export
+    from echomtl.data.export_reader import export_fingerprint, read_export
     from echomtl.data.records import write_defects, write_records
 
     with job_logging(snakemake):
         p = snakemake.params
+        # the fingerprint the workflow tracks must be the export this job reads
+        if p.export is not None and export_fingerprint(snakemake.input[0]) != p.export:
+            raise RuntimeError(
+                f"{snakemake.input[0]}: the export changed after the workflow read it; re-run"
+            )
         records, defects = read_export(
             Path(snakemake.input[0]),
             list(p.class_names),
@@ -425,5 +430,6 @@ def aggregate_metrics(snakemake: Any) -> None:
             Study.read(i.study),
             steps_files=list(i.steps),
             benchmark_files=list(i.benchmarks),
+            epochs_files=list(i.epochs),
             out_csv=snakemake.output[0],
         )

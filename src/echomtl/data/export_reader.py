@@ -49,6 +49,7 @@ data) still gives frame 16, and a Roboflow suffix ``_png.rf.<hash>`` is removed 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -139,6 +140,26 @@ def present_splits(
     """
     root = Path(root)
     return [s for s in splits if (root / s / "images").is_dir() or (root / s / "labels").is_dir()]
+
+
+def export_fingerprint(root: Path | str) -> str:
+    """SHA-256 of what an export holds, for Snakemake's parameter tracking of the conversion.
+
+    The export is an input from outside the workflow: its folder's time stamp says when it was
+    copied or downloaded, not whether it changed, so the conversion tracks this fingerprint
+    instead (a copied export, or a results archive unpacked beside it, does not rerun the study;
+    a changed one does). It covers every file's path relative to the root and size, and the
+    content of every file that is not an image (labels, ``data.yaml``): an image edited in place
+    to the same byte count is the one change it does not see. Cheap enough for parse time:
+    images are only stat'ed."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        digest.update(f"{rel}\0{path.stat().st_size}\0".encode())
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def check_data_yaml(root: Path, class_names: list[str]) -> None:

@@ -13,7 +13,9 @@ value`` (CSV: :data:`TIDY_COLUMNS`). Metric names:
   same for ``loss_cls``; ``weight_det_initial``/``weight_det_final``, ``weight_cls_...``
   (first / last logged step); ``n_steps``; ``train_seconds`` (the benchmark column ``s``, wall
   clock, mean over its rows when Snakemake repeated the job; not ``cpu_time``, which Snakemake
-  samples every 30 s and so misses up to the last 30 s of a job's CPU time);
+  samples every 30 s and so misses up to the last 30 s of a job's CPU time); from ``epochs.csv``,
+  what training cost as the training process measured it: ``seconds_per_step`` (wall seconds
+  per optimizer step), ``peak_rss_mib`` and on CUDA ``cuda_peak_mib``;
 - ``split`` = ``model``: ``n_parameters``.
 
 Under cross-validation the test rows are the pooled out-of-fold evaluation, with per-fold values
@@ -107,6 +109,28 @@ def _steps_rows(path: PathLike, window: int = LOSS_WINDOW) -> list[tuple[str, fl
     return rows
 
 
+def _cost_rows(path: PathLike) -> list[tuple[str, float]]:
+    """What one run's training cost (``epochs.csv``, columns of
+    :data:`echomtl.training.trainer.EPOCH_COST`): wall seconds per optimizer step over the
+    epochs its processes timed, the peak resident set size and, on CUDA, the peak allocated
+    memory (MiB; the maximum over epochs, since a resumed run restarts the process). A run
+    trained before these columns existed has no cost rows: its cost was not measured."""
+    epochs = pd.read_csv(path)
+    if not {"seconds", "optimizer_steps", "peak_rss_mib"} <= set(epochs.columns):
+        return []
+    steps = float(epochs["optimizer_steps"].sum())
+    if steps <= 0:
+        raise ValueError(f"{path}: epochs.csv counts no optimizer step (did training run?)")
+    rows = [
+        ("seconds_per_step", float(epochs["seconds"].sum()) / steps),
+        ("peak_rss_mib", float(epochs["peak_rss_mib"].max())),
+    ]
+    cuda = epochs["cuda_peak_mib"].dropna() if "cuda_peak_mib" in epochs.columns else []
+    if len(cuda):
+        rows.append(("cuda_peak_mib", float(cuda.max())))
+    return rows
+
+
 def _benchmark_seconds(path: PathLike) -> float:
     """A job's wall seconds (column ``s``), the mean over repeats."""
     bench = pd.read_csv(path, sep="\t")
@@ -131,6 +155,7 @@ def collect_metrics(
     experiments: Study | pd.DataFrame | PathLike,
     steps_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
     benchmark_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
+    epochs_files: Mapping[tuple[str, int], PathLike] | Iterable[PathLike] = (),
     param_counts: Mapping[str, int] | PathLike | None = None,
     out_csv: PathLike | None = None,
 ) -> pd.DataFrame:
@@ -143,6 +168,7 @@ def collect_metrics(
         steps_files: ``steps.csv`` per run, as paths following ``.../<experiment>/seed<k>/`` or
             a ``{(experiment, seed): path}`` mapping.
         benchmark_files: Snakemake benchmark TSVs of the training jobs (same two forms).
+        epochs_files: ``epochs.csv`` per run (same two forms): what training cost.
         param_counts: ``{experiment: n_parameters}`` or a JSON file holding it; a metrics JSON
             with a top-level ``n_parameters`` is used too.
         out_csv: where to write the table (atomically); None: only return it.
@@ -181,6 +207,9 @@ def collect_metrics(
     for (exp, seed), path in sorted(files_by_run(benchmark_files).items()):
         group = group_of(exp, path)
         rows.append((exp, group, seed, "train", "train_seconds", _benchmark_seconds(path)))
+    for (exp, seed), path in sorted(files_by_run(epochs_files).items()):
+        group = group_of(exp, path)
+        rows += [(exp, group, seed, "train", m, v) for m, v in _cost_rows(path)]
     for exp, n in sorted(params.items()):
         if exp not in run_seeds:
             continue  # a count for an experiment this study did not run

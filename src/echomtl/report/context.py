@@ -869,9 +869,25 @@ def _comparisons_text(res: Results, has: Mapping[str, bool], roles: dict) -> Tex
     return _listing(comparisons)
 
 
+def _version_text(name: str, version: Mapping[str, str | None]) -> str:
+    """``name installed``; a version other than the pin, or a missing package, says so."""
+    pinned, installed = version.get("pinned"), version.get("installed")
+    text = f"{latex_escape(name)} {latex_escape(str(installed or 'not installed'))}"
+    if pinned is not None and installed != pinned:
+        text += f" \textbf{{(pinned {latex_escape(pinned)})}}"
+    return text
+
+
+def _hardware_text(hw: Mapping[str, Any]) -> str:
+    """``CPU model, N cores`` and the GPU's name when the build trained on one."""
+    cores = hw.get("cores")
+    text = f"{latex_escape(str(hw['cpu']))}, {cores} core{'s' if cores != 1 else ''}"
+    return text + (f"; GPU {latex_escape(hw['gpu'])}" if hw.get("gpu") else "")
+
+
 def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     """The reproducibility appendix's rows, as LaTeX-safe text: what produced this build."""
-    git, hw = record["git"], record["hardware"]
+    git, hw, data = record["git"], record["hardware"], record["dataset"]
     if git.get("commit") is None:
         code = "not a git checkout: the commit is unknown"
     else:
@@ -884,12 +900,7 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
             )
         else:
             code += ", clean tree"
-    versions = record["versions"]
-    software = ", ".join(
-        f"{latex_escape(name)} {latex_escape(str(v))}" for name, v in versions.items() if v
-    )
-    cores = hw.get("cores")
-    machine = f"{latex_escape(str(hw['cpu']))}, {cores} core{'s' if cores != 1 else ''}"
+    software = ", ".join(_version_text(name, v) for name, v in record["versions"].items())
     seconds = float(record["training"]["seconds"])
     hours = seconds / 3600.0
     duration = f"{hours:.1f}\\,h" if hours >= 1 else f"{seconds / 60.0:.1f}\\,min"
@@ -902,13 +913,36 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         ("Code", code),
         ("Configuration", f"SHA-256 \\texttt{{{record['config_sha256'][:16]}}}"),
         ("Software", software),
-        ("Hardware", machine + (f"; GPU {latex_escape(hw['gpu'])}" if hw.get("gpu") else "")),
-        ("Data", f"{latex_escape(record['dataset']['records'])} SHA-256 "
-                 f"\\texttt{{{record['dataset']['sha256'][:16]}}}"),
+        ("Hardware", _hardware_text(hw)),
+        ("Data", f"export fingerprint \\texttt{{{data['export_fingerprint'][:16]}}}; "
+                 f"{latex_escape(data['records'])} SHA-256 \\texttt{{{data['sha256'][:16]}}}"),
         ("Checkpoint", start),
         ("Training", f"{duration} of wall time over {record['training']['runs']} runs"),
     ]  # fmt: skip
     return {"rows": [(Tex(k), Tex(v)) for k, v in rows], "dirty": bool(git.get("dirty"))}
+
+
+def _cost(res: Results, roles: Mapping[str, Any], nums: _Numbers) -> dict[str, Any]:
+    """The cost section: whether the runs measured their cost, and how many times as long as
+    fixed weights' each other method's optimizer step took (the table has the rest)."""
+    from echomtl.report.tables import cost_value
+
+    measured = res.study.main_groups and any(
+        not math.isnan(cost_value(res, res.chosen[g], "seconds_per_step")[0])
+        for g in res.study.main_groups
+    )
+    ratios = []
+    fixed = roles.get("fixed")
+    base = cost_value(res, fixed, "seconds_per_step")[0] if fixed else math.nan
+    if measured and not math.isnan(base) and base > 0:
+        for g in res.study.main_groups:
+            exp = res.chosen[g]
+            value = cost_value(res, exp, "seconds_per_step")[0]
+            if exp == fixed or math.isnan(value):
+                continue
+            nums.put(f"cost/{exp}/step_ratio", format_number(value / base, 2))
+            ratios.append({"label": res.group_label(g), "key": f"cost/{exp}/step_ratio"})
+    return {"cost": {"measured": bool(measured), "ratios": ratios, "fixed": fixed}}
 
 
 def build_context(
@@ -964,6 +998,7 @@ def build_context(
     start = _start(res, checkpoint, nums)
     sharing = _sharing_numbers(res, nums)
     accumulated = _interference_numbers(interference, nums)
+    cost = _cost(res, roles, nums)
 
     if res.study.flags["diagnostics"] and not diag["diag"]:
         raise ValueError("the study has shared-trunk runs, but their diagnostics have no rows")
@@ -976,6 +1011,7 @@ def build_context(
         "exact_view_counts": data["exact_views"],
         "original_audit": data["original_audit"],
         "ema": bool(config["train"].get("ema", True)),
+        "cuda": str(_cfg(config, "train.device")).startswith("cuda"),
     }
     front = _front(res, nums)
     map_highs = [res.interval(e, "map50")["high"] for e in verdicts["main_exps"]
@@ -1066,7 +1102,18 @@ def build_context(
         "split_words": SPLIT_WORDS,
         "selection_ties": selection_ties,
         "provenance": _provenance(provenance) if provenance else None,
+        "hardware": _hardware_text(provenance["hardware"]) if provenance else "not recorded",
     }
     return _merge(
-        own, verdicts, data, claims, diag, phase, sharing, failures, accumulated, help_.context()
+        own,
+        verdicts,
+        data,
+        claims,
+        diag,
+        phase,
+        sharing,
+        failures,
+        accumulated,
+        cost,
+        help_.context(),
     )

@@ -875,6 +875,7 @@ def fig_detection_examples(
     conf_threshold: float | None = None,
     metrics_json: PathLike | None = None,
     max_boxes: int = 3,
+    images_root: PathLike | None = None,
 ) -> list[Path]:
     """Test images with their ground-truth boxes (solid green) and predicted boxes (dashed, class
     and score), titled with the true and predicted view (green: right, red: wrong).
@@ -884,7 +885,10 @@ def fig_detection_examples(
     under cross-validation) maps each predictions-JSON ``name`` to ``image_path`` (by file name).
     Predictions above the confidence threshold are drawn (at most ``max_boxes`` per image,
     highest score first); the threshold is ``conf_threshold``, else the best-F1 confidence of
-    ``metrics_json``, else 0.25.
+    ``metrics_json``, else 0.25. ``images_root``: the export's root on this machine; each image
+    is then read from ``<root>/<split>/images/<file>`` (the export layout) rather than from the
+    path the records hold, which names the machine that converted the export (a results archive
+    unpacked elsewhere keeps that path).
     """
     from PIL import Image
 
@@ -923,6 +927,8 @@ def fig_detection_examples(
             if im["name"] not in paths:
                 raise ValueError(f"{records_csv}: no image_path for test image {im['name']!r}")
             path = Path(paths[im["name"]])
+            if images_root is not None:
+                path = Path(images_root) / path.parent.parent.name / "images" / path.name
             if not path.exists():
                 raise ValueError(f"image file {path} (test image {im['name']!r}) does not exist")
             with Image.open(path) as pil:

@@ -71,8 +71,8 @@ def provenance(snakemake: Any) -> None:
 
     with job_logging(snakemake):
         i, p = snakemake.input, snakemake.params
-        record(git=p.git, config=p.config, records=i.records, tidy=i.tidy,
-               checkpoint=p.checkpoint, out_json=snakemake.output[0])  # fmt: skip
+        record(git=p.git, config=p.config, records=i.records, export=p.export, tidy=i.tidy,
+               checkpoint=p.checkpoint, pins=p.pins, out_json=snakemake.output[0])  # fmt: skip
 
 
 def compile_pdf(snakemake: Any) -> None:

@@ -218,6 +218,11 @@ def _tables() -> list[Output]:
             "table", "main", "table_main", None,
             "Test metrics of every configuration with 95% intervals.",
         ),
+        _on_results(
+            "table", "cost", "table_cost", None,
+            "What each method cost to train (seconds per optimizer step, peak memory), beside "
+            "its test accuracy.",
+        ),
         Output(
             "claims", "table",
             lambda s, out: tables().table_claims(s.file("claims"), s.results, out),
@@ -361,7 +366,8 @@ def _figures() -> list[Output]:
         Output(
             "detection_examples", "figure",
             lambda s, out: figures().fig_detection_examples(
-                s.file("predictions"), s.file("records"), out, metrics_json=s.file("metrics")
+                s.file("predictions"), s.file("records"), out, metrics_json=s.file("metrics"),
+                images_root=s.params.images_root,
             ),
             lambda lay: {
                 "predictions": f"{lay.first_run}/predictions_test.json",

@@ -16,16 +16,18 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from echomtl.atomic import PathLike, json_clean, sha256_file, write_json
+from echomtl.data.export_reader import export_fingerprint
 
 __all__ = [
-    "PACKAGES",
+    "environment_pins",
     "git_state",
     "config_sha256",
     "package_versions",
@@ -33,12 +35,6 @@ __all__ = [
     "training_seconds",
     "provenance",
 ]
-
-#: The distributions whose versions the record names (the pinned environment's own).
-PACKAGES = (
-    "torch", "torchvision", "snakemake", "numpy", "pandas", "matplotlib", "seaborn", "jinja2",
-    "scikit-learn", "scipy", "faster-coco-eval", "torchjd", "pyyaml",
-)  # fmt: skip
 
 #: How many changed paths of a dirty tree the record lists (their count is always given).
 DIRTY_LISTED = 20
@@ -74,14 +70,37 @@ def config_sha256(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
-    """Python's and each installed distribution's version (None: not installed)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in names:
+def environment_pins(environment_yml: PathLike) -> dict[str, str]:
+    """The packages ``environment.yml`` pins (its pip list, ``name==version``), so that the
+    record names exactly the pinned environment and the list lives in one place."""
+    path = Path(environment_yml)
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    pins: dict[str, str] = {}
+    for entry in data.get("dependencies", []):
+        if not isinstance(entry, dict):
+            continue
+        for line in entry.get("pip", []):
+            name, sep, version = str(line).partition("==")
+            if not sep or not name.strip() or not version.strip():
+                raise ValueError(f"{path}: pip entry {line!r} is not pinned as name==version")
+            pins[name.strip()] = version.strip()
+    if not pins:
+        raise ValueError(f"{path}: no pinned pip packages (expected dependencies: - pip: [...])")
+    return pins
+
+
+def package_versions(pins: Mapping[str, str]) -> dict[str, dict[str, str | None]]:
+    """Python's version, and for each pinned distribution the pin and the version installed
+    where the record was written (None: not installed). A mismatch is printed, not hidden."""
+    out: dict[str, dict[str, str | None]] = {
+        "python": {"pinned": None, "installed": platform.python_version()}
+    }
+    for name, pinned in pins.items():
         try:
-            out[name] = importlib.metadata.version(name)
+            installed: str | None = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            out[name] = None
+            installed = None
+        out[name] = {"pinned": pinned, "installed": installed}
     return out
 
 
@@ -129,21 +148,30 @@ def provenance(
     git: Mapping[str, Any],
     config: Mapping[str, Any],
     records: PathLike,
+    export: PathLike,
     tidy: PathLike,
     checkpoint: Mapping[str, Any] | None,
+    pins: Mapping[str, str],
     out_json: PathLike | None = None,
 ) -> dict[str, Any]:
     """The record: ``git`` (from :func:`git_state`, read at parse time), the resolved config and
-    its hash, the versions, the hardware, the dataset's records-file hash, the checkpoint's
-    SHA-256 (None for a study from random weights) and the total training time."""
+    its hash, the versions, the hardware, the dataset (the export's content fingerprint,
+    :func:`~echomtl.data.export_reader.export_fingerprint`, which does not depend on where the
+    export lies, and the records file's SHA-256, whose image paths do), the checkpoint's
+    SHA-256 (None for a study from random weights), the total training time, and the pinned
+    packages' versions (``pins``: :func:`environment_pins`)."""
     device = str(config.get("train", {}).get("device", "cpu"))
     record = {
         "git": dict(git),
         "config_sha256": config_sha256(config),
         "config": json_clean(dict(config)),
-        "versions": package_versions(),
+        "versions": package_versions(pins),
         "hardware": hardware(device),
-        "dataset": {"records": Path(records).name, "sha256": sha256_file(records)},
+        "dataset": {
+            "export_fingerprint": export_fingerprint(export),
+            "records": Path(records).name,
+            "sha256": sha256_file(records),
+        },
         "checkpoint": None
         if not checkpoint
         else {"file": Path(str(checkpoint["file"])).name, "sha256": str(checkpoint["sha256"])},

@@ -69,6 +69,7 @@ __all__ = [
     "table_sharing",
     "table_interference",
     "table_tuning",
+    "table_cost",
 ]
 
 DASH = Tex("--")
@@ -812,3 +813,58 @@ def table_tuning(res: Results, out_tex: PathLike) -> Path:
             })  # fmt: skip
     wrap = r">{\raggedright\arraybackslash}p"  # long cells wrap inside the text width
     return _write(pd.DataFrame(rows), out_tex, column_format=f"l{wrap}{{2.3cm}}r{wrap}{{5.4cm}}r")
+
+
+#: The cost metrics (tidy ``train`` rows of :func:`echomtl.evaluation.tidy._cost_rows`) and
+#: their column headers, in table order.
+COST_COLUMNS = {
+    "seconds_per_step": Tex("\\makecell{Seconds per\\\\optimizer step}"),
+    "peak_rss_mib": Tex("\\makecell{Peak RSS\\\\(MiB)}"),
+    "cuda_peak_mib": Tex("\\makecell{Peak CUDA\\\\allocated (MiB)}"),
+}
+
+
+def cost_runs(res: Results, experiment: str) -> list[str]:
+    """The trained runs whose cost stands for a row: the row itself, or for a per-fold
+    selection the configurations its folds chose (the same method at other weights)."""
+    return res.fold_choices(experiment) or [experiment]
+
+
+def cost_value(res: Results, experiment: str, metric: str) -> tuple[float, float]:
+    """Mean over seeds (and over the chosen configurations of a per-fold selection) and the
+    SD over seeds of one row's cost; NaN when its runs did not measure it."""
+    runs = [e for e in cost_runs(res, experiment) if res.has(e, metric, "train")]
+    if not runs:
+        return math.nan, math.nan
+    means = [res.get(e, metric, "train") for e in runs]
+    stds = [res.std(e, metric, "train") for e in runs]
+    return float(sum(means) / len(means)), (stds[0] if len(runs) == 1 else math.nan)
+
+
+def table_cost(res: Results, out_tex: PathLike, groups: Sequence[str] | None = None) -> Path:
+    """What each method of the main table cost to train, beside its accuracy: wall seconds per
+    optimizer step and peak memory as the training process measured them (mean over seeds,
+    ± SD), and test mAP@0.5 and view accuracy. CUDA's column appears when a run used CUDA; a
+    run that did not measure its cost (trained before it was recorded) shows a dash."""
+    groups = list(groups) if groups is not None else res.study.main_groups
+    chosen = [res.chosen[g] for g in groups]
+    metrics = [
+        m
+        for m in COST_COLUMNS
+        if m != "cuda_peak_mib" or any(not _isnan(cost_value(res, e, m)[0]) for e in chosen)
+    ]
+    rows = []
+    for g, exp in zip(groups, chosen, strict=True):
+        row: dict[Any, Any] = {"Method": res.group_label(g)}
+        for m in metrics:
+            value, std = cost_value(res, exp, m)
+            digits = 3 if m == "seconds_per_step" else 0
+            row[COST_COLUMNS[m]] = cell(value, digits, std)
+        row[METRIC_LABELS["map50"]] = cell(res.get(exp, "map50"), 3, res.std(exp, "map50"))
+        row[METRIC_LABELS["view_accuracy"]] = cell(
+            res.get(exp, "view_accuracy"), 3, res.std(exp, "view_accuracy")
+        )
+        rows.append(row)
+    if not rows:
+        raise ValueError("table_cost: no group has results")
+    return _write(pd.DataFrame(rows), out_tex, column_format="l" + "r" * (len(rows[0]) - 1))

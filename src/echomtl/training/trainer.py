@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import random
+import resource
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -60,10 +61,18 @@ STEP_COLUMNS = [
     "epoch", "step", "lr", "loss_det", "loss_cls", "loss_box", "loss_obj", "loss_class",
     "weight_det", "weight_cls", "eff_weight_det", "eff_weight_cls", *INFO_COLUMNS,
 ]  # fmt: skip
-EPOCH_COLUMNS = [
-    "epoch", "lr", "loss_det", "loss_cls", "loss_box", "loss_obj", "loss_class",
-    "weight_det", "weight_cls", "eff_weight_det", "eff_weight_cls", "seconds",
+#: An epoch's means of its steps' values.
+EPOCH_MEANS = [
+    "loss_det", "loss_cls", "loss_box", "loss_obj", "loss_class",
+    "weight_det", "weight_cls", "eff_weight_det", "eff_weight_cls",
 ]  # fmt: skip
+#: What an epoch cost, measured by the process that ran it (the paper's cost table): wall
+#: ``seconds`` over the ``batches`` and ``optimizer_steps`` this process timed (a resumed epoch
+#: times only the batches after the resume point), and the peak memory so far: the process's
+#: resident set size high-water mark (``getrusage``), and on CUDA the most memory torch had
+#: allocated (empty on CPU). A resumed run restarts both peaks; the run's peak is the maximum.
+EPOCH_COST = ["seconds", "batches", "optimizer_steps", "peak_rss_mib", "cuda_peak_mib"]
+EPOCH_COLUMNS = ["epoch", "lr", *EPOCH_MEANS, *EPOCH_COST]
 DIAGNOSTIC_COLUMNS = ["epoch", "step", *DIAGNOSTIC_KEYS, *GRADNORM_COLUMNS]
 
 
@@ -244,6 +253,7 @@ def train(
             started = time.perf_counter()
             bar = progress(len(batches) - first, f"{p.experiment} epoch {epoch + 1}/{n_epochs}")
             loader = epoch_loader(dataset, batches[first:], workers, dev)
+            optimizer_steps = 0
             for i, (images, targets, views, _) in enumerate(loader, start=first):
                 ni = i + schedule.batches_per_epoch * epoch
                 accumulate = schedule.apply(run.optimizer, ni, epoch)
@@ -255,6 +265,7 @@ def train(
                 losses, parts, record = train_step(run, criterion, images, targets, views, due)
                 if ni - run.last_opt_step >= accumulate:
                     run.optimizer_step(ni, p.grad_clip)
+                    optimizer_steps += 1
                 log_step(run, epoch, ni, losses, parts, record)
                 bar.update(1)
                 batches_run += 1
@@ -264,7 +275,13 @@ def train(
                         f"stopped at epoch {epoch} batch {i + 1} (checkpoint saved): re-run"
                     )
             bar.close()
-            summary = log_epoch(run, epoch, time.perf_counter() - started)
+            cost = {
+                "seconds": time.perf_counter() - started,
+                "batches": len(batches) - first,
+                "optimizer_steps": optimizer_steps,
+                **peak_memory(dev),
+            }
+            summary = log_epoch(run, epoch, cost)
             seconds = run.epochs[-1]["seconds"]
             LOG.info(
                 "epoch %d/%d det %.4f cls %.4f w_det %.4f w_cls %.4f applied %.4f/%.4f (%.1f s)",
@@ -360,12 +377,23 @@ def log_step(
         run.diagnostics.append({"epoch": epoch, "step": step, **diag})
 
 
-def log_epoch(run: TrainState, epoch: int, seconds: float) -> dict[str, float]:
-    """The epoch's row of ``epochs.csv`` (means of its steps); returns the means."""
+def peak_memory(device: torch.device) -> dict[str, float | None]:
+    """The process's peak resident set size so far (MiB; Linux reports ``ru_maxrss`` in KiB)
+    and, on CUDA, the most memory torch has allocated on the device (MiB; None on CPU)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    cuda = None
+    if device.type == "cuda":
+        cuda = torch.cuda.max_memory_allocated(device) / 2.0**20
+    return {"peak_rss_mib": rss, "cuda_peak_mib": cuda}
+
+
+def log_epoch(run: TrainState, epoch: int, cost: dict[str, float | None]) -> dict[str, float]:
+    """The epoch's row of ``epochs.csv``: means of its steps (:data:`EPOCH_MEANS`) and what it
+    cost (:data:`EPOCH_COST`); returns the means."""
     rows = [r for r in run.steps if r["epoch"] == epoch]
-    summary = {k: float(np.mean([r[k] for r in rows])) for k in EPOCH_COLUMNS[2:-1]}
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in EPOCH_MEANS}
     lr = run.optimizer.param_groups[1]["lr"]
-    run.epochs.append({"epoch": epoch, "lr": lr, **summary, "seconds": seconds})
+    run.epochs.append({"epoch": epoch, "lr": lr, **summary, **cost})
     return summary
 
 
