@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: paper test lint dryrun setup clean
+.PHONY: paper test lint dryrun setup clean archive unpack
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ lint: $(STAMP)
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --quiet
 	$(BIN)/snakemake -n --quiet --configfile config/paper.yaml
+
+# A finished study's results in one file with a SHA-256 manifest, and back (docs/archive.md):
+#   make archive [RESULTS=results/real-cpu] [WEIGHTS=1]   ->  archive/<results path>.tar.gz
+#   make unpack ARCHIVE=archive/results.tar.gz            (in a fresh clone; then `make paper`)
+RESULTS ?= results
+ARCHIVE ?= archive/$(subst /,-,$(RESULTS)).tar.gz
+archive: $(STAMP)
+	$(BIN)/python -m echomtl.archive pack $(RESULTS) $(ARCHIVE) $(if $(filter 1,$(WEIGHTS)),--weights)
+
+unpack: $(STAMP)
+	$(BIN)/python -m echomtl.archive unpack $(ARCHIVE)
 
 clean:
 	rm -rf results .snakemake

@@ -42,6 +42,8 @@ if os.environ.get("ECHOMTL_SUBMIT_ALL") != "1":
         figure,
         render_paper,
         compile_pdf,
+        arxiv,
+        provenance,
 
 
 onsuccess:

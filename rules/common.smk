@@ -60,6 +60,9 @@ if WEIGHTS is not None and (EXPERIMENTS["init"] == "pretrained").any():
         )
 # the commit and the tree's state, for the provenance record (echomtl.report.provenance)
 GIT_STATE = git_state(workflow.basedir)
+# where the study's results came from when they were unpacked from an archive (echomtl.archive)
+ORIGIN = Path(R) / "unpacked-from.json"
+RESULTS_ORIGIN = read_json(ORIGIN) if ORIGIN.is_file() else None
 # the packages the environment pins, whose installed versions the record names
 PINS = environment_pins(Path(workflow.basedir) / "environment.yml")
 SEEDS = config["seeds"]  # every run's; the decisive runs add config decisive_seeds
@@ -283,13 +286,39 @@ def evaluated_splits(name):
     return ["test"] if name in CV else eval_splits(name)
 
 
-def all_metrics():
-    """Every evaluation-level metrics file (a split variant may lack test)."""
+def in_decisive_grid(name):
+    """Whether an experiment's seeds wait on its grid's selection (seeds_of)."""
+    return EXPERIMENTS.loc[name, "group"] in DECISIVE_GRIDS
+
+
+def later_seeds(name):
+    """The seeds an experiment gets once its grid's selection has chosen it (seeds_of less the
+    seeds known at parse time): none for a row outside the decisive grids."""
+    if not in_decisive_grid(name):
+        return []
+    known = set(STUDY_MODEL.seeds_of(name))
+    return [s for s in seeds_of(name) if s not in known]
+
+
+def all_metrics(later=False):
+    """Every evaluation-level metrics file (a split variant may lack test): on the seeds known
+    at parse time, or (later) on the seeds a decisive grid's choice adds after its selection.
+    Two inputs, so that a dry run lists the first before the selection."""
     return [
         f"{run_dir(name, seed)}/metrics_{split}.json"
         for name in EXPERIMENTS.index
-        for seed in seeds_of(name)
+        for seed in (later_seeds(name) if later else STUDY_MODEL.seeds_of(name))
         for split in evaluated_splits(name)
+    ]
+
+
+def pooled_predictions(names, later=False):
+    """The pooled test predictions of experiments, on the seeds known at parse time or (later)
+    on the seeds their grid's choice adds (all_metrics)."""
+    return [
+        f"{run_dir(name, seed)}/predictions_test.json"
+        for name in names
+        for seed in (later_seeds(name) if later else STUDY_MODEL.seeds_of(name))
     ]
 
 
@@ -407,7 +436,8 @@ def paper_inputs(wildcards):
 
 
 def all_outputs():
-    """The paper's PDF when TeX is installed, else its LaTeX source (and a hint in onstart)."""
+    """The paper's PDF and its arXiv source when TeX is installed, else its LaTeX source (and
+    a hint in onstart)."""
     if LATEXMK:
-        return [f"{PAPER}/main.pdf"]
+        return [f"{PAPER}/main.pdf", f"{PAPER}/arxiv.tar.gz"]
     return [f"{PAPER}/main.tex"]

@@ -227,9 +227,8 @@ rule sharing:
     input:
         study=STUDY_JSON,
         values=[f"{R}/stats/bootstrap/{n}.values.npz" for n in SHARING_RUNS],
-        predictions=lambda w: [
-            p for n in SHARING_RUNS for p in seed_files(n, "predictions_test.json")
-        ],
+        predictions=pooled_predictions(SHARING_RUNS),
+        later_predictions=lambda w: pooled_predictions(SHARING_RUNS, later=True),
     output:
         f"{R}/stats/sharing.json",
     log:
@@ -269,7 +268,8 @@ rule interference:
 rule aggregate_metrics:
     input:
         study=STUDY_JSON,
-        metrics=lambda w: all_metrics(),
+        metrics=all_metrics(),
+        later_metrics=lambda w: all_metrics(later=True),
         steps=all_runs("{run}/steps.csv"),
         benchmarks=all_runs("{run}/train.benchmark.tsv"),
         epochs=all_runs("{run}/epochs.csv"),

@@ -68,6 +68,7 @@ rule provenance:
         checkpoint=CHECKPOINT,
         pins=PINS,
         export=export_dir(),
+        origin=RESULTS_ORIGIN,
     script:
         "../workflow/scripts/provenance.py"
 
@@ -105,14 +106,33 @@ rule compile_pdf:
         tables=[f"{PAPER}/tables/{name}.tex" for name in PLAN["tables"]],
         figures=[f"{PAPER}/figures/{name}.pdf" for name in PLAN["figures"]],
     output:
-        report(
+        pdf=report(
             f"{PAPER}/main.pdf",
             caption=str(PAPER_SOURCES / "captions" / "paper.rst"),
             category="Paper",
         ),
+        # BibTeX's output: the arXiv source carries it instead of the .bib
+        bbl=f"{PAPER}/main.bbl",
     log:
         f"{R}/logs/paper/compile_pdf.log",
     conda:
         "../environment.yml"
     script:
         "../workflow/scripts/compile_pdf.py"
+
+
+# The submittable source (echomtl.report.arxiv): main.tex, what it inputs (numbers, tables, the
+# figures as PDF) and the .bbl, nothing else; it builds alone with plain pdflatex.
+rule arxiv:
+    input:
+        tex=f"{PAPER}/main.tex",
+        bbl=f"{PAPER}/main.bbl",
+        pdf=f"{PAPER}/main.pdf",
+    output:
+        f"{PAPER}/arxiv.tar.gz",
+    log:
+        f"{R}/logs/paper/arxiv.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow/scripts/arxiv.py"

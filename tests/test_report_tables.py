@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -230,3 +231,25 @@ def test_a_model_without_a_detector_shows_its_seeds_and_delta_m_is_tabled(tmp_pa
     for run in ("fixed", "gradnorm_a1.5"):
         assert f"$\\Delta_m$: {res.label(run)}" in block
         assert res.sharing["delta_m"][run]["reading"] in block
+
+
+def test_the_cost_table_sits_beside_accuracy_and_shows_cuda_only_when_used(built, tmp_path):
+    study, res, out = built
+    text = tables.table_cost(res, tmp_path / "cost.tex").read_text()
+    assert "Seconds per" in text and "Peak RSS" in text and "mAP@0.5" in text
+    assert "CUDA" not in text  # no run of the fixture used CUDA
+    exp = res.chosen[res.study.main_groups[0]]
+    value, _ = tables.cost_value(res, exp, "seconds_per_step")
+    assert value == pytest.approx(res.get(exp, "seconds_per_step", "train"))
+    dual = [g for g in res.study.main_groups if res.row(res.chosen[g])["model"] == "dual_backbone"]
+    if dual:  # the fixture's dual backbone peaks 300 MiB higher
+        assert tables.cost_value(res, res.chosen[dual[0]], "peak_rss_mib")[0] == 1200.0
+    # runs that did not measure their cost (trained before it was recorded): a dash, no error
+    tidy = res.tidy[~res.tidy["metric"].isin(list(tables.COST_COLUMNS))]
+    blind = dataclasses.replace(res, tidy=tidy)
+    rows = [
+        line
+        for line in tables.table_cost(blind, tmp_path / "b.tex").read_text().splitlines()
+        if line.endswith("\\\\") and "Method" not in line
+    ]
+    assert rows and all(line.count("--") >= 2 for line in rows)

@@ -141,3 +141,26 @@ def test_run_id_from_path(tmp_path):
     assert run_id_from_path("results/runs/fixed/seed0") == ("fixed", 0)
     with pytest.raises(ValueError, match="seed<k>"):
         run_id_from_path("results/other/steps.csv")
+
+
+def test_cost_rows_come_from_the_epochs_and_are_absent_when_not_measured(tmp_path):
+    from echomtl.evaluation.tidy import _cost_rows
+
+    measured = tmp_path / "epochs.csv"
+    measured.write_text(
+        "epoch,seconds,batches,optimizer_steps,peak_rss_mib,cuda_peak_mib\n"
+        "0,10.0,10,5,800,\n1,6.0,6,3,900,\n"
+    )
+    assert dict(_cost_rows(measured)) == {"seconds_per_step": 2.0, "peak_rss_mib": 900.0}
+    cuda = tmp_path / "cuda.csv"
+    cuda.write_text(
+        "epoch,seconds,batches,optimizer_steps,peak_rss_mib,cuda_peak_mib\n0,1,1,1,10,300\n"
+    )
+    assert dict(_cost_rows(cuda))["cuda_peak_mib"] == 300.0
+    old = tmp_path / "old.csv"
+    old.write_text("epoch,seconds\n0,10.0\n")
+    assert _cost_rows(old) == []
+    none = tmp_path / "none.csv"
+    none.write_text("epoch,seconds,batches,optimizer_steps,peak_rss_mib\n0,1,1,0,10\n")
+    with pytest.raises(ValueError, match="counts no optimizer step"):
+        _cost_rows(none)

@@ -118,6 +118,28 @@ def test_other_seed_differs(tmp_path, tiny_caches):
     assert any(not torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_each_epoch_records_what_it_cost_and_a_resumed_run_times_only_what_it_ran(
+    tmp_path, tiny_caches
+):
+    """The cost table's inputs: wall seconds over the batches and optimizer steps this process
+    timed, the process's peak RSS, and no CUDA peak on CPU."""
+    from echomtl.training.trainer import EPOCH_COST
+
+    train(params(), paths(tmp_path / "full", tiny_caches["train"]))
+    epochs = pd.read_csv(tmp_path / "full" / "epochs.csv")
+    assert set(EPOCH_COST) <= set(epochs.columns)
+    assert list(epochs["batches"]) == [4, 4]  # 16 images, batch 4
+    assert epochs["optimizer_steps"].between(1, 4).all() and (epochs["seconds"] > 0).all()
+    assert (epochs["peak_rss_mib"] > 50).all() and epochs["cuda_peak_mib"].isna().all()
+    resumed = paths(tmp_path / "resumed", tiny_caches["train"])
+    with pytest.raises(TrainingInterrupted):
+        train(params(), resumed, stop_after_batches=5)  # stops after batch 1 of epoch 2
+    train(params(), resumed)
+    again = pd.read_csv(tmp_path / "resumed" / "epochs.csv")
+    assert list(again["batches"]) == [4, 3]  # the resumed process timed the 3 batches it ran
+    assert again["optimizer_steps"].sum() <= epochs["optimizer_steps"].sum()
+
+
 @pytest.mark.parametrize("stop_after", [2, 5])  # mid-epoch with pending accumulation; 2nd epoch
 def test_interrupted_run_resumes_to_identical_result(tmp_path, tiny_caches, stop_after):
     train(params(), paths(tmp_path / "full", tiny_caches["train"]))

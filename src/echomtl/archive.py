@@ -45,10 +45,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from echomtl.atomic import PathLike, atomic_path
+from echomtl.atomic import PathLike, atomic_path, write_json
 
 __all__ = [
     "ARCHIVE_FORMAT",
+    "ORIGIN",
     "ArchiveError",
     "archived_files",
     "pack",
@@ -72,6 +73,9 @@ EXCLUDED_ANYWHERE = ("checkpoints",)
 #: The networks a run writes: archived only with ``weights=True`` (the paper reads none of them
 #: once the runs are evaluated; they are most of a study's bytes).
 WEIGHT_FILES = ("weights.pt", "snapshots.pt")
+#: Written by unpacking into the study's folder: which archive its results came from, made at
+#: which commit on which machine (the provenance record and the paper's appendix say so).
+ORIGIN = "unpacked-from.json"
 #: How far apart unpacking spaces the time stamps of files of successive original times.
 STAMP_STEP_S = 0.001
 
@@ -116,8 +120,8 @@ def archived_files(results: PathLike, weights: bool = False) -> list[Path]:
             path = here / name
             if path.is_symlink() or not path.is_file():
                 raise ArchiveError(f"{path}: not a plain file (links are not archived)")
-            if name in WEIGHT_FILES and not weights:
-                continue
+            if (name in WEIGHT_FILES and not weights) or (here == results and name == ORIGIN):
+                continue  # an unpacked study's origin: the new archive's manifest says its own
             out.append(path)
     return sorted(out)
 
@@ -294,6 +298,15 @@ def unpack(archive: PathLike, workdir: PathLike = ".") -> dict[str, Any]:
         for entry in manifest["files"]:
             t = stamps[entry["path"]]
             os.utime(workdir / entry["path"], (t, t))
+    origin = {
+        "archive": archive.name,
+        "sha256": _sha256(archive),
+        "commit": manifest.get("commit"),
+        "created": manifest.get("created"),
+        "made_on": manifest.get("made_on"),
+        "unpacked": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(workdir / manifest["results"] / ORIGIN, origin)
     return manifest
 
 

@@ -385,7 +385,8 @@ def sharing(snakemake: Any) -> None:
     with job_logging(snakemake):
         runs = list(snakemake.params.runs)
         predictions: dict[str, list[str]] = {r: [] for r in runs}
-        for path in snakemake.input.predictions:
+        # the seeds a decisive grid's choice adds are a second input (known after its selection)
+        for path in [*snakemake.input.predictions, *snakemake.input.later_predictions]:
             predictions[run_id_from_path(path)[0]].append(path)
         values = dict(zip(runs, snakemake.input["values"], strict=True))
         measure_sharing(
@@ -426,7 +427,7 @@ def aggregate_metrics(snakemake: Any) -> None:
     with job_logging(snakemake):
         i = snakemake.input
         collect_metrics(
-            list(i.metrics),
+            [*i.metrics, *i.later_metrics],
             Study.read(i.study),
             steps_files=list(i.steps),
             benchmark_files=list(i.benchmarks),

@@ -874,7 +874,7 @@ def _version_text(name: str, version: Mapping[str, str | None]) -> str:
     pinned, installed = version.get("pinned"), version.get("installed")
     text = f"{latex_escape(name)} {latex_escape(str(installed or 'not installed'))}"
     if pinned is not None and installed != pinned:
-        text += f" \textbf{{(pinned {latex_escape(pinned)})}}"
+        text += f" \\textbf{{(pinned {latex_escape(pinned)})}}"
     return text
 
 
@@ -883,6 +883,31 @@ def _hardware_text(hw: Mapping[str, Any]) -> str:
     cores = hw.get("cores")
     text = f"{latex_escape(str(hw['cpu']))}, {cores} core{'s' if cores != 1 else ''}"
     return text + (f"; GPU {latex_escape(hw['gpu'])}" if hw.get("gpu") else "")
+
+
+def _training_hardware(record: Mapping[str, Any] | None) -> str:
+    """The machine the runs trained on: this build's, or the archive's maker's."""
+    if not record:
+        return "not recorded"
+    origin = record.get("results_origin") or {}
+    if origin:
+        made_on = origin.get("made_on")
+        return _hardware_text(made_on) if made_on else "not recorded (an archive without it)"
+    return _hardware_text(record["hardware"])
+
+
+def _origin_text(origin: Mapping[str, Any] | None) -> str:
+    """Where the runs' results came from: this build, or an unpacked results archive."""
+    if not origin:
+        return "trained and evaluated by this build"
+    commit = origin.get("commit")
+    made = f"at commit \\texttt{{{commit[:12]}}}" if commit else "at an unknown commit"
+    machine = f" on {_hardware_text(origin['made_on'])}" if origin.get("made_on") else ""
+    return (
+        f"unpacked from the results archive {latex_escape(origin['archive'])} (SHA-256 "
+        f"\\texttt{{{str(origin['sha256'])[:16]}}}), made {made}{machine}; this build "
+        "rebuilt the paper from it without training"
+    )
 
 
 def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -918,6 +943,7 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
                  f"{latex_escape(data['records'])} SHA-256 \\texttt{{{data['sha256'][:16]}}}"),
         ("Checkpoint", start),
         ("Training", f"{duration} of wall time over {record['training']['runs']} runs"),
+        ("Results", _origin_text(record.get("results_origin"))),
     ]  # fmt: skip
     return {"rows": [(Tex(k), Tex(v)) for k, v in rows], "dirty": bool(git.get("dirty"))}
 
@@ -941,7 +967,7 @@ def _cost(res: Results, roles: Mapping[str, Any], nums: _Numbers) -> dict[str, A
             if exp == fixed or math.isnan(value):
                 continue
             nums.put(f"cost/{exp}/step_ratio", format_number(value / base, 2))
-            ratios.append({"label": res.group_label(g), "key": f"cost/{exp}/step_ratio"})
+            ratios.append({"exp": exp, "key": f"cost/{exp}/step_ratio"})
     return {"cost": {"measured": bool(measured), "ratios": ratios, "fixed": fixed}}
 
 
@@ -1102,7 +1128,7 @@ def build_context(
         "split_words": SPLIT_WORDS,
         "selection_ties": selection_ties,
         "provenance": _provenance(provenance) if provenance else None,
-        "hardware": _hardware_text(provenance["hardware"]) if provenance else "not recorded",
+        "hardware": _training_hardware(provenance),
     }
     return _merge(
         own,

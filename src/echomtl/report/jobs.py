@@ -72,7 +72,18 @@ def provenance(snakemake: Any) -> None:
     with job_logging(snakemake):
         i, p = snakemake.input, snakemake.params
         record(git=p.git, config=p.config, records=i.records, export=p.export, tidy=i.tidy,
-               checkpoint=p.checkpoint, pins=p.pins, out_json=snakemake.output[0])  # fmt: skip
+               checkpoint=p.checkpoint, pins=p.pins, origin=p.origin,
+               out_json=snakemake.output[0])  # fmt: skip
+
+
+def arxiv(snakemake: Any) -> None:
+    """The submission tarball (:mod:`echomtl.report.arxiv`)."""
+    from echomtl.report.arxiv import write_arxiv
+
+    with job_logging(snakemake) as log:
+        i = snakemake.input
+        members = write_arxiv(i.tex, i.bbl, snakemake.output[0])
+        log.info("%s: %d files: %s", snakemake.output[0], len(members), ", ".join(members))
 
 
 def compile_pdf(snakemake: Any) -> None:

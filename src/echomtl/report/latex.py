@@ -339,7 +339,9 @@ def render_paper(
 
     ``context["numbers"]`` (key -> value) defines what ``n(key)`` accepts; paths under
     ``context["files"]`` (nested dicts of paths) are made relative to ``out_tex``'s folder, where
-    latexmk runs, except ``files["bibliography"]``, made absolute (BibTeX may run elsewhere).
+    latexmk and BibTeX run, ``files["bibliography"]`` too (named without ``.bib``), so that the
+    source names no folder of the machine that built it and builds where it is copied (the
+    arXiv source, a results archive rebuilt in another clone).
     """
     out_tex = Path(out_tex)
     ctx = dict(context)
@@ -347,7 +349,7 @@ def render_paper(
     bib = files.pop("bibliography", None)
     ctx["files"] = _relativise(files, out_tex.parent)
     if bib is not None:
-        bib_path = Path(bib).resolve()
+        bib_path = Path(os.path.relpath(Path(bib).resolve(), out_tex.parent.resolve()))
         if bib_path.suffix == ".bib":
             bib_path = bib_path.with_suffix("")
         if any(c in str(bib_path) for c in " %#{}\\"):

@@ -152,6 +152,7 @@ def provenance(
     tidy: PathLike,
     checkpoint: Mapping[str, Any] | None,
     pins: Mapping[str, str],
+    origin: Mapping[str, Any] | None = None,
     out_json: PathLike | None = None,
 ) -> dict[str, Any]:
     """The record: ``git`` (from :func:`git_state`, read at parse time), the resolved config and
@@ -159,7 +160,8 @@ def provenance(
     :func:`~echomtl.data.export_reader.export_fingerprint`, which does not depend on where the
     export lies, and the records file's SHA-256, whose image paths do), the checkpoint's
     SHA-256 (None for a study from random weights), the total training time, and the pinned
-    packages' versions (``pins``: :func:`environment_pins`)."""
+    packages' versions (``pins``: :func:`environment_pins`), and ``origin``: the results
+    archive the runs were unpacked from (:data:`echomtl.archive.ORIGIN`), if they were."""
     device = str(config.get("train", {}).get("device", "cpu"))
     record = {
         "git": dict(git),
@@ -176,6 +178,9 @@ def provenance(
         if not checkpoint
         else {"file": Path(str(checkpoint["file"])).name, "sha256": str(checkpoint["sha256"])},
         "training": training_seconds(tidy),
+        # None: the runs were trained (or last unpacked) here; else the results archive they
+        # were unpacked from, its commit and the machine that trained them
+        "results_origin": dict(origin) if origin else None,
     }
     if out_json is not None:
         write_json(out_json, record)

@@ -1,0 +1,124 @@
+"""The provenance record (echomtl.report.provenance) and the appendix drawn from it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from echomtl.report.context import _provenance, _training_hardware
+from echomtl.report.provenance import (
+    config_sha256,
+    environment_pins,
+    git_state,
+    package_versions,
+    provenance,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo, check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def test_git_state_names_the_commit_and_sees_every_kind_of_change(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / ".gitignore").write_text("results/\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-qm", "one")
+    state = git_state(tmp_path)
+    assert len(state["commit"]) == 40 and state["dirty"] is False and state["changed"] == 0
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "tidy.csv").write_text("ignored output")
+    assert git_state(tmp_path)["dirty"] is False  # ignored files are not changes
+    (tmp_path / "a.py").write_text("x = 2\n")
+    (tmp_path / "new.py").write_text("untracked\n")
+    state = git_state(tmp_path)
+    assert state["dirty"] is True and state["changed"] == 2
+    assert state["changed_paths"] == ["a.py", "new.py"]
+
+
+def test_outside_a_checkout_the_commit_is_unknown(tmp_path):
+    assert git_state(tmp_path / "nowhere") == {
+        "commit": None, "dirty": None, "changed": 0, "changed_paths": []
+    }  # fmt: skip
+
+
+def test_the_pins_are_the_environment_files_and_a_mismatch_is_printed(tmp_path):
+    pins = environment_pins(ROOT / "environment.yml")
+    assert {"torch", "torchvision", "snakemake", "numpy"} <= set(pins)
+    versions = package_versions({"torch": pins["torch"], "no-such-package": "1.0"})
+    assert versions["python"]["installed"].startswith("3.11")
+    assert versions["torch"] == {"pinned": pins["torch"], "installed": pins["torch"]}
+    assert versions["no-such-package"]["installed"] is None
+    bad = tmp_path / "environment.yml"
+    bad.write_text("dependencies:\n  - pip:\n      - torch>=2\n")
+    with pytest.raises(ValueError, match="'torch>=2' is not pinned as name==version"):
+        environment_pins(bad)
+
+
+def test_the_config_hash_ignores_layout_and_sees_values():
+    a = {"train": {"epochs": 9, "lr0": 0.02}, "seeds": [0]}
+    b = {"seeds": [0], "train": {"lr0": 0.02, "epochs": 9}}
+    assert config_sha256(a) == config_sha256(b)
+    assert config_sha256(a) != config_sha256({**a, "seeds": [1]})
+
+
+def _record(tmp_path: Path, git: dict, origin: dict | None = None) -> dict:
+    export = tmp_path / "export"
+    (export / "train" / "labels").mkdir(parents=True, exist_ok=True)
+    (export / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    records = tmp_path / "records.csv"
+    records.write_text("image_path\n/x/a.png\n")
+    tidy = tmp_path / "tidy.csv"
+    tidy.write_text(
+        "experiment,group,seed,split,metric,value\n"
+        "fixed,fixed,0,train,train_seconds,3600\nfixed,fixed,1,train,train_seconds,1800\n"
+    )
+    return provenance(
+        git=git, config={"train": {"device": "cpu"}}, records=records, export=export, tidy=tidy,
+        checkpoint={"file": "/w/yolov5n.pt", "sha256": "ab" * 32}, pins={"torch": "0.0.1"},
+        origin=origin, out_json=tmp_path / "provenance.json",
+    )  # fmt: skip
+
+
+def test_the_appendix_names_the_commit_and_flags_a_dirty_tree(tmp_path):
+    clean = _record(tmp_path, {"commit": "0123456789abcdef" * 2 + "01234567", "dirty": False,
+                               "changed": 0, "changed_paths": []})  # fmt: skip
+    rows = {k: str(v) for k, v in _provenance(clean)["rows"]}
+    assert rows["Code"] == r"\texttt{0123456789ab}, clean tree"
+    assert _provenance(clean)["dirty"] is False
+    assert rows["Checkpoint"] == r"yolov5n.pt SHA-256 \texttt{abababababababab}"
+    assert rows["Training"] == r"1.5\,h of wall time over 2 runs"
+    assert rows["Results"] == "trained and evaluated by this build"
+    # the installed torch is not the pin given here: the appendix says so
+    assert r"\textbf{(pinned 0.0.1)}" in rows["Software"]
+    dirty = _record(tmp_path, {"commit": "f" * 40, "dirty": True, "changed": 3,
+                               "changed_paths": ["a", "b", "c"]})  # fmt: skip
+    section = _provenance(dirty)
+    assert section["dirty"] is True
+    assert dict(section["rows"])["Code"] == (
+        r"\texttt{ffffffffffff}, \textbf{with uncommitted changes} (3 paths differ from the commit)"
+    )
+
+
+def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_them(tmp_path):
+    made_on = {"cpu": "Training CPU", "cores": 64, "gpu": "H100"}
+    origin = {"archive": "study.tar.gz", "sha256": "cd" * 32, "commit": "e" * 40,
+              "made_on": made_on}  # fmt: skip
+    record = _record(tmp_path, {"commit": None, "dirty": None, "changed": 0,
+                                "changed_paths": []}, origin)  # fmt: skip
+    rows = {k: str(v) for k, v in _provenance(record)["rows"]}
+    assert rows["Code"] == "not a git checkout: the commit is unknown"
+    assert rows["Results"].startswith(
+        r"unpacked from the results archive study.tar.gz (SHA-256 \texttt{cdcdcdcdcdcdcdcd}), "
+        r"made at commit \texttt{eeeeeeeeeeee} on Training CPU, 64 cores; GPU H100"
+    )
+    # the cost table names the machine the runs trained on, not the one that rebuilt the paper
+    assert _training_hardware(record) == "Training CPU, 64 cores; GPU H100"
