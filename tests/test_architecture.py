@@ -25,6 +25,7 @@ STAGES = (
     ("evaluation", ("echomtl.evaluation",)),
     ("report", ("echomtl.report", "echomtl.paper")),
     ("jobs", ("echomtl.jobs",)),
+    ("release", ("echomtl.archive",)),
 )
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import matplotlib.text
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection
 
@@ -356,3 +358,24 @@ def test_detection_example_labels_never_overlap(built, monkeypatch, tmp_path):
         assert len(boxes) == 4 or not boxes
         for a, b in itertools.combinations(boxes, 2):
             assert fig._overlap(a, b) == 0, (a, b)
+
+
+def test_detection_examples_read_the_export_where_it_lies_on_this_machine(built, tmp_path):
+    """A results archive unpacked elsewhere keeps records whose image paths name the machine that
+    converted the export: with images_root the figure reads <root>/<split>/images/<file>."""
+    study, _, _ = built
+    run = study.runs["gradnorm_a1.5", 0]
+    records = pd.read_csv(study.records_csv)
+    moved = tmp_path / "export"
+    (moved / "test" / "images").mkdir(parents=True)
+    for path in map(Path, records["image_path"]):
+        shutil.copyfile(path, moved / "test" / "images" / path.name)
+    records["image_path"] = [
+        f"/the/converting/machine/test/images/{Path(p).name}" for p in records["image_path"]
+    ]
+    elsewhere = tmp_path / "records.csv"
+    records.to_csv(elsewhere, index=False)
+    predictions = run / "predictions_test.json"
+    with pytest.raises(ValueError, match="/the/converting/machine/test/images/.* does not exist"):
+        fig.fig_detection_examples(predictions, elsewhere, tmp_path / "a")
+    _ok(fig.fig_detection_examples(predictions, elsewhere, tmp_path / "b", images_root=moved))

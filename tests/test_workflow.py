@@ -218,6 +218,7 @@ def test_snakemake_report_bundles_figures(tiny_study):
     result = run_snakemake("--configfile", str(config), "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     assert report.stat().st_size > 100_000
+    assert "provenance.json" in report.read_text()  # the provenance record, under its category
 
 
 @pytest.mark.parametrize(
