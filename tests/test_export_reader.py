@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -464,3 +465,22 @@ def test_failed_write_leaves_previous_file_and_no_temp(tmp_path, monkeypatch):
         write_records(records[:1], path)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["records.csv"]
+
+
+def test_the_export_fingerprint_follows_content_not_time_stamps_or_location(tmp_path):
+    from echomtl.data.export_reader import export_fingerprint
+
+    root = tmp_path / "export"
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "labels").mkdir(parents=True)
+    (root / "train" / "images" / "a.png").write_bytes(b"\x89PNG fake")
+    (root / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n1 0 0\n")
+    first = export_fingerprint(root)
+    copy = tmp_path / "copied"
+    shutil.copytree(root, copy)  # new folder, new time stamps
+    os.utime(copy / "train" / "labels" / "a.txt", (0, 0))
+    assert export_fingerprint(copy) == first
+    (copy / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.2\n1 0 0\n")  # a label
+    assert export_fingerprint(copy) != first
+    (root / "train" / "images" / "b.png").write_bytes(b"more")  # an image added
+    assert export_fingerprint(root) != first
