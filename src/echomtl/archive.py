@@ -76,8 +76,9 @@ WEIGHT_FILES = ("weights.pt", "snapshots.pt")
 #: Written by unpacking into the study's folder: which archive its results came from, made at
 #: which commit on which machine (the provenance record and the paper's appendix say so).
 ORIGIN = "unpacked-from.json"
-#: gzip's level: on a real-data study's predictions file (most of an archive's bytes: JSON), 6
-#: packed 34 MB to 8.09 MB in 4.1 s and 9 to 7.85 MB in 8.9 s (2026-12-07): 3% larger, half the time.
+#: gzip's level: on a real-data study's predictions file (most of an archive's bytes: JSON),
+#: 6 packed 34 MB to 8.09 MB in 4.1 s and 9 to 7.85 MB in 8.9 s (2026-12-07): 3% larger, half
+#: the time.
 COMPRESSLEVEL = 6
 #: How far apart unpacking spaces the time stamps of files of successive original times.
 STAMP_STEP_S = 0.001
