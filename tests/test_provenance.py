@@ -122,3 +122,7 @@ def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_t
     )
     # the cost table names the machine the runs trained on, not the one that rebuilt the paper
     assert _training_hardware(record) == "Training CPU, 64 cores; GPU H100"
+    dirty = _record(tmp_path, {"commit": None, "dirty": None, "changed": 0, "changed_paths": []},
+                    {**origin, "dirty": True})  # fmt: skip
+    text = dict(_provenance(dirty)["rows"])["Results"]
+    assert r"made at commit \texttt{eeeeeeeeeeee} with uncommitted changes on" in str(text)

@@ -135,10 +135,20 @@ def _record_path(name: str) -> str:
     return base64.urlsafe_b64decode(name.encode()).decode()
 
 
-def _git_commit(root: Path) -> str | None:
+def _git_state(root: Path) -> dict[str, Any]:
     from echomtl.report.provenance import git_state
 
-    return git_state(root).get("commit")
+    return git_state(root)
+
+
+def _trained_on(provenance: Path) -> dict[str, Any] | None:
+    """The machine the study's runs trained on, from its provenance record: the record's own
+    hardware, or, for a study that was itself unpacked from an archive, that archive's maker."""
+    if not provenance.is_file():
+        return None
+    record = json.loads(provenance.read_text(encoding="utf-8"))
+    origin = record.get("results_origin") or {}
+    return origin.get("made_on") if origin else record.get("hardware")
 
 
 def pack(
@@ -181,14 +191,15 @@ def pack(
                 continue
             if target.startswith(ours) and not any(target.startswith(p) for p in prefixes):
                 records.append({"name": record.name, "path": target, "sha256": _sha256(record)})
-    provenance = results_abs / "provenance.json"
+    git = _git_state(workdir)
     manifest = {
         "format": ARCHIVE_FORMAT,
         "results": results_rel.as_posix(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _git_commit(workdir),
+        "commit": git.get("commit"),
+        "dirty": git.get("dirty"),
         "weights": weights,
-        "made_on": json.loads(provenance.read_text())["hardware"] if provenance.is_file() else None,
+        "made_on": _trained_on(results_abs / "provenance.json"),
         "files": entries,
         "snakemake_metadata": records,
     }
@@ -306,6 +317,7 @@ def unpack(archive: PathLike, workdir: PathLike = ".") -> dict[str, Any]:
         "archive": archive.name,
         "sha256": _sha256(archive),
         "commit": manifest.get("commit"),
+        "dirty": manifest.get("dirty"),
         "created": manifest.get("created"),
         "made_on": manifest.get("made_on"),
         "unpacked": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -902,6 +902,8 @@ def _origin_text(origin: Mapping[str, Any] | None) -> str:
         return "trained and evaluated by this build"
     commit = origin.get("commit")
     made = f"at commit \\texttt{{{commit[:12]}}}" if commit else "at an unknown commit"
+    if commit and origin.get("dirty"):
+        made += " with uncommitted changes"
     machine = f" on {_hardware_text(origin['made_on'])}" if origin.get("made_on") else ""
     return (
         f"unpacked from the results archive {latex_escape(origin['archive'])} (SHA-256 "
