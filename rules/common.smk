@@ -300,6 +300,22 @@ def later_seeds(name):
     return [s for s in seeds_of(name) if s not in known]
 
 
+def training_benchmarks(later=False):
+    """Every training job's benchmark file (each fold's run under cv), on the seeds known at
+    parse time or (later) on those a decisive grid's choice adds: the study's training time.
+    """
+    return [
+        (
+            f"{fold_dir(name, seed, fold)}/train.benchmark.tsv"
+            if name in CV
+            else f"{run_dir(name, seed)}/train.benchmark.tsv"
+        )
+        for name in TRAINED
+        for seed in (later_seeds(name) if later else STUDY_MODEL.seeds_of(name))
+        for fold in (range(CV_FOLDS) if name in CV else [None])
+    ]
+
+
 def all_metrics(later=False):
     """Every evaluation-level metrics file (a split variant may lack test): on the seeds known
     at parse time, or (later) on the seeds a decisive grid's choice adds after its selection.

@@ -51,7 +51,8 @@ rule figure:
 rule provenance:
     input:
         records=f"{DATA}/records.csv",
-        tidy=TIDY,
+        benchmarks=training_benchmarks(),
+        later_benchmarks=lambda w: training_benchmarks(later=True),
     output:
         report(
             f"{R}/provenance.json",

@@ -76,13 +76,14 @@ def _record(tmp_path: Path, git: dict, origin: dict | None = None) -> dict:
     (export / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     records = tmp_path / "records.csv"
     records.write_text("image_path\n/x/a.png\n")
-    tidy = tmp_path / "tidy.csv"
-    tidy.write_text(
-        "experiment,group,seed,split,metric,value\n"
-        "fixed,fixed,0,train,train_seconds,3600\nfixed,fixed,1,train,train_seconds,1800\n"
-    )
+    benchmarks = []
+    for seconds in (3600, 1800):  # two training jobs' Snakemake benchmark files
+        path = tmp_path / f"train{seconds}.benchmark.tsv"
+        path.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:00\t1.0\n")
+        benchmarks.append(path)
     return provenance(
-        git=git, config={"train": {"device": "cpu"}}, records=records, export=export, tidy=tidy,
+        git=git, config={"train": {"device": "cpu"}}, records=records, export=export,
+        benchmarks=benchmarks,
         checkpoint={"file": "/w/yolov5n.pt", "sha256": "ab" * 32}, pins={"torch": "0.0.1"},
         origin=origin, out_json=tmp_path / "provenance.json",
     )  # fmt: skip

@@ -134,6 +134,9 @@ def test_tiny_study_builds_the_paper(tiny_study):
     assert not (paper / "stats" / "paired" / "gradnorm_a1.5_original.json").exists()
     assert "original" not in (paper / "tables" / "main.tex").read_text()
     assert r"\newcommand" in (paper / "numbers.tex").read_text()
+    # the provenance's training time covers every training job, the chosen weight's later seeds
+    record = json.loads((results / "provenance.json").read_text())
+    assert record["training"]["runs"] == len(list(results.glob("runs/*/seed*/train.benchmark.tsv")))
     if shutil.which("latexmk") is None:
         pytest.skip("latexmk not installed: the PDF step is not in the DAG")
     assert (paper / "main.pdf").read_bytes().startswith(b"%PDF")
@@ -374,6 +377,10 @@ def test_cv_paper_reports_the_protocol_and_per_fold_spread(tiny_cv_study):
     assert "\\textbackslash" not in main  # no LaTeX command escaped into text
     assert "GradNorm ($\\alpha$ chosen per fold)" in (paper / "tables" / "tuning.tex").read_text()
     assert "CV fold 2" in (paper / "tables" / "dataset.tex").read_text()
+    # the provenance's training time covers every fold's training job, the later seeds' too
+    record = json.loads((tiny_cv_study / "provenance.json").read_text())
+    jobs = list((tiny_cv_study / "runs").glob("*/seed*/fold*/train.benchmark.tsv"))
+    assert record["training"]["runs"] == len(jobs) > 0
     if shutil.which("latexmk") is None:
         pytest.skip("latexmk not installed: the PDF step is not in the DAG")
     from echomtl.report.pdf import scan_log

@@ -34,7 +34,9 @@ import pandas as pd
 from echomtl.atomic import PathLike, files_by_run, read_json, write_text
 from echomtl.study import Study, as_table
 
-__all__ = ["TIDY_COLUMNS", "LOSS_WINDOW", "collect_metrics", "read_tidy", "write_tidy"]
+__all__ = [
+    "TIDY_COLUMNS", "LOSS_WINDOW", "benchmark_seconds", "collect_metrics", "read_tidy", "write_tidy"
+]  # fmt: skip
 
 TIDY_COLUMNS = ["experiment", "group", "seed", "split", "metric", "value"]
 LOSS_WINDOW = 10
@@ -131,7 +133,7 @@ def _cost_rows(path: PathLike) -> list[tuple[str, float]]:
     return rows
 
 
-def _benchmark_seconds(path: PathLike) -> float:
+def benchmark_seconds(path: PathLike) -> float:
     """A job's wall seconds (column ``s``), the mean over repeats."""
     bench = pd.read_csv(path, sep="\t")
     if "s" not in bench.columns or bench.empty:
@@ -206,7 +208,7 @@ def collect_metrics(
         rows += [(exp, group, seed, "train", m, v) for m, v in _steps_rows(path)]
     for (exp, seed), path in sorted(files_by_run(benchmark_files).items()):
         group = group_of(exp, path)
-        rows.append((exp, group, seed, "train", "train_seconds", _benchmark_seconds(path)))
+        rows.append((exp, group, seed, "train", "train_seconds", benchmark_seconds(path)))
     for (exp, seed), path in sorted(files_by_run(epochs_files).items()):
         group = group_of(exp, path)
         rows += [(exp, group, seed, "train", m, v) for m, v in _cost_rows(path)]

@@ -71,7 +71,8 @@ def provenance(snakemake: Any) -> None:
 
     with job_logging(snakemake):
         i, p = snakemake.input, snakemake.params
-        record(git=p.git, config=p.config, records=i.records, export=p.export, tidy=i.tidy,
+        record(git=p.git, config=p.config, records=i.records, export=p.export,
+               benchmarks=[*i.benchmarks, *i.later_benchmarks],
                checkpoint=p.checkpoint, pins=p.pins, origin=p.origin,
                out_json=snakemake.output[0])  # fmt: skip
 

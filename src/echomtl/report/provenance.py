@@ -16,15 +16,15 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from echomtl.atomic import PathLike, json_clean, sha256_file, write_json
 from echomtl.data.export_reader import export_fingerprint
+from echomtl.evaluation.tidy import benchmark_seconds
 
 __all__ = [
     "environment_pins",
@@ -135,12 +135,11 @@ def hardware(device: str) -> dict[str, Any]:
     }
 
 
-def training_seconds(tidy: PathLike) -> dict[str, Any]:
-    """Total wall seconds of the study's trainings (each run's ``train_seconds``, from its
-    Snakemake benchmark) and how many runs they are."""
-    frame = pd.read_csv(tidy)
-    seconds = frame[frame["metric"] == "train_seconds"]
-    return {"seconds": float(seconds["value"].sum()), "runs": int(len(seconds))}
+def training_seconds(benchmarks: Sequence[PathLike]) -> dict[str, Any]:
+    """Total wall seconds of the study's training jobs (every fold's, every seed's: one
+    Snakemake benchmark file each) and how many jobs they are."""
+    seconds = [benchmark_seconds(path) for path in benchmarks]
+    return {"seconds": float(sum(seconds)), "runs": len(seconds)}
 
 
 def provenance(
@@ -149,7 +148,7 @@ def provenance(
     config: Mapping[str, Any],
     records: PathLike,
     export: PathLike,
-    tidy: PathLike,
+    benchmarks: Sequence[PathLike],
     checkpoint: Mapping[str, Any] | None,
     pins: Mapping[str, str],
     origin: Mapping[str, Any] | None = None,
@@ -177,7 +176,7 @@ def provenance(
         "checkpoint": None
         if not checkpoint
         else {"file": Path(str(checkpoint["file"])).name, "sha256": str(checkpoint["sha256"])},
-        "training": training_seconds(tidy),
+        "training": training_seconds(benchmarks),
         # None: the runs were trained (or last unpacked) here; else the results archive they
         # were unpacked from, its commit and the machine that trained them
         "results_origin": dict(origin) if origin else None,
