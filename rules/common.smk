@@ -301,18 +301,33 @@ def later_seeds(name):
 
 
 def training_benchmarks(later=False):
-    """Every training job's benchmark file (each fold's run under cv), on the seeds known at
-    parse time or (later) on those a decisive grid's choice adds: the study's training time.
-    """
-    return [
-        (
-            f"{fold_dir(name, seed, fold)}/train.benchmark.tsv"
-            if name in CV
-            else f"{run_dir(name, seed)}/train.benchmark.tsv"
-        )
-        for name in TRAINED
-        for seed in (later_seeds(name) if later else STUDY_MODEL.seeds_of(name))
-        for fold in (range(CV_FOLDS) if name in CV else [None])
+    """Every training job's benchmark file (each fold's run under cv): of the seeds known at
+    parse time, or (later) of the trainings a decisive grid's choice adds (a holdout study's
+    chosen point on the decisive seeds; under cv, each fold's chosen run on them)."""
+    name = "train.benchmark.tsv"
+    if not later:
+        return [
+            (
+                f"{fold_dir(e, seed, fold)}/{name}"
+                if e in CV
+                else f"{run_dir(e, seed)}/{name}"
+            )
+            for e in TRAINED
+            for seed in STUDY_MODEL.seeds_of(e)
+            for fold in (range(CV_FOLDS) if e in CV else [None])
+        ]
+    added = [
+        f"{run_dir(e, s)}/{name}"
+        for e in TRAINED
+        if e not in CV
+        for s in later_seeds(e)
+    ]
+    return added + [
+        path
+        for e in COMPOSITE
+        if in_decisive_grid(e)
+        for s in later_seeds(e)
+        for path in composite_files(e, s, name)
     ]
 
 
