@@ -149,6 +149,13 @@ def test_unpacking_never_overwrites(tmp_path):
     assert not (clone / "results" / "study.json").exists()
 
 
+def test_a_file_that_is_not_an_archive_is_refused_by_name(tmp_path):
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tar file")
+    with pytest.raises(ArchiveError, match="junk.tar.gz: not a readable results archive"):
+        unpack(junk, tmp_path)
+
+
 def test_a_path_leaving_the_working_directory_is_refused(tmp_path):
     archive = tmp_path / "evil.tar.gz"
     manifest = {"format": 1, "files": [{"path": "../evil", "sha256": "0"}],

@@ -234,7 +234,13 @@ def _read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
     handle = tar.extractfile(member)
     if handle is None:
         raise ArchiveError(f"{archive}: {MANIFEST} is not a file")
-    manifest = json.loads(handle.read().decode())
+    try:
+        manifest = json.loads(handle.read().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"{archive}: {MANIFEST} is not JSON ({exc})") from None
+    missing = {"format", "files", "snakemake_metadata", "results"} - set(manifest)
+    if missing:
+        raise ArchiveError(f"{archive}: {MANIFEST} lacks {', '.join(sorted(missing))}")
     if manifest.get("format") != ARCHIVE_FORMAT:
         raise ArchiveError(
             f"{archive}: archive format {manifest.get('format')!r}; this version reads "
@@ -253,7 +259,11 @@ def verify(archive: PathLike, into: PathLike) -> dict[str, Any]:
     the manifest. Every listed file must be there with its SHA-256, and nothing else."""
     archive = Path(archive)
     into = Path(into)
-    with tarfile.open(archive, "r:*") as tar:
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise ArchiveError(f"{archive}: not a readable results archive ({exc})") from None
+    with tar:
         manifest = _read_manifest(tar, archive)
         for member in tar.getmembers():
             if not member.isfile():

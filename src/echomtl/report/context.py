@@ -955,10 +955,12 @@ def _cost(res: Results, roles: Mapping[str, Any], nums: _Numbers) -> dict[str, A
     fixed weights' each other method's optimizer step took (the table has the rest)."""
     from echomtl.report.tables import cost_value
 
-    measured = res.study.main_groups and any(
-        not math.isnan(cost_value(res, res.chosen[g], "seconds_per_step")[0])
-        for g in res.study.main_groups
-    )
+    def any_measured(metric: str) -> bool:
+        return any(
+            not math.isnan(cost_value(res, res.chosen[g], metric)[0]) for g in res.study.main_groups
+        )
+
+    measured = any_measured("seconds_per_step")
     ratios = []
     fixed = roles.get("fixed")
     base = cost_value(res, fixed, "seconds_per_step")[0] if fixed else math.nan
@@ -970,7 +972,8 @@ def _cost(res: Results, roles: Mapping[str, Any], nums: _Numbers) -> dict[str, A
                 continue
             nums.put(f"cost/{exp}/step_ratio", format_number(value / base, 2))
             ratios.append({"exp": exp, "key": f"cost/{exp}/step_ratio"})
-    return {"cost": {"measured": bool(measured), "ratios": ratios, "fixed": fixed}}
+    # the caption names CUDA's column when the table has one: both follow the runs' files
+    return {"cost": {"measured": measured, "ratios": ratios, "cuda": any_measured("cuda_peak_mib")}}
 
 
 def build_context(
@@ -1039,7 +1042,6 @@ def build_context(
         "exact_view_counts": data["exact_views"],
         "original_audit": data["original_audit"],
         "ema": bool(config["train"].get("ema", True)),
-        "cuda": str(_cfg(config, "train.device")).startswith("cuda"),
     }
     front = _front(res, nums)
     map_highs = [res.interval(e, "map50")["high"] for e in verdicts["main_exps"]
