@@ -157,6 +157,12 @@ def test_cost_rows_come_from_the_epochs_and_are_absent_when_not_measured(tmp_pat
         "epoch,seconds,batches,optimizer_steps,peak_rss_mib,cuda_peak_mib\n0,1,1,1,10,300\n"
     )
     assert dict(_cost_rows(cuda))["cuda_peak_mib"] == 300.0
+    resumed = tmp_path / "resumed.csv"  # its first epoch ran before the cost was recorded
+    resumed.write_text(
+        "epoch,seconds,batches,optimizer_steps,peak_rss_mib,cuda_peak_mib\n"
+        "0,99.0,,,,\n1,6.0,6,3,900,\n"
+    )
+    assert dict(_cost_rows(resumed)) == {"seconds_per_step": 2.0, "peak_rss_mib": 900.0}
     old = tmp_path / "old.csv"
     old.write_text("epoch,seconds\n0,10.0\n")
     assert _cost_rows(old) == []

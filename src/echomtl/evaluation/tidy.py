@@ -120,6 +120,9 @@ def _cost_rows(path: PathLike) -> list[tuple[str, float]]:
     epochs = pd.read_csv(path)
     if not {"seconds", "optimizer_steps", "peak_rss_mib"} <= set(epochs.columns):
         return []
+    # epochs a process ran before it recorded its cost (a run resumed from an older checkpoint)
+    # have empty cells: their seconds must not count against the steps of the others
+    epochs = epochs.dropna(subset=["optimizer_steps", "peak_rss_mib"])
     steps = float(epochs["optimizer_steps"].sum())
     if steps <= 0:
         raise ValueError(f"{path}: epochs.csv counts no optimizer step (did training run?)")
