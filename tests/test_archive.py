@@ -156,10 +156,15 @@ def test_a_file_that_is_not_an_archive_is_refused_by_name(tmp_path):
         unpack(junk, tmp_path)
 
 
-def test_a_path_leaving_the_working_directory_is_refused(tmp_path):
+@pytest.mark.parametrize("field", ["files", "results"])
+def test_a_path_leaving_the_working_directory_is_refused(tmp_path, field):
     archive = tmp_path / "evil.tar.gz"
-    manifest = {"format": 1, "files": [{"path": "../evil", "sha256": "0"}],
+    manifest = {"format": 1, "files": [{"path": "results/a", "sha256": "0"}],
                 "snakemake_metadata": [], "results": "results", "weights": False}  # fmt: skip
+    if field == "files":
+        manifest["files"][0]["path"] = "../evil"
+    else:
+        manifest["results"] = "../../elsewhere"
     with tarfile.open(archive, "w:gz") as tar:
         data = json.dumps(manifest).encode()
         info = tarfile.TarInfo("MANIFEST.json")

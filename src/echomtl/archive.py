@@ -246,6 +246,7 @@ def _read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
             f"{archive}: archive format {manifest.get('format')!r}; this version reads "
             f"format {ARCHIVE_FORMAT}"
         )
+    _safe_relative(manifest["results"], str(archive))  # unpacking writes its origin there
     for entry in manifest["files"]:
         _safe_relative(entry["path"], str(archive))
     for record in manifest["snakemake_metadata"]:
