@@ -300,11 +300,11 @@ def later_seeds(name):
     return [s for s in seeds_of(name) if s not in known]
 
 
-def training_benchmarks(later=False):
-    """Every training job's benchmark file (each fold's run under cv): of the seeds known at
-    parse time, or (later) of the trainings a decisive grid's choice adds (a holdout study's
-    chosen point on the decisive seeds; under cv, each fold's chosen run on them)."""
-    name = "train.benchmark.tsv"
+def training_files(name, later=False):
+    """A file ``name`` of every training job (each fold's run under cv; its benchmark file, its
+    ``epochs.csv``): of the seeds known at parse time, or (later) of the trainings a decisive grid's choice adds
+    (a holdout study's chosen point on the decisive seeds; under cv, each fold's chosen run on
+    them)."""
     if not later:
         return [
             (

@@ -51,8 +51,11 @@ rule figure:
 rule provenance:
     input:
         records=f"{DATA}/records.csv",
-        benchmarks=training_benchmarks(),
-        later_benchmarks=lambda w: training_benchmarks(later=True),
+        benchmarks=training_files("train.benchmark.tsv"),
+        later_benchmarks=lambda w: training_files("train.benchmark.tsv", later=True),
+        # the machine each run trained on is in its epochs.csv (echomtl.training.machine)
+        epochs=training_files("epochs.csv"),
+        later_epochs=lambda w: training_files("epochs.csv", later=True),
     output:
         report(
             f"{R}/provenance.json",

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from echomtl.archive import ArchiveError, archived_files, pack, unpack, verify
+from echomtl.training.machine import cpu_model
 
 from .checkpoints import stub_weights_env
 
@@ -281,6 +282,11 @@ def test_an_unpacked_study_rebuilds_its_paper_without_training(archived_study):
     assert "unpacked from the results archive study.tar.gz" in prose
     assert f"made at commit \\texttt{{{commit[:12]}}}" in prose
     assert f"\\texttt{{{commit[:12]}}}, clean tree" in prose
+    # ... and the machine its runs trained on, as the training processes recorded it
+    trained = json.loads((source / "results" / "provenance.json").read_text())["training"]
+    assert [m["cpu_model"] for m in trained["machines"]] == [cpu_model()]
+    assert trained["unrecorded_runs"] == 0
+    assert f"made at commit \\texttt{{{commit[:12]}}} on {cpu_model()}, " in prose
 
 
 @pytest.mark.slow

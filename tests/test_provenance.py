@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from echomtl.report.context import _provenance, _training_hardware
+from echomtl.report.context import _hardware_text, _provenance, _training_hardware
 from echomtl.report.provenance import (
     config_sha256,
     environment_pins,
@@ -15,6 +16,7 @@ from echomtl.report.provenance import (
     package_versions,
     provenance,
 )
+from echomtl.training.machine import this_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +72,19 @@ def test_the_config_hash_ignores_layout_and_sees_values():
     assert config_sha256(a) != config_sha256({**a, "seeds": [1]})
 
 
-def _record(tmp_path: Path, git: dict, origin: dict | None = None) -> dict:
+#: epochs.csv columns a training process writes about its machine (echomtl.training.machine)
+MACHINE_HEADER = "epoch,seconds,cpu_model,cpu_cores,torch_threads,gpu_name\n"
+
+
+def _epochs(tmp_path: Path, name: str, rows: str, header: str = MACHINE_HEADER) -> Path:
+    path = tmp_path / name
+    path.write_text(header + rows)
+    return path
+
+
+def _record(
+    tmp_path: Path, git: dict, origin: dict | None = None, epochs: list[Path] | None = None
+) -> dict:
     export = tmp_path / "export"
     (export / "train" / "labels").mkdir(parents=True, exist_ok=True)
     (export / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n")
@@ -83,7 +97,7 @@ def _record(tmp_path: Path, git: dict, origin: dict | None = None) -> dict:
         benchmarks.append(path)
     return provenance(
         git=git, config={"train": {"device": "cpu"}}, records=records, export=export,
-        benchmarks=benchmarks,
+        benchmarks=benchmarks, epochs=epochs or [],
         checkpoint={"file": "/w/yolov5n.pt", "sha256": "ab" * 32}, pins={"torch": "0.0.1"},
         origin=origin, out_json=tmp_path / "provenance.json",
     )  # fmt: skip
@@ -110,7 +124,8 @@ def test_the_appendix_names_the_commit_and_flags_a_dirty_tree(tmp_path):
 
 
 def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_them(tmp_path):
-    made_on = {"cpu": "Training CPU", "cores": 64, "gpu": "H100"}
+    made_on = [{"cpu_model": "Training CPU", "cpu_cores": 64, "torch_threads": 8,
+                "gpu_name": "H100", "runs": 2, "epochs": 18}]  # fmt: skip
     origin = {"archive": "study.tar.gz", "sha256": "cd" * 32, "commit": "e" * 40,
               "made_on": made_on}  # fmt: skip
     record = _record(tmp_path, {"commit": None, "dirty": None, "changed": 0,
@@ -119,11 +134,72 @@ def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_t
     assert rows["Code"] == "not a git checkout: the commit is unknown"
     assert rows["Results"].startswith(
         r"unpacked from the results archive study.tar.gz (SHA-256 \texttt{cdcdcdcdcdcdcdcd}), "
-        r"made at commit \texttt{eeeeeeeeeeee} on Training CPU, 64 cores; GPU H100"
+        r"made at commit \texttt{eeeeeeeeeeee} on Training CPU, 64 cores, 8 torch threads per "
+        r"job; GPU H100"
     )
     # the cost table names the machine the runs trained on, not the one that rebuilt the paper
-    assert _training_hardware(record) == "Training CPU, 64 cores; GPU H100"
+    assert _training_hardware(record) == "Training CPU, 64 cores, 8 torch threads per job; GPU H100"
+    assert rows["Hardware"].startswith("training: Training CPU, 64 cores, 8 torch threads per job;")
+    assert "; this record and the paper: " in rows["Hardware"]
+    # an archive made before the keys were renamed still names its machine
+    old = {**origin, "made_on": {"cpu": "Old CPU", "cores": 4, "gpu": None}}
+    assert _training_hardware({**record, "results_origin": old}) == "Old CPU, 4 cores"
     dirty = _record(tmp_path, {"commit": None, "dirty": None, "changed": 0, "changed_paths": []},
                     {**origin, "dirty": True})  # fmt: skip
     text = dict(_provenance(dirty)["rows"])["Results"]
     assert r"made at commit \texttt{eeeeeeeeeeee} with uncommitted changes on" in str(text)
+
+
+def test_the_machines_the_runs_trained_on_come_from_their_own_epochs(tmp_path):
+    """Each training process wrote its machine beside its epochs: the record counts each
+    machine's runs and epochs (a run resumed on another node counts on both), and the runs that
+    recorded none; the appendix and the cost table name the training machines, not the one
+    that wrote the record (a cluster's report node), unless they are the same."""
+    gpu_node = "Xeon,16,4,H100\n"
+    a = _epochs(tmp_path, "a.csv", f"0,1,{gpu_node}1,1,{gpu_node}")
+    b = _epochs(tmp_path, "b.csv", f"0,1,{gpu_node}1,1,EPYC,8,4,A100\n")  # resumed elsewhere
+    old = _epochs(tmp_path, "old.csv", "0,1\n", header="epoch,seconds\n")
+    record = _record(tmp_path, {"commit": "a" * 40, "dirty": False, "changed": 0,
+                                "changed_paths": []}, epochs=[a, b, old])  # fmt: skip
+    saved = json.loads((tmp_path / "provenance.json").read_text())
+    assert saved["training"]["machines"] == [
+        {"cpu_model": "Xeon", "cpu_cores": 16, "torch_threads": 4, "gpu_name": "H100",
+         "runs": 2, "epochs": 3},
+        {"cpu_model": "EPYC", "cpu_cores": 8, "torch_threads": 4, "gpu_name": "A100",
+         "runs": 1, "epochs": 1},
+    ]  # fmt: skip
+    assert saved["training"]["unrecorded_runs"] == 1
+    hardware = _training_hardware(record)
+    assert hardware == (
+        "Xeon, 16 cores, 4 torch threads per job; GPU H100 (3 epochs of 2 runs); "
+        "EPYC, 8 cores, 4 torch threads per job; GPU A100 (1 epoch of 1 run) "
+        "(1 run did not record its)"
+    )
+    rows = {k: str(v) for k, v in _provenance(record)["rows"]}
+    assert rows["Hardware"] == f"training: {hardware}; this record and the paper: " + (
+        str(_hardware_text(record["hardware"]))
+    )
+
+
+def test_a_study_trained_on_the_machine_that_built_it_says_so_once(tmp_path):
+    here = this_machine("cpu")
+    line = f"0,1,{here['cpu_model']},{here['cpu_cores']},1,\n"
+    record = _record(tmp_path, {"commit": "a" * 40, "dirty": False, "changed": 0,
+                                "changed_paths": []},
+                     epochs=[_epochs(tmp_path, "a.csv", line)])  # fmt: skip
+    rows = {k: str(v) for k, v in _provenance(record)["rows"]}
+    assert rows["Hardware"] == (
+        f"{_hardware_text(record['hardware'])}, 1 torch thread per job; "
+        "the paper was built on the same machine"
+    )
+
+
+def test_runs_that_recorded_no_machine_are_not_given_one(tmp_path):
+    old = _epochs(tmp_path, "old.csv", "0,1\n", header="epoch,seconds\n")
+    record = _record(tmp_path, {"commit": "a" * 40, "dirty": False, "changed": 0,
+                                "changed_paths": []}, epochs=[old])  # fmt: skip
+    assert record["training"]["machines"] == [] and record["training"]["unrecorded_runs"] == 1
+    assert _training_hardware(record) == (
+        "not recorded by the runs (trained before they recorded it); this record was written "
+        f"on {_hardware_text(record['hardware'])}"
+    )

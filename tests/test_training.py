@@ -122,7 +122,8 @@ def test_each_epoch_records_what_it_cost_and_a_resumed_run_times_only_what_it_ra
     tmp_path, tiny_caches
 ):
     """The cost table's inputs: wall seconds over the batches and optimizer steps this process
-    timed, the process's peak RSS, and no CUDA peak on CPU."""
+    timed, the process's peak RSS, no CUDA peak on CPU, and the machine that ran the epoch."""
+    from echomtl.training.machine import this_machine
     from echomtl.training.trainer import EPOCH_COST
 
     train(params(), paths(tmp_path / "full", tiny_caches["train"]))
@@ -131,6 +132,11 @@ def test_each_epoch_records_what_it_cost_and_a_resumed_run_times_only_what_it_ra
     assert list(epochs["batches"]) == [4, 4]  # 16 images, batch 4
     assert epochs["optimizer_steps"].between(1, 4).all() and (epochs["seconds"] > 0).all()
     assert (epochs["peak_rss_mib"] > 50).all() and epochs["cuda_peak_mib"].isna().all()
+    # ... and on which machine: this one's CPU, the cores this process may use, its threads
+    machine = this_machine("cpu")
+    assert list(epochs["cpu_model"]) == [machine["cpu_model"]] * 2
+    assert list(epochs["cpu_cores"]) == [machine["cpu_cores"]] * 2
+    assert list(epochs["torch_threads"]) == [1, 1] and epochs["gpu_name"].isna().all()
     resumed = paths(tmp_path / "resumed", tiny_caches["train"])
     with pytest.raises(TrainingInterrupted):
         train(params(), resumed, stop_after_batches=5)  # stops after batch 1 of epoch 2

@@ -879,21 +879,64 @@ def _version_text(name: str, version: Mapping[str, str | None]) -> str:
 
 
 def _hardware_text(hw: Mapping[str, Any]) -> str:
-    """``CPU model, N cores`` and the GPU's name when the build trained on one."""
-    cores = hw.get("cores")
-    text = f"{latex_escape(str(hw['cpu']))}, {cores} core{'s' if cores != 1 else ''}"
-    return text + (f"; GPU {latex_escape(hw['gpu'])}" if hw.get("gpu") else "")
+    """``CPU model, N cores`` (those the process could use), torch's threads when recorded and
+    the GPU's name when there was one. Reads a description written before the keys were named
+    for what they hold (``cpu``, ``cores``, ``gpu``) too: an older record or archive."""
+    cpu = hw.get("cpu_model", hw.get("cpu"))
+    cores = hw.get("cpu_cores", hw.get("cores"))
+    gpu = hw.get("gpu_name", hw.get("gpu"))
+    text = f"{latex_escape(str(cpu))}, {cores} core{'s' if cores != 1 else ''}"
+    threads = hw.get("torch_threads")
+    if threads is not None:
+        text += f", {threads} torch thread{'s' if threads != 1 else ''} per job"
+    return text + (f"; GPU {latex_escape(str(gpu))}" if gpu else "")
+
+
+def _machines_text(machines: Sequence[Mapping[str, Any]]) -> str:
+    """One machine, or each machine with the epochs it ran (a study spread over nodes)."""
+    if len(machines) == 1:
+        return _hardware_text(machines[0])
+    return "; ".join(
+        f"{_hardware_text(m)} ({_count(m['epochs'], 'epoch')} of {_count(m['runs'], 'run')})"
+        for m in machines
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 run``, ``3 runs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _trained_machines(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The machines the runs of a provenance record trained on: as the training processes
+    recorded them, or, where no run recorded its machine, none."""
+    return list((record.get("training") or {}).get("machines") or [])
 
 
 def _training_hardware(record: Mapping[str, Any] | None) -> str:
-    """The machine the runs trained on: this build's, or the archive's maker's."""
+    """The machines the runs trained on, as the training processes recorded them (the archive's
+    runs, for results unpacked from one). Runs that recorded none (trained before the record
+    existed) are counted, and if none did, the machine that wrote the record is named as such."""
     if not record:
         return "not recorded"
     origin = record.get("results_origin") or {}
     if origin:
         made_on = origin.get("made_on")
-        return _hardware_text(made_on) if made_on else "not recorded (an archive without it)"
-    return _hardware_text(record["hardware"])
+        if not made_on:
+            return "not recorded (an archive without it)"
+        return _machines_text(made_on if isinstance(made_on, list) else [made_on])
+    machines = _trained_machines(record)
+    unrecorded = int((record.get("training") or {}).get("unrecorded_runs", 0))
+    if not machines:
+        return (
+            f"not recorded by the runs (trained before they recorded it); this record was "
+            f"written on {_hardware_text(record['hardware'])}"
+        )
+    text = _machines_text(machines)
+    if unrecorded:
+        its = "its" if unrecorded == 1 else "theirs"
+        text += f" ({_count(unrecorded, 'run')} did not record {its})"
+    return text
 
 
 def _origin_text(origin: Mapping[str, Any] | None) -> str:
@@ -904,7 +947,11 @@ def _origin_text(origin: Mapping[str, Any] | None) -> str:
     made = f"at commit \\texttt{{{commit[:12]}}}" if commit else "at an unknown commit"
     if commit and origin.get("dirty"):
         made += " with uncommitted changes"
-    machine = f" on {_hardware_text(origin['made_on'])}" if origin.get("made_on") else ""
+    made_on = origin.get("made_on")
+    if made_on:
+        machine = f" on {_machines_text(made_on if isinstance(made_on, list) else [made_on])}"
+    else:
+        machine = ""
     return (
         f"unpacked from the results archive {latex_escape(origin['archive'])} (SHA-256 "
         f"\\texttt{{{str(origin['sha256'])[:16]}}}), made {made}{machine}; this build "
@@ -912,9 +959,29 @@ def _origin_text(origin: Mapping[str, Any] | None) -> str:
     )
 
 
+def _hardware_rows(record: Mapping[str, Any]) -> str:
+    """Where the runs trained and, when it differs (a cluster's report node, an unpacked
+    archive), where this record and the paper were built."""
+    here = _hardware_text(record["hardware"])
+    trained = _training_hardware(record)
+    if trained.startswith("not recorded by the runs"):
+        return trained
+    same = {k: record["hardware"].get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
+    origin = record.get("results_origin") or {}
+    machines = (
+        []
+        if origin
+        else [{k: m.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
+              for m in _trained_machines(record)]
+    )  # fmt: skip
+    if machines == [same]:
+        return f"{trained}; the paper was built on the same machine"
+    return f"training: {trained}; this record and the paper: {here}"
+
+
 def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     """The reproducibility appendix's rows, as LaTeX-safe text: what produced this build."""
-    git, hw, data = record["git"], record["hardware"], record["dataset"]
+    git, data = record["git"], record["dataset"]
     if git.get("commit") is None:
         code = "not a git checkout: the commit is unknown"
     else:
@@ -940,7 +1007,7 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         ("Code", code),
         ("Configuration", f"SHA-256 \\texttt{{{record['config_sha256'][:16]}}}"),
         ("Software", software),
-        ("Hardware", _hardware_text(hw)),
+        ("Hardware", _hardware_rows(record)),
         ("Data", f"export fingerprint \\texttt{{{data['export_fingerprint'][:16]}}}; "
                  f"{latex_escape(data['records'])} SHA-256 \\texttt{{{data['sha256'][:16]}}}"),
         ("Checkpoint", start),

@@ -73,6 +73,7 @@ def provenance(snakemake: Any) -> None:
         i, p = snakemake.input, snakemake.params
         record(git=p.git, config=p.config, records=i.records, export=p.export,
                benchmarks=[*i.benchmarks, *i.later_benchmarks],
+               epochs=[*i.epochs, *i.later_epochs],
                checkpoint=p.checkpoint, pins=p.pins, origin=p.origin,
                out_json=snakemake.output[0])  # fmt: skip
 

@@ -13,18 +13,19 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from echomtl.atomic import PathLike, json_clean, sha256_file, write_json
 from echomtl.data.export_reader import export_fingerprint
 from echomtl.evaluation.tidy import benchmark_seconds
+from echomtl.training.machine import MACHINE_COLUMNS, cpu_cores, cpu_model
 
 __all__ = [
     "environment_pins",
@@ -33,6 +34,7 @@ __all__ = [
     "package_versions",
     "hardware",
     "training_seconds",
+    "training_machines",
     "provenance",
 ]
 
@@ -104,20 +106,12 @@ def package_versions(pins: Mapping[str, str]) -> dict[str, dict[str, str | None]
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def hardware(device: str) -> dict[str, Any]:
-    """The CPU model and core count of this machine, and the GPU's name when the config trains
-    on CUDA and one is visible (the record is written where the paper is built; under a cluster
-    profile the training nodes are the cluster's, which the record cannot see)."""
+    """The machine this record is written on, described as a training process describes its
+    own (:func:`echomtl.training.machine.this_machine`: CPU model, the cores this process may
+    use, torch's threads, the GPU when the config trains on CUDA and one is visible here), with
+    its architecture and system. Under a cluster profile this is the report job's node; the
+    runs' own machines are :func:`training_machines`."""
     gpu = None
     if device.startswith("cuda"):
         import torch
@@ -126,12 +120,12 @@ def hardware(device: str) -> dict[str, Any]:
             index = int(device.split(":", 1)[1]) if ":" in device else 0
             gpu = torch.cuda.get_device_name(index)
     return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": cpu_cores(),
+        "gpu_name": gpu,
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
         "device": device,
-        "gpu": gpu,
     }
 
 
@@ -142,6 +136,43 @@ def training_seconds(benchmarks: Sequence[PathLike]) -> dict[str, Any]:
     return {"seconds": float(sum(seconds)), "runs": len(seconds)}
 
 
+def training_machines(epochs_files: Sequence[PathLike]) -> dict[str, Any]:
+    """The machines the runs trained on, from what each training process wrote beside its
+    epochs (``epochs.csv``, :data:`~echomtl.training.machine.MACHINE_COLUMNS`): each distinct
+    machine with how many runs and epochs it ran, and how many runs recorded none (trained
+    before the columns existed; their machine is unknown, never guessed)."""
+    counts: dict[tuple[Any, ...], dict[str, Any]] = {}
+    unrecorded = 0
+    for path in epochs_files:
+        epochs = pd.read_csv(path, dtype={"cpu_model": str, "gpu_name": str})
+        if not set(MACHINE_COLUMNS) <= set(epochs.columns):
+            unrecorded += 1
+            continue
+        # epochs of a process older than the columns (a run resumed on newer code) are empty
+        epochs = epochs.dropna(subset=["cpu_model"])
+        if epochs.empty:
+            unrecorded += 1
+            continue
+        for values, group in epochs.groupby(MACHINE_COLUMNS, dropna=False, sort=True):
+            key = tuple(None if v != v else v for v in values)  # NaN (no GPU) -> None
+            entry = counts.setdefault(key, {"runs": 0, "epochs": 0})
+            entry["runs"] += 1
+            entry["epochs"] += len(group)
+    machines = [
+        {
+            "cpu_model": str(cpu),
+            "cpu_cores": int(cores),
+            "torch_threads": int(threads),
+            "gpu_name": None if gpu is None else str(gpu),
+            **entry,
+        }
+        for (cpu, cores, threads, gpu), entry in sorted(
+            counts.items(), key=lambda item: -item[1]["epochs"]
+        )
+    ]
+    return {"machines": machines, "unrecorded_runs": unrecorded}
+
+
 def provenance(
     *,
     git: Mapping[str, Any],
@@ -149,6 +180,7 @@ def provenance(
     records: PathLike,
     export: PathLike,
     benchmarks: Sequence[PathLike],
+    epochs: Sequence[PathLike],
     checkpoint: Mapping[str, Any] | None,
     pins: Mapping[str, str],
     origin: Mapping[str, Any] | None = None,
@@ -158,7 +190,8 @@ def provenance(
     its hash, the versions, the hardware, the dataset (the export's content fingerprint,
     :func:`~echomtl.data.export_reader.export_fingerprint`, which does not depend on where the
     export lies, and the records file's SHA-256, whose image paths do), the checkpoint's
-    SHA-256 (None for a study from random weights), the total training time, and the pinned
+    SHA-256 (None for a study from random weights), the total training time and the machines
+    the runs trained on (``epochs``: every run's ``epochs.csv``), the pinned
     packages' versions (``pins``: :func:`environment_pins`), and ``origin``: the results
     archive the runs were unpacked from (:data:`echomtl.archive.ORIGIN`), if they were."""
     device = str(config.get("train", {}).get("device", "cpu"))
@@ -176,7 +209,8 @@ def provenance(
         "checkpoint": None
         if not checkpoint
         else {"file": Path(str(checkpoint["file"])).name, "sha256": str(checkpoint["sha256"])},
-        "training": training_seconds(benchmarks),
+        # how long the runs trained, and on which machines (each process's own record)
+        "training": {**training_seconds(benchmarks), **training_machines(epochs)},
         # None: the runs were trained (or last unpacked) here; else the results archive they
         # were unpacked from, its commit and the machine that trained them
         "results_origin": dict(origin) if origin else None,

@@ -46,6 +46,7 @@ from echomtl.methods import model_variant
 from echomtl.models.multitask import build_model, count_parameters
 from echomtl.study import TrainParams
 from echomtl.training import checkpoint as ckpt
+from echomtl.training.machine import MACHINE_COLUMNS, this_machine
 from echomtl.training.optim import Schedule
 from echomtl.training.runlog import progress, write_csv
 from echomtl.training.state import TrainState
@@ -72,7 +73,9 @@ EPOCH_MEANS = [
 #: resident set size high-water mark (``getrusage``), and on CUDA the most memory torch had
 #: allocated (empty on CPU). A resumed run restarts both peaks; the run's peak is the maximum.
 EPOCH_COST = ["seconds", "batches", "optimizer_steps", "peak_rss_mib", "cuda_peak_mib"]
-EPOCH_COLUMNS = ["epoch", "lr", *EPOCH_MEANS, *EPOCH_COST]
+#: ... and the machine that ran the epoch (:data:`echomtl.training.machine.MACHINE_COLUMNS`):
+#: the cost table and the provenance record name the hardware the runs trained on from these.
+EPOCH_COLUMNS = ["epoch", "lr", *EPOCH_MEANS, *EPOCH_COST, *MACHINE_COLUMNS]
 DIAGNOSTIC_COLUMNS = ["epoch", "step", *DIAGNOSTIC_KEYS, *GRADNORM_COLUMNS]
 
 
@@ -214,6 +217,7 @@ def train(
     they are not part of the run's fingerprint.
     """
     dev = configure_torch(threads, device)
+    machine = this_machine(dev)
     p = params
     seed_everything(p.seed)
     cache = load_cache(paths.train_cache)
@@ -280,6 +284,7 @@ def train(
                 "batches": len(batches) - first,
                 "optimizer_steps": optimizer_steps,
                 **peak_memory(dev),
+                **machine,
             }
             summary = log_epoch(run, epoch, cost)
             seconds = run.epochs[-1]["seconds"]
@@ -387,9 +392,9 @@ def peak_memory(device: torch.device) -> dict[str, float | None]:
     return {"peak_rss_mib": rss, "cuda_peak_mib": cuda}
 
 
-def log_epoch(run: TrainState, epoch: int, cost: dict[str, float | None]) -> dict[str, float]:
-    """The epoch's row of ``epochs.csv``: means of its steps (:data:`EPOCH_MEANS`) and what it
-    cost (:data:`EPOCH_COST`); returns the means."""
+def log_epoch(run: TrainState, epoch: int, cost: dict[str, Any]) -> dict[str, float]:
+    """The epoch's row of ``epochs.csv``: means of its steps (:data:`EPOCH_MEANS`), what it
+    cost (:data:`EPOCH_COST`) and on which machine (``MACHINE_COLUMNS``); returns the means."""
     rows = [r for r in run.steps if r["epoch"] == epoch]
     summary = {k: float(np.mean([r[k] for r in rows])) for k in EPOCH_MEANS}
     lr = run.optimizer.param_groups[1]["lr"]
