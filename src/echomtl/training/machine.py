@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MACHINE_COLUMNS", "cpu_model", "cpu_cores", "this_machine"]
 
@@ -46,7 +47,10 @@ def cpu_cores() -> int:
 
 def this_machine(device: torch.device | str) -> dict[str, Any]:
     """:data:`MACHINE_COLUMNS` for this process, training on ``device``: the GPU's name when
-    the device is CUDA (None on CPU)."""
+    the device is CUDA (None on CPU). torch is imported here, not by the module, so that the
+    provenance record (a report job) can read the CPU without loading torch."""
+    import torch
+
     device = torch.device(device)
     gpu = None
     if device.type == "cuda" and torch.cuda.is_available():
