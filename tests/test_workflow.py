@@ -137,6 +137,10 @@ def test_tiny_study_builds_the_paper(tiny_study):
     # the provenance's training time covers every training job, the chosen weight's later seeds
     record = json.loads((results / "provenance.json").read_text())
     assert record["training"]["runs"] == len(list(results.glob("runs/*/seed*/train.benchmark.tsv")))
+    # ... and every run recorded the machine it trained on (each run's epochs.csv is an input)
+    (machine,) = record["training"]["machines"]
+    assert machine["runs"] == record["training"]["runs"]
+    assert record["training"]["unrecorded_runs"] == 0
     if shutil.which("latexmk") is None:
         pytest.skip("latexmk not installed: the PDF step is not in the DAG")
     assert (paper / "main.pdf").read_bytes().startswith(b"%PDF")
@@ -385,6 +389,7 @@ def test_cv_paper_reports_the_protocol_and_per_fold_spread(tiny_cv_study):
         *runs.glob("*/seed*/train.benchmark.tsv"),
     ]
     assert record["training"]["runs"] == len(jobs) > 0  # the split variant's holdout run too
+    assert sum(m["runs"] for m in record["training"]["machines"]) == len(jobs)
     if shutil.which("latexmk") is None:
         pytest.skip("latexmk not installed: the PDF step is not in the DAG")
     from echomtl.report.pdf import scan_log
