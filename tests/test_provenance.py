@@ -124,8 +124,9 @@ def test_the_appendix_names_the_commit_and_flags_a_dirty_tree(tmp_path):
 
 
 def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_them(tmp_path):
-    made_on = [{"cpu_model": "Training CPU", "cpu_cores": 64, "torch_threads": 8,
-                "gpu_name": "H100", "runs": 2, "epochs": 18}]  # fmt: skip
+    made_on = {"machines": [{"cpu_model": "Training CPU", "cpu_cores": 64, "torch_threads": 8,
+                             "gpu_name": "H100", "runs": 2, "epochs": 18}],
+               "unrecorded_runs": 0}  # fmt: skip
     origin = {"archive": "study.tar.gz", "sha256": "cd" * 32, "commit": "e" * 40,
               "made_on": made_on}  # fmt: skip
     record = _record(tmp_path, {"commit": None, "dirty": None, "changed": 0,
@@ -144,6 +145,11 @@ def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_t
     # an archive made before the keys were renamed still names its machine
     old = {**origin, "made_on": {"cpu": "Old CPU", "cores": 4, "gpu": None}}
     assert _training_hardware({**record, "results_origin": old}) == "Old CPU, 4 cores"
+    # runs the archive's study did not record are still counted after unpacking
+    some = {**origin, "made_on": {**made_on, "unrecorded_runs": 3}}
+    assert _training_hardware({**record, "results_origin": some}).endswith(
+        "; GPU H100 (3 runs did not record theirs)"
+    )
     dirty = _record(tmp_path, {"commit": None, "dirty": None, "changed": 0, "changed_paths": []},
                     {**origin, "dirty": True})  # fmt: skip
     text = dict(_provenance(dirty)["rows"])["Results"]

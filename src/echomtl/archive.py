@@ -141,18 +141,20 @@ def _git_state(root: Path) -> dict[str, Any]:
     return git_state(root)
 
 
-def _trained_on(provenance: Path) -> list[dict[str, Any]] | None:
+def _trained_on(provenance: Path) -> dict[str, Any] | None:
     """The machines the study's runs trained on, from its provenance record: as the training
-    processes recorded them (``training.machines``), or, for a study that was itself unpacked
-    from an archive, that archive's; None when neither says (the runs predate the record)."""
+    processes recorded them (``machines``, and how many runs recorded none), or, for a study
+    that was itself unpacked from an archive, that archive's; None when the record says none."""
     if not provenance.is_file():
         return None
     record = json.loads(provenance.read_text(encoding="utf-8"))
     origin = record.get("results_origin") or {}
     if origin:
-        made_on = origin.get("made_on")
-        return made_on if isinstance(made_on, list) or made_on is None else [made_on]
-    return list((record.get("training") or {}).get("machines") or []) or None
+        return origin.get("made_on")
+    training = record.get("training") or {}
+    if not training.get("machines"):
+        return None
+    return {"machines": training["machines"], "unrecorded_runs": training["unrecorded_runs"]}
 
 
 def pack(

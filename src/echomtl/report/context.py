@@ -913,6 +913,31 @@ def _trained_machines(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list((record.get("training") or {}).get("machines") or [])
 
 
+def _recorded_text(training: Mapping[str, Any]) -> str | None:
+    """The machines of a ``training`` entry (``machines``, ``unrecorded_runs``: the provenance
+    record's, or an archive's ``made_on``), counting the runs that recorded none; None when no
+    run recorded its machine."""
+    machines = list(training.get("machines") or [])
+    if not machines:
+        return None
+    text = _machines_text(machines)
+    unrecorded = int(training.get("unrecorded_runs") or 0)
+    if unrecorded:
+        its = "its" if unrecorded == 1 else "theirs"
+        text += f" ({_count(unrecorded, 'run')} did not record {its})"
+    return text
+
+
+def _made_on_text(made_on: Any) -> str | None:
+    """An archive's training machines: ``{"machines", "unrecorded_runs"}``, or, from an archive
+    made before the runs recorded their machines, the one machine its record was written on."""
+    if not made_on:
+        return None
+    if "machines" in made_on:
+        return _recorded_text(made_on)
+    return _hardware_text(made_on)
+
+
 def _training_hardware(record: Mapping[str, Any] | None) -> str:
     """The machines the runs trained on, as the training processes recorded them (the archive's
     runs, for results unpacked from one). Runs that recorded none (trained before the record
@@ -921,21 +946,13 @@ def _training_hardware(record: Mapping[str, Any] | None) -> str:
         return "not recorded"
     origin = record.get("results_origin") or {}
     if origin:
-        made_on = origin.get("made_on")
-        if not made_on:
-            return "not recorded (an archive without it)"
-        return _machines_text(made_on if isinstance(made_on, list) else [made_on])
-    machines = _trained_machines(record)
-    unrecorded = int((record.get("training") or {}).get("unrecorded_runs", 0))
-    if not machines:
+        return _made_on_text(origin.get("made_on")) or "not recorded (an archive without it)"
+    text = _recorded_text(record.get("training") or {})
+    if text is None:
         return (
             f"not recorded by the runs (trained before they recorded it); this record was "
             f"written on {_hardware_text(record['hardware'])}"
         )
-    text = _machines_text(machines)
-    if unrecorded:
-        its = "its" if unrecorded == 1 else "theirs"
-        text += f" ({_count(unrecorded, 'run')} did not record {its})"
     return text
 
 
@@ -947,11 +964,8 @@ def _origin_text(origin: Mapping[str, Any] | None) -> str:
     made = f"at commit \\texttt{{{commit[:12]}}}" if commit else "at an unknown commit"
     if commit and origin.get("dirty"):
         made += " with uncommitted changes"
-    made_on = origin.get("made_on")
-    if made_on:
-        machine = f" on {_machines_text(made_on if isinstance(made_on, list) else [made_on])}"
-    else:
-        machine = ""
+    made_on = _made_on_text(origin.get("made_on"))
+    machine = f" on {made_on}" if made_on else ""
     return (
         f"unpacked from the results archive {latex_escape(origin['archive'])} (SHA-256 "
         f"\\texttt{{{str(origin['sha256'])[:16]}}}), made {made}{machine}; this build "
