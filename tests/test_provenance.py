@@ -145,6 +145,11 @@ def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_t
     # an archive made before the keys were renamed still names its machine
     old = {**origin, "made_on": {"cpu": "Old CPU", "cores": 4, "gpu": None}}
     assert _training_hardware({**record, "results_origin": old}) == "Old CPU, 4 cores"
+    # unpacked on the machine that trained them: said once
+    here = {**this_machine("cpu"), "runs": 2, "epochs": 18}
+    local = {**origin, "made_on": {"machines": [here], "unrecorded_runs": 0}}
+    hardware = str(dict(_provenance({**record, "results_origin": local})["rows"])["Hardware"])
+    assert hardware.endswith("per job; the paper was built on the same machine")
     # runs the archive's study did not record are still counted after unpacking
     some = {**origin, "made_on": {**made_on, "unrecorded_runs": 3}}
     assert _training_hardware({**record, "results_origin": some}).endswith(

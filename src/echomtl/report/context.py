@@ -907,12 +907,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _trained_machines(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The machines the runs of a provenance record trained on: as the training processes
-    recorded them, or, where no run recorded its machine, none."""
-    return list((record.get("training") or {}).get("machines") or [])
-
-
 def _recorded_text(training: Mapping[str, Any]) -> str | None:
     """The machines of a ``training`` entry (``machines``, ``unrecorded_runs``: the provenance
     record's, or an archive's ``made_on``), counting the runs that recorded none; None when no
@@ -982,12 +976,11 @@ def _hardware_rows(record: Mapping[str, Any]) -> str:
         return trained
     same = {k: record["hardware"].get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
     origin = record.get("results_origin") or {}
-    machines = (
-        []
-        if origin
-        else [{k: m.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
-              for m in _trained_machines(record)]
-    )  # fmt: skip
+    recorded = (origin.get("made_on") or {}) if origin else (record.get("training") or {})
+    machines = [
+        {k: m.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
+        for m in recorded.get("machines") or []
+    ]
     if machines == [same]:
         return f"{trained}; the paper was built on the same machine"
     return f"training: {trained}; this record and the paper: {here}"
