@@ -253,3 +253,25 @@ def test_the_cost_table_sits_beside_accuracy_and_shows_cuda_only_when_used(built
         if line.endswith("\\\\") and "Method" not in line
     ]
     assert rows and all(line.count("--") >= 2 for line in rows)
+
+
+def test_step_time_ratios_are_withheld_when_one_methods_runs_disagree(tmp_path):
+    """The paper compares methods' step times as ratios only when each method's own seeds agree
+    within COST_RATIO_SPREAD; a method whose runs differ more (a machine shared with other work)
+    is named instead, and no ratio is stated."""
+    from echomtl.report.context import COST_RATIO_SPREAD, _cost, _Numbers, _roles
+
+    exps = ["det_only", "view_only", "fixed", "gradnorm_a1.5"]
+    study = rf.make_study(tmp_path, seeds=[0, 1], n_images=8, experiments=exps)
+    res = rf.build_results(study, tmp_path / "out", n_resamples=5)
+    step = res.tidy["metric"] == "seconds_per_step"
+    tidy = res.tidy.copy()
+    tidy.loc[step, "value"] = 1.0  # every run: 1 s per step, no spread
+    calm = _cost(dataclasses.replace(res, tidy=tidy), _roles(res), _Numbers())["cost"]
+    assert calm["noisy"] is None and len(calm["ratios"]) == len(res.study.main_groups) - 1
+    slow = step & (tidy["experiment"] == "fixed") & (tidy["seed"] == 1)
+    tidy.loc[slow, "value"] = 1.0 + 4 * COST_RATIO_SPREAD  # relative SD above the bound
+    nums = _Numbers()
+    noisy = _cost(dataclasses.replace(res, tidy=tidy), _roles(res), nums)["cost"]
+    assert noisy["noisy"] == "fixed" and noisy["ratios"] == []
+    assert float(str(nums["cost/spread_pct"])) > 100 * COST_RATIO_SPREAD
