@@ -302,9 +302,9 @@ def later_seeds(name):
 
 def training_files(name, later=False):
     """A file ``name`` of every training job (each fold's run under cv; its benchmark file, its
-    ``epochs.csv``): of the seeds known at parse time, or (later) of the trainings a decisive grid's choice adds
-    (a holdout study's chosen point on the decisive seeds; under cv, each fold's chosen run on
-    them)."""
+    ``epochs.csv``): of the seeds known at parse time, or (later) of the trainings a decisive
+    grid's choice adds (a holdout study's chosen point on the decisive seeds; under cv, each
+    fold's chosen run on them)."""
     if not later:
         return [
             (

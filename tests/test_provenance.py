@@ -15,6 +15,7 @@ from echomtl.report.provenance import (
     git_state,
     package_versions,
     provenance,
+    training_machines,
 )
 from echomtl.training.machine import this_machine
 
@@ -214,3 +215,16 @@ def test_runs_that_recorded_no_machine_are_not_given_one(tmp_path):
         "not recorded by the runs (trained before they recorded it); this record was written "
         f"on {_hardware_text(record['hardware'])}"
     )
+
+
+def test_a_malformed_machine_cell_is_an_error_naming_the_file(tmp_path):
+    """A run resumed on newer code has empty machine cells on its older epochs (cores read as
+    floats): still whole numbers, counted; a cell that is not a whole number is refused."""
+    resumed = _epochs(tmp_path, "resumed.csv", "0,1,,,,\n1,1,EPYC,2,1,\n")
+    assert training_machines([resumed])["machines"] == [
+        {"cpu_model": "EPYC", "cpu_cores": 2, "torch_threads": 1, "gpu_name": None,
+         "runs": 1, "epochs": 1}
+    ]  # fmt: skip
+    bad = _epochs(tmp_path, "bad.csv", "0,1,EPYC,two,1,\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: column cpu_cores must be a whole number"):
+        training_machines([bad])

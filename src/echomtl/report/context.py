@@ -970,20 +970,19 @@ def _origin_text(origin: Mapping[str, Any] | None) -> str:
 def _hardware_rows(record: Mapping[str, Any]) -> str:
     """Where the runs trained and, when it differs (a cluster's report node, an unpacked
     archive), where this record and the paper were built."""
-    here = _hardware_text(record["hardware"])
     trained = _training_hardware(record)
-    if trained.startswith("not recorded by the runs"):
-        return trained
-    same = {k: record["hardware"].get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
     origin = record.get("results_origin") or {}
     recorded = (origin.get("made_on") or {}) if origin else (record.get("training") or {})
+    if not origin and not recorded.get("machines"):
+        return trained  # no run recorded its machine: the text names the record's, as such
+    same = {k: record["hardware"].get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
     machines = [
         {k: m.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
         for m in recorded.get("machines") or []
     ]
     if machines == [same]:
         return f"{trained}; the paper was built on the same machine"
-    return f"training: {trained}; this record and the paper: {here}"
+    return f"training: {trained}; this record and the paper: {_hardware_text(record['hardware'])}"
 
 
 def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -1025,7 +1024,8 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: The largest relative SD of one method's step times (over its seeds) within which the paper
-#: compares methods' step times as ratios; above it the machine's load, not the method, moved them.
+#: compares methods' step times as ratios; above it, a ratio would read the machine's load as much
+#: as the method (a machine shared with other work).
 COST_RATIO_SPREAD = 0.10
 
 
@@ -1043,8 +1043,7 @@ def _cost(res: Results, roles: Mapping[str, Any], nums: _Numbers) -> dict[str, A
     ratios = []
     fixed = roles.get("fixed")
     base = cost_value(res, fixed, "seconds_per_step")[0] if fixed else math.nan
-    # a method's own runs disagreeing by more than COST_RATIO_SPREAD (a machine shared with
-    # other work) would make a ratio between methods read noise: then no ratio is stated
+    # one method's runs disagreeing by more than COST_RATIO_SPREAD: no ratio is stated
     spreads = {}
     for g in res.study.main_groups:
         mean, sd = cost_value(res, res.chosen[g], "seconds_per_step")

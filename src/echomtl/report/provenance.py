@@ -25,7 +25,7 @@ import yaml
 from echomtl.atomic import PathLike, json_clean, sha256_file, write_json
 from echomtl.data.export_reader import export_fingerprint
 from echomtl.evaluation.tidy import benchmark_seconds
-from echomtl.training.machine import MACHINE_COLUMNS, cpu_cores, cpu_model
+from echomtl.training.machine import MACHINE_COLUMNS, cpu_cores, cpu_model, gpu_name
 
 __all__ = [
     "environment_pins",
@@ -108,21 +108,14 @@ def package_versions(pins: Mapping[str, str]) -> dict[str, dict[str, str | None]
 
 def hardware(device: str) -> dict[str, Any]:
     """The machine this record is written on, described as a training process describes its
-    own (:func:`echomtl.training.machine.this_machine`: CPU model, the cores this process may
-    use, torch's threads, the GPU when the config trains on CUDA and one is visible here), with
-    its architecture and system. Under a cluster profile this is the report job's node; the
-    runs' own machines are :func:`training_machines`."""
-    gpu = None
-    if device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            gpu = torch.cuda.get_device_name(index)
+    own (:mod:`echomtl.training.machine`: CPU model, the cores this process may use, the GPU
+    when the config trains on CUDA and one is visible here), with its architecture and system.
+    Under a cluster profile this is the report job's node; the runs' own machines are
+    :func:`training_machines`."""
     return {
         "cpu_model": cpu_model(),
         "cpu_cores": cpu_cores(),
-        "gpu_name": gpu,
+        "gpu_name": gpu_name(device),
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
         "device": device,
@@ -153,6 +146,16 @@ def training_machines(epochs_files: Sequence[PathLike]) -> dict[str, Any]:
         if epochs.empty:
             unrecorded += 1
             continue
+        for column in ("cpu_cores", "torch_threads"):
+            # whole numbers on every epoch that names its machine (a float column when older
+            # epochs of the same run left the cells empty)
+            numbers = pd.to_numeric(epochs[column], errors="coerce")
+            if numbers.isna().any() or (numbers % 1 != 0).any():
+                raise ValueError(
+                    f"{path}: column {column} must be a whole number on every epoch that names "
+                    f"its cpu_model (got {epochs[column].tolist()})"
+                )
+            epochs[column] = numbers.astype(int)
         for values, group in epochs.groupby(MACHINE_COLUMNS, dropna=False, sort=True):
             key = tuple(None if v != v else v for v in values)  # NaN (no GPU) -> None
             entry = counts.setdefault(key, {"runs": 0, "epochs": 0})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MACHINE_COLUMNS", "cpu_model", "cpu_cores", "this_machine"]
+__all__ = ["MACHINE_COLUMNS", "cpu_model", "cpu_cores", "gpu_name", "this_machine"]
 
 #: What ``epochs.csv`` records of the machine that ran each epoch (``gpu_name`` empty on CPU).
 MACHINE_COLUMNS = ["cpu_model", "cpu_cores", "torch_threads", "gpu_name"]
@@ -45,19 +45,24 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def this_machine(device: torch.device | str) -> dict[str, Any]:
-    """:data:`MACHINE_COLUMNS` for this process, training on ``device``: the GPU's name when
-    the device is CUDA (None on CPU). torch is imported here, not by the module, so that the
-    provenance record (a report job) can read the CPU without loading torch."""
+def gpu_name(device: torch.device | str) -> str | None:
+    """The name of the GPU ``device`` names when it is CUDA and one is visible here, else None.
+    torch is imported only for a CUDA device, so that the provenance record (a report job) can
+    describe a CPU machine without loading torch."""
+    if not str(device).startswith("cuda"):
+        return None
     import torch
 
-    device = torch.device(device)
-    gpu = None
-    if device.type == "cuda" and torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name(device)
+    return torch.cuda.get_device_name(torch.device(device)) if torch.cuda.is_available() else None
+
+
+def this_machine(device: torch.device | str) -> dict[str, Any]:
+    """:data:`MACHINE_COLUMNS` for this training process, on ``device``."""
+    import torch
+
     return {
         "cpu_model": cpu_model(),
         "cpu_cores": cpu_cores(),
         "torch_threads": torch.get_num_threads(),
-        "gpu_name": gpu,
+        "gpu_name": gpu_name(device),
     }
