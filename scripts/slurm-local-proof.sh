@@ -141,7 +141,11 @@ fingerprint_after=$(source_fingerprint)
 
 # --- evidence: what went through sbatch ---------------------------------------------------------
 run_id=$(sed -n 's/.*SLURM run ID: \([^ ]*\).*/\1/p' "${WORK}/slurm-run.log" | head -n 1)
-n_planned=$(awk '/^Job stats:/ {s = 1} s && $1 == "total" {print $2; exit}' "${WORK}/slurm-run.log")
+# The jobs planned: the total of the last "N of M steps done" line, not the first "Job stats"
+# table, which a checkpoint outdates: a decisive grid's chosen point adds its trainings after the
+# table is printed (seen here: one run's table said 95, its progress lines ended "of 105 steps").
+n_planned=$(sed -n 's/^[0-9]* of \([0-9]*\) steps ([0-9]*%) done$/\1/p' "${WORK}/slurm-run.log" |
+  tail -n 1)
 n_submitted=$(grep -c 'has been submitted with SLURM jobid' "${WORK}/slurm-run.log" || true)
 n_local=$(grep -c '^localrule ' "${WORK}/slurm-run.log" || true)
 squeue_rows=""
