@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from echomtl import archive as archive_module
 from echomtl.archive import ArchiveError, archived_files, pack, unpack, verify
 from echomtl.training.machine import cpu_model
 
@@ -148,6 +149,33 @@ def test_unpacking_never_overwrites(tmp_path):
         unpack(archive, clone)
     assert (clone / "results" / "tidy.csv").read_text() == "mine"
     assert not (clone / "results" / "study.json").exists()
+
+
+def test_unpacking_with_another_snakemake_warns_and_names_the_version_to_install(
+    tmp_path, monkeypatch, capsys
+):
+    """Snakemake may change its metadata records' format between versions; one it cannot read
+    would make it retrain the whole study, so unpack (and verify) say so before anything runs."""
+    source = tmp_path / "source"
+    _study(source)
+    same, older = tmp_path / "same.tar.gz", tmp_path / "older.tar.gz"
+    assert pack("results", same, workdir=source)["snakemake"] == archive_module.snakemake_version()
+    monkeypatch.setattr(archive_module, "snakemake_version", lambda: "0.0.1")
+    pack("results", older, workdir=source)
+    monkeypatch.undo()
+    for name, archive in (("same", same), ("older", older)):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        assert archive_module.main(["unpack", str(archive)]) == 0
+        assert archive_module.main(["verify", str(archive)]) == 0
+        err = capsys.readouterr().err
+        if name == "same":
+            assert err == ""
+        else:
+            assert err.count("warning: ") == 2
+            assert "written by Snakemake 0.0.1" in err and "install Snakemake 0.0.1" in err
+            assert f"this environment has {archive_module.snakemake_version()}" in err
+    assert (tmp_path / "older" / "results" / "tidy.csv").is_file()  # a warning, not a refusal
 
 
 def test_a_file_that_is_not_an_archive_is_refused_by_name(tmp_path):

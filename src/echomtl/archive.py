@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -53,8 +54,10 @@ __all__ = [
     "ArchiveError",
     "archived_files",
     "pack",
+    "snakemake_version",
     "unpack",
     "verify",
+    "version_warning",
 ]
 
 #: Bumped when the layout changes; unpacking refuses another format.
@@ -82,6 +85,33 @@ ORIGIN = "unpacked-from.json"
 COMPRESSLEVEL = 6
 #: How far apart unpacking spaces the time stamps of files of successive original times.
 STAMP_STEP_S = 0.001
+
+
+def snakemake_version() -> str | None:
+    """The installed Snakemake's version: the archive records the one that wrote its metadata
+    records, whose format Snakemake may change between its versions."""
+    try:
+        return importlib.metadata.version("snakemake")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def version_warning(manifest: dict[str, Any]) -> str | None:
+    """A warning when the archive's metadata records were written by another Snakemake than the
+    one installed here (None otherwise, and for archives that predate the record).
+
+    Not an error: Snakemake may well read the records. If it does not, it sees outputs with no
+    record and schedules the study's training again, which is hours to days of compute, so the
+    user is told before running anything, and which version to install."""
+    theirs, ours = manifest.get("snakemake"), snakemake_version()
+    if theirs is None or theirs == ours:
+        return None
+    return (
+        f"the archive's Snakemake metadata records were written by Snakemake {theirs}; this "
+        f"environment has {ours or 'no Snakemake'}. If `snakemake -n` now schedules training or "
+        f"evaluation jobs, install Snakemake {theirs} (environment.yml pins the version of the "
+        "commit the archive was made at) and run it again before anything else."
+    )
 
 
 class ArchiveError(RuntimeError):
@@ -206,6 +236,7 @@ def pack(
         "dirty": git.get("dirty"),
         "weights": weights,
         "made_on": _trained_on(results_abs / "provenance.json"),
+        "snakemake": snakemake_version(),
         "files": entries,
         "snakemake_metadata": records,
     }
@@ -382,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 manifest = verify(args.archive, tmp)
             print(_summary(manifest, Path(args.archive)) + ": every file matches its SHA-256")
+        warning = version_warning(manifest) if args.command != "pack" else None
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     except ArchiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
