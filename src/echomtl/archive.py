@@ -110,7 +110,7 @@ def version_warning(manifest: dict[str, Any]) -> str | None:
         f"the archive's Snakemake metadata records were written by Snakemake {theirs}; this "
         f"environment has {ours or 'no Snakemake'}. If `snakemake -n` now schedules training or "
         f"evaluation jobs, install Snakemake {theirs} (environment.yml pins the version of the "
-        "commit the archive was made at) and run it again before anything else."
+        "commit the archive was made at) and dry-run again before running anything."
     )
 
 
