@@ -122,6 +122,9 @@ def test_the_appendix_names_the_commit_and_flags_a_dirty_tree(tmp_path):
     assert dict(section["rows"])["Code"] == (
         r"\texttt{ffffffffffff}, \textbf{with uncommitted changes} (3 paths differ from the commit)"
     )
+    one = _record(tmp_path, {"commit": "f" * 40, "dirty": True, "changed": 1,
+                             "changed_paths": ["a"]})  # fmt: skip
+    assert dict(_provenance(one)["rows"])["Code"].endswith("(1 path differs from the commit)")
 
 
 def test_results_unpacked_from_an_archive_name_it_and_the_machine_that_trained_them(tmp_path):

@@ -995,8 +995,8 @@ def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         if git.get("dirty"):
             changed = int(git.get("changed", 0))
             code += (
-                f", \\textbf{{with uncommitted changes}} ({changed} "
-                f"path{'s' if changed != 1 else ''} differ from the commit)"
+                f", \\textbf{{with uncommitted changes}} ({_count(changed, 'path')} "
+                f"{'differs' if changed == 1 else 'differ'} from the commit)"
             )
         else:
             code += ", clean tree"
